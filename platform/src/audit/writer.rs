@@ -1,0 +1,282 @@
+//! The single audit writer: group commit over a bounded queue.
+//!
+//! Callers enqueue entries; one thread takes everything that has queued up (up to
+//! `batch_max`), chains it onto the head read *inside* a write-locked transaction (so several
+//! processes or nodes never fork the chain), inserts it and moves the head in one commit, then
+//! acknowledges. [`AuditLog::shutdown`] returns only once every entry queued before it is
+//! committed, which is how SIGTERM loses nothing that was acknowledged.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AuditRow, NewAuditEntry};
+use crate::db::schema::{audit_head, audit_log};
+use crate::db::{Db, DbConnection, DbError};
+
+/// Rows per INSERT statement (13 parameters each keeps well under both backends' limits).
+const INSERT_CHUNK: usize = 1000;
+const COMMIT_ATTEMPTS: u32 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit writer has stopped")]
+    Stopped,
+    #[error("audit entries could not be committed: {0}")]
+    Commit(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+type Ack = oneshot::Sender<Result<(), AuditError>>;
+
+enum Cmd {
+    Append(NewAuditEntry, Option<Ack>),
+    Flush(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    pub committed: AtomicU64,
+    pub batches: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// Handle to the audit writer; cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Cmd>,
+    capacity: usize,
+    stats: Arc<AuditStats>,
+    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").field("queued", &self.queue_depth()).finish()
+    }
+}
+
+impl AuditLog {
+    /// Starts the writer thread on its own connection from `db`.
+    pub fn start(db: Db, batch_max: usize, queue_capacity: usize) -> Self {
+        let (tx, rx) = mpsc::channel(queue_capacity);
+        let stats = Arc::new(AuditStats::default());
+        let s = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || run_writer(db, rx, batch_max, s))
+            .expect("spawn audit writer thread");
+        Self {
+            tx,
+            capacity: queue_capacity,
+            stats,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        }
+    }
+
+    /// Appends and waits until the entry is committed.
+    pub async fn append(&self, entry: NewAuditEntry) -> Result<(), AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Cmd::Append(entry, Some(ack))).await.map_err(|_| AuditError::Stopped)?;
+        done.await.map_err(|_| AuditError::Stopped)?
+    }
+
+    /// Enqueues without waiting for the commit (waits only while the queue is full). The entry
+    /// is committed with the next batch, and at the latest by [`AuditLog::shutdown`].
+    pub async fn record(&self, entry: NewAuditEntry) {
+        if self.tx.send(Cmd::Append(entry, None)).await.is_err() {
+            tracing::error!("audit writer stopped; entry dropped");
+        }
+    }
+
+    /// [`AuditLog::append`] for blocking code (CLI, tests). Not for async workers.
+    pub fn append_blocking(&self, entry: NewAuditEntry) -> Result<(), AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.tx.blocking_send(Cmd::Append(entry, Some(ack))).map_err(|_| AuditError::Stopped)?;
+        done.blocking_recv().map_err(|_| AuditError::Stopped)?
+    }
+
+    /// Enqueues from blocking code without waiting for the commit.
+    pub fn record_blocking(&self, entry: NewAuditEntry) {
+        if self.tx.blocking_send(Cmd::Append(entry, None)).is_err() {
+            tracing::error!("audit writer stopped; entry dropped");
+        }
+    }
+
+    /// Waits until everything enqueued before this call is committed (or has failed).
+    pub async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Cmd::Flush(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// Commits everything enqueued so far, then stops the writer thread and waits for it.
+    pub async fn shutdown(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Cmd::Shutdown(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+        self.join();
+    }
+
+    /// [`AuditLog::shutdown`] for blocking code.
+    pub fn shutdown_blocking(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.blocking_send(Cmd::Shutdown(ack)).is_ok() {
+            let _ = done.blocking_recv();
+        }
+        self.join();
+    }
+
+    fn join(&self) {
+        if let Some(t) = self.thread.lock().ok().and_then(|mut g| g.take()) {
+            let _ = t.join();
+        }
+    }
+
+    /// Entries waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.capacity - self.tx.capacity()
+    }
+
+    pub fn stats(&self) -> &AuditStats {
+        &self.stats
+    }
+}
+
+fn run_writer(db: Db, mut rx: mpsc::Receiver<Cmd>, batch_max: usize, stats: Arc<AuditStats>) {
+    let mut conn = None;
+    let mut entries = Vec::with_capacity(batch_max);
+    let mut acks: Vec<Ack> = Vec::new();
+    let mut flushes = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut shutdown = None;
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Cmd::Append(e, ack) => {
+                    entries.push(e);
+                    acks.extend(ack);
+                }
+                Cmd::Flush(f) => flushes.push(f),
+                Cmd::Shutdown(s) => {
+                    shutdown = Some(s);
+                    break;
+                }
+            }
+            if entries.len() < batch_max {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !entries.is_empty() {
+            let result = commit_with_retry(&db, &mut conn, &entries);
+            match &result {
+                Ok(()) => {
+                    stats.committed.fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    stats.batches.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    stats.failed.fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    tracing::error!(entries = entries.len(), error = %e, "audit batch lost");
+                }
+            }
+            for ack in acks.drain(..) {
+                let _ = ack.send(result.as_ref().map(|_| ()).map_err(|e| AuditError::Commit(e.clone())));
+            }
+            entries.clear();
+        }
+        for f in flushes.drain(..) {
+            let _ = f.send(());
+        }
+        if let Some(s) = shutdown {
+            let _ = s.send(());
+            return;
+        }
+    }
+}
+
+fn commit_with_retry(
+    db: &Db,
+    conn: &mut Option<crate::db::PooledConn>,
+    entries: &[NewAuditEntry],
+) -> Result<(), String> {
+    let mut last = String::new();
+    for attempt in 0..COMMIT_ATTEMPTS {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(50 << attempt));
+        }
+        if conn.is_none() {
+            match db.get() {
+                Ok(c) => *conn = Some(c),
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connection present");
+        match commit_batch(c, entries) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                last = e.to_string();
+                tracing::warn!(attempt, error = %last, "audit commit failed; retrying");
+                // A broken connection is replaced on the next attempt.
+                *conn = None;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Appends `entries` after the current head in one transaction. The head row is written first,
+/// which takes the write lock (SQLite) or the row lock (PostgreSQL) before the head is read, so
+/// concurrent writers in other processes or nodes queue up instead of forking the chain.
+pub(crate) fn commit_batch(
+    conn: &mut DbConnection,
+    entries: &[NewAuditEntry],
+) -> Result<(), diesel::result::Error> {
+    use diesel::Connection;
+    conn.transaction(|conn| {
+        let head = audit_head::table.filter(audit_head::id.eq(1));
+        diesel::update(head).set(audit_head::seq.eq(audit_head::seq)).execute(conn)?;
+        let (head_seq, head_hash): (i64, String) =
+            head.select((audit_head::seq, audit_head::hash)).first(conn)?;
+        let mut prev = decode_hash(&head_hash);
+        let mut rows = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            let (row, h) = AuditRow::chain(e, head_seq + 1 + i as i64, &prev);
+            rows.push(row);
+            prev = h;
+        }
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            // Batch inserts are dispatched per backend: MultiConnection cannot express them.
+            let insert = diesel::insert_into(audit_log::table).values(chunk);
+            match conn {
+                DbConnection::Sqlite(c) => insert.execute(c)?,
+                DbConnection::Pg(c) => insert.execute(c)?,
+            };
+        }
+        let last = rows.last().expect("non-empty batch");
+        diesel::update(head)
+            .set((audit_head::seq.eq(last.seq), audit_head::hash.eq(&last.hash)))
+            .execute(conn)?;
+        Ok(())
+    })
+}
+
+/// Decodes a stored hex hash; a malformed one decodes to all-ones so it never matches.
+pub(crate) fn decode_hash(s: &str) -> [u8; 32] {
+    let mut out = [0xff; 32];
+    if hex::decode_to_slice(s, &mut out).is_err() {
+        out = [0xff; 32];
+    }
+    out
+}

@@ -1,0 +1,147 @@
+//! User accounts: creation, listing, disabling.
+
+use diesel::prelude::*;
+use serde::Serialize;
+
+use crate::db::schema::users;
+use crate::db::DbConnection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("{field}: {why}")]
+    Invalid { field: &'static str, why: String },
+    #[error("a user with this email already exists")]
+    EmailTaken,
+    #[error("no such user")]
+    NotFound,
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub password_hash: Option<String>,
+    pub role: String,
+    pub disabled: bool,
+    pub mfa_enabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A user as the API shows it (never the hash).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub role: String,
+    pub mfa_enabled: bool,
+    pub disabled: bool,
+    pub created_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            display_name: u.display_name.clone(),
+            role: u.role.clone(),
+            mfa_enabled: u.mfa_enabled,
+            disabled: u.disabled,
+            created_at: crate::time::micros_to_rfc3339(u.created_at),
+        }
+    }
+}
+
+/// Lower-cases and checks an email address (one `@`, something on each side, no spaces).
+pub fn normalize_email(email: &str) -> Result<String, UserError> {
+    let e = email.trim().to_lowercase();
+    let ok = e.len() <= 254
+        && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains('@'))
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(e)
+    } else {
+        Err(UserError::Invalid { field: "email", why: "is not a valid email address".into() })
+    }
+}
+
+/// Creates a user whose password (already policy-checked) is hashed by the caller.
+pub fn create(
+    conn: &mut DbConnection,
+    email: &str,
+    display_name: &str,
+    password_hash: Option<String>,
+    role: Role,
+) -> Result<User, UserError> {
+    let email = normalize_email(email)?;
+    let display_name = display_name.trim();
+    if display_name.is_empty() || display_name.chars().count() > 100 {
+        return Err(UserError::Invalid { field: "display_name", why: "must be 1 to 100 characters".into() });
+    }
+    let now = crate::time::now_micros();
+    let user = User {
+        id: uuid::Uuid::now_v7().to_string(),
+        email,
+        display_name: display_name.to_string(),
+        password_hash,
+        role: role.as_str().into(),
+        disabled: false,
+        mfa_enabled: false,
+        created_at: now,
+        updated_at: now,
+    };
+    match diesel::insert_into(users::table).values(&user).execute(conn) {
+        Ok(_) => Ok(user),
+        Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {
+            Err(UserError::EmailTaken)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn list_all(conn: &mut DbConnection) -> Result<Vec<User>, UserError> {
+    Ok(users::table.select(User::as_select()).order(users::id.asc()).load(conn)?)
+}
+
+/// Finds a user by id or by email.
+pub fn find(conn: &mut DbConnection, id_or_email: &str) -> Result<User, UserError> {
+    let key = id_or_email.trim().to_lowercase();
+    users::table
+        .filter(users::id.eq(&key).or(users::email.eq(&key)))
+        .select(User::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or(UserError::NotFound)
+}
+
+pub fn set_disabled(conn: &mut DbConnection, id: &str, disabled: bool) -> Result<(), UserError> {
+    let n = diesel::update(users::table.filter(users::id.eq(id)))
+        .set((users::disabled.eq(disabled), users::updated_at.eq(crate::time::now_micros())))
+        .execute(conn)?;
+    if n == 0 {
+        return Err(UserError::NotFound);
+    }
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! The command line: `serve`, `migrate`, `user add|list|disable`, `audit verify`, `config check`.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::audit::{NewAuditEntry, Outcome};
+use crate::auth::{password, users};
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "seccollab", version, about = "SecCollab: self-hosted secure collaboration")]
+pub struct Cli {
+    /// Configuration file (TOML). Without one the embedded defaults serve.
+    #[arg(long, short, global = true, env = "SECCOLLAB_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server until SIGTERM.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Work with the audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// Create a user; the password is read from standard input.
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        display_name: String,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input (first line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+    /// Disable a user (by id or email): they can no longer sign in.
+    Disable { user: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain; exit 0 when intact, 1 when tampered.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Validate and print the effective configuration with secrets redacted.
+    Check,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::FAILURE
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(78); // EX_CONFIG
+        }
+    };
+    crate::init_tracing(&cfg);
+    match cli.command {
+        Command::Serve => serve(cfg),
+        Command::Migrate => match crate::db::Db::open(&cfg).and_then(|db| db.migrate()) {
+            Ok(n) => {
+                println!("{n} migration(s) applied");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::Config(ConfigCmd::Check) => {
+            // Key files are checked (never created) so a bad mode is reported here too.
+            for name in [crate::keys::JWT_KEY_FILE, crate::keys::MASTER_KEY_FILE] {
+                let p = cfg.keys_dir().join(name);
+                if let Ok(meta) = std::fs::metadata(&p) {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = meta.permissions().mode() & 0o777;
+                    if mode & 0o077 != 0 {
+                        return fail(crate::keys::KeyError::TooOpen { path: p, mode });
+                    }
+                }
+            }
+            print!("{}", cfg.redacted_toml());
+            eprintln!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Command::User(cmd) => user(cfg, cmd),
+        Command::Audit(AuditCmd::Verify) => audit_verify(cfg),
+    }
+}
+
+fn serve(cfg: Config) -> ExitCode {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if cfg.server.workers > 0 {
+        rt.worker_threads(cfg.server.workers);
+    }
+    let rt = match rt.enable_all().thread_name("seccollab").build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    match rt.block_on(crate::serve(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn user(cfg: Config, cmd: UserCmd) -> ExitCode {
+    let state = match crate::open_state(cfg) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let code = (|| -> Result<(), String> {
+        let mut conn = state.db.get().map_err(|e| e.to_string())?;
+        match cmd {
+            UserCmd::Add { email, display_name, admin, password_stdin: _ } => {
+                let mut input = String::new();
+                if std::io::stdin().is_terminal() {
+                    eprint!("password: ");
+                }
+                std::io::stdin().read_to_string(&mut input).map_err(|e| e.to_string())?;
+                let pw = input.lines().next().unwrap_or("");
+                password::check_policy(pw).map_err(|why| format!("password {why}"))?;
+                let role = if admin { users::Role::Admin } else { users::Role::User };
+                let u = users::create(&mut conn, &email, &display_name, Some(password::hash(pw)), role)
+                    .map_err(|e| e.to_string())?;
+                state
+                    .audit
+                    .append_blocking(
+                        NewAuditEntry::new("user.create", Outcome::Success)
+                            .target("user", u.id.clone())
+                            .details(serde_json::json!({"via": "cli", "role": u.role})),
+                    )
+                    .map_err(|e| e.to_string())?;
+                println!("{}", serde_json::to_string(&users::UserView::from(&u)).expect("json"));
+            }
+            UserCmd::List => {
+                for u in users::list_all(&mut conn).map_err(|e| e.to_string())? {
+                    println!("{}", serde_json::to_string(&users::UserView::from(&u)).expect("json"));
+                }
+            }
+            UserCmd::Disable { user } => {
+                let u = users::find(&mut conn, &user).map_err(|e| e.to_string())?;
+                users::set_disabled(&mut conn, &u.id, true).map_err(|e| e.to_string())?;
+                state
+                    .audit
+                    .append_blocking(
+                        NewAuditEntry::new("user.disable", Outcome::Success)
+                            .target("user", u.id.clone())
+                            .details(serde_json::json!({"via": "cli"})),
+                    )
+                    .map_err(|e| e.to_string())?;
+                println!("disabled {}", u.email);
+            }
+        }
+        Ok(())
+    })();
+    state.audit.shutdown_blocking();
+    match code {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn audit_verify(cfg: Config) -> ExitCode {
+    let db = match crate::db::Db::open(&cfg).and_then(|db| db.migrate().map(|_| db)) {
+        Ok(db) => db,
+        Err(e) => return fail(e),
+    };
+    let started = std::time::Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut last_shown = 0u64;
+    let mut progress = |n: u64| {
+        // Progress on long runs: every million entries, or live on a terminal.
+        if tty || n - last_shown >= 1_000_000 {
+            eprint!("{}checked {n} entries", if tty { "\r" } else { "" });
+            if !tty {
+                eprintln!();
+            }
+            last_shown = n;
+        }
+    };
+    match crate::audit::verify(&db, &mut progress) {
+        Ok(report) => {
+            if tty {
+                eprintln!();
+            }
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!("verified {} entries in {secs:.3} s", report.checked);
+            println!("{}", serde_json::to_string(&report).expect("json"));
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => fail(e),
+    }
+}

@@ -1,0 +1,355 @@
+//! Configuration: one TOML file plus `SECCOLLAB_<SECTION>__<KEY>` environment overrides.
+//!
+//! Every section rejects unknown keys, so a typo in the file is an error naming the file and the
+//! key instead of a setting silently ignored. With no file at all the embedded defaults serve:
+//! SQLite and local storage under `./data`, listening on 127.0.0.1:8000.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration could not be loaded; the message names the file, the key and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The effective configuration of one SecCollab node.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    pub keys: KeysConfig,
+    pub auth: AuthConfig,
+    pub smtp: SmtpConfig,
+    pub files: FilesConfig,
+    pub security: SecurityConfig,
+    pub audit: AuditConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub address: IpAddr,
+    pub port: u16,
+    /// Async worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Peers (IP or CIDR) whose `X-Forwarded-For` is believed. Empty: the header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Largest JSON request body accepted, in bytes.
+    pub max_json_bytes: u64,
+    /// Seconds given to in-flight requests on SIGTERM before connections are cut.
+    pub shutdown_grace_secs: u32,
+    /// PEM certificate chain and key; when both are set the server speaks TLS and sends HSTS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            address: IpAddr::from([127, 0, 0, 1]),
+            port: 8000,
+            workers: 0,
+            trusted_proxies: Vec::new(),
+            max_json_bytes: 1024 * 1024,
+            shutdown_grace_secs: 10,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://...`. Empty: `<storage.data_dir>/seccollab.db`.
+    pub url: String,
+    pub pool_size: u32,
+    pub connect_timeout_secs: u64,
+    pub sqlite_busy_timeout_ms: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: String::new(), pool_size: 8, connect_timeout_secs: 5, sqlite_busy_timeout_ms: 5000 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { data_dir: PathBuf::from("./data") }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Where the JWT signing key and the master key-encryption key live. Empty: `<data_dir>/keys`.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    Open,
+    #[default]
+    Invite,
+    Closed,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub registration: Registration,
+    /// Lifetime of an access token in seconds (at most 900).
+    pub access_token_ttl_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { registration: Registration::Invite, access_token_ttl_secs: 900 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    None,
+    #[default]
+    Starttls,
+    Tls,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Empty: e-mail is not sent (in-app notifications only).
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub from: String,
+    pub username: String,
+    /// Secret: redacted by `config check`.
+    pub password: String,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: 587,
+            tls: SmtpTls::Starttls,
+            from: "SecCollab <seccollab@localhost>".into(),
+            username: String::new(),
+            password: String::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    pub max_upload_bytes: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self { max_upload_bytes: 1024 * 1024 * 1024 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Folder with `security.toml` and `yara/*.yar`.
+    pub policy_dir: PathBuf,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self { policy_dir: PathBuf::from("./policies") }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Write one audit entry per `/api` request (health and metrics excepted).
+    pub log_requests: bool,
+    /// Most entries committed in one transaction by the audit writer.
+    pub batch_max: usize,
+    /// Entries that may wait for the writer before callers are slowed down.
+    pub queue_capacity: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { log_requests: true, batch_max: 4096, queue_capacity: 65536 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `seccollab=debug,rocket=warn`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Bearer token that opens `/metrics` to non-loopback peers. Empty: loopback only.
+    pub token: String,
+}
+
+const REDACTED: &str = "<redacted>";
+
+impl Config {
+    /// Loads the defaults, then `file` (if given; it must exist), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Missing(path.to_path_buf()));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(Self::env_provider());
+        let cfg: Config = fig.extract().map_err(|e| ConfigError::Invalid(describe(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Only variables with a section (`__`) are configuration, so `SECCOLLAB_BIN` and the like
+    /// are left alone.
+    fn env_provider() -> Env {
+        Env::prefixed("SECCOLLAB_").filter(|k| k.as_str().contains("__")).split("__")
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("key `{key}`: {why}")));
+        if self.auth.access_token_ttl_secs == 0 || self.auth.access_token_ttl_secs > 900 {
+            return bad("auth.access_token_ttl_secs", "must be between 1 and 900 seconds");
+        }
+        if self.database.pool_size == 0 {
+            return bad("database.pool_size", "must be at least 1");
+        }
+        if self.audit.batch_max == 0 || self.audit.queue_capacity == 0 {
+            return bad("audit.batch_max / audit.queue_capacity", "must be at least 1");
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return bad("server.tls_cert / server.tls_key", "set both or neither");
+        }
+        if !self.database.url.is_empty()
+            && !self.database.url.starts_with("sqlite://")
+            && !self.database.url.starts_with("postgres://")
+            && !self.database.url.starts_with("postgresql://")
+        {
+            return bad("database.url", "must start with sqlite:// or postgres://");
+        }
+        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
+            return bad("log.level", "is not a valid tracing filter (try `info`)");
+        }
+        Ok(())
+    }
+
+    /// The database URL with the embedded default filled in.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.storage.data_dir.join("seccollab.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.keys.dir.clone().unwrap_or_else(|| self.storage.data_dir.join("keys"))
+    }
+
+    /// The effective configuration as TOML with every secret replaced by `<redacted>`.
+    pub fn redacted_toml(&self) -> String {
+        let mut c = self.clone();
+        c.database.url = redact_url(&self.database_url());
+        if !c.smtp.password.is_empty() {
+            c.smtp.password = REDACTED.into();
+        }
+        if !c.metrics.token.is_empty() {
+            c.metrics.token = REDACTED.into();
+        }
+        toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+/// Hides the password of `scheme://user:password@host/...`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((cred, host)) = rest.rsplit_once('@') else { return url.to_string() };
+    match cred.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:{REDACTED}@{host}"),
+        None => url.to_string(),
+    }
+}
+
+fn describe(e: figment::Error) -> String {
+    e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_database_password() {
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:<redacted>@h/db");
+        assert_eq!(redact_url("sqlite://./x.db"), "sqlite://./x.db");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[server]\nprot = 1\n").unwrap();
+        let err = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(err.contains("prot"), "{err}");
+        assert!(err.contains("c.toml"), "{err}");
+    }
+}

@@ -1,0 +1,101 @@
+//! Cross-cutting HTTP behaviour: security headers, request ids, access logs, metrics and the
+//! per-request audit entry.
+
+use std::time::Instant;
+
+use rocket::fairing::{Fairing, Info, Kind};
+use rocket::http::Header;
+use rocket::{Data, Request, Response};
+use serde_json::json;
+
+use super::client::ClientInfo;
+use crate::audit::{NewAuditEntry, Outcome};
+use crate::auth::CurrentActor;
+use crate::AppState;
+
+#[derive(Clone, Copy)]
+struct Started(Instant);
+
+/// Paths that are neither audited per request nor worth a log line each (probes, scrapes).
+fn is_probe(path: &str) -> bool {
+    path == "/api/health" || path == "/metrics"
+}
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+    media-src 'self' blob:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
+    form-action 'self'; frame-ancestors 'none'";
+
+/// The fairing that wraps every request.
+#[derive(Debug, Default)]
+pub struct HttpLayer;
+
+#[rocket::async_trait]
+impl Fairing for HttpLayer {
+    fn info(&self) -> Info {
+        Info { name: "SecCollab HTTP layer", kind: Kind::Request | Kind::Response }
+    }
+
+    async fn on_request(&self, req: &mut Request<'_>, _: &mut Data<'_>) {
+        req.local_cache(|| Started(Instant::now()));
+    }
+
+    async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
+        let Some(state) = req.rocket().state::<AppState>() else { return };
+        let client = ClientInfo::of(req);
+        let path = req.uri().path().as_str().to_string();
+        let status = res.status().code;
+
+        res.set_header(Header::new("X-Request-Id", client.request_id.clone()));
+        res.set_header(Header::new("Content-Security-Policy", CSP));
+        res.set_header(Header::new("X-Content-Type-Options", "nosniff"));
+        res.set_header(Header::new("X-Frame-Options", "DENY"));
+        res.set_header(Header::new("Referrer-Policy", "no-referrer"));
+        res.set_header(Header::new("Cross-Origin-Opener-Policy", "same-origin"));
+        res.set_header(Header::new("Cross-Origin-Resource-Policy", "same-origin"));
+        res.set_header(Header::new("Permissions-Policy", "geolocation=(), payment=(), usb=()"));
+        if state.config.server.tls_enabled() {
+            res.set_header(Header::new("Strict-Transport-Security", "max-age=63072000; includeSubDomains"));
+        }
+        if path.starts_with("/api") {
+            res.set_header(Header::new("Cache-Control", "no-store"));
+        }
+
+        let elapsed = req.local_cache(|| Started(Instant::now())).0.elapsed();
+        let route = req.route().map(|r| r.uri.path().to_string()).unwrap_or_else(|| "unmatched".into());
+        let method = req.method().as_str();
+        state.metrics.observe(method, &route, status, elapsed.as_secs_f64());
+        if is_probe(&path) {
+            return;
+        }
+        // The query string is never logged: it can carry tokens (`/ws?token=`).
+        tracing::info!(
+            request_id = %client.request_id,
+            method,
+            path = %path,
+            status,
+            ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+        if state.config.audit.log_requests && path.starts_with("/api") {
+            let outcome = match status {
+                200..=399 => Outcome::Success,
+                401 | 403 => Outcome::Denied,
+                500..=599 => Outcome::Error,
+                _ => Outcome::Failure,
+            };
+            let actor = req.local_cache(CurrentActor::default).0.clone();
+            let entry = NewAuditEntry::new("http.request", outcome)
+                .actor(actor)
+                .client(client.ip_string(), client.user_agent)
+                .details(json!({
+                    "method": method,
+                    "path": path,
+                    "route": route,
+                    "status": status,
+                    "request_id": client.request_id,
+                    "duration_ms": (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+                }));
+            state.audit.record(entry).await;
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Key material generated on first start: the JWT signing key and the master key-encryption key.
+//!
+//! Both are 32 random bytes stored base64-encoded in files of mode 0600 inside a 0700 folder.
+//! A key file that group or others can read is refused at start, naming the file and the fix,
+//! because a leaked master key decrypts every stored file.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use rand::RngCore;
+
+pub const JWT_KEY_FILE: &str = "jwt_signing.key";
+pub const MASTER_KEY_FILE: &str = "master.key";
+const KEY_LEN: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "key file {path} is readable by group or others (mode {mode:o}); fix with: chmod 600 {path}"
+    )]
+    TooOpen { path: PathBuf, mode: u32 },
+    #[error("key file {path} is not a valid key ({why}); restore it from backup")]
+    Corrupt { path: PathBuf, why: String },
+    #[error("cannot use key file {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Secret key material. `Debug` never prints the bytes.
+pub struct Keys {
+    pub jwt_signing: [u8; KEY_LEN],
+    pub master: [u8; KEY_LEN],
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys { <redacted> }")
+    }
+}
+
+impl Keys {
+    /// Reads both keys from `dir`, creating any that does not exist yet.
+    pub fn load_or_create(dir: &Path) -> Result<Self, KeyError> {
+        let io = |source| KeyError::Io { path: dir.to_path_buf(), source };
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(io)?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
+        Ok(Self {
+            jwt_signing: load_or_create_key(&dir.join(JWT_KEY_FILE))?,
+            master: load_or_create_key(&dir.join(MASTER_KEY_FILE))?,
+        })
+    }
+}
+
+fn load_or_create_key(path: &Path) -> Result<[u8; KEY_LEN], KeyError> {
+    let io = |source| KeyError::Io { path: path.to_path_buf(), source };
+    match fs::metadata(path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(KeyError::TooOpen { path: path.to_path_buf(), mode });
+            }
+            let text = fs::read_to_string(path).map_err(io)?;
+            let bytes = STANDARD.decode(text.trim()).map_err(|e| KeyError::Corrupt {
+                path: path.to_path_buf(),
+                why: e.to_string(),
+            })?;
+            bytes.try_into().map_err(|b: Vec<u8>| KeyError::Corrupt {
+                path: path.to_path_buf(),
+                why: format!("{} bytes instead of {KEY_LEN}", b.len()),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; KEY_LEN];
+            rand::rngs::OsRng.fill_bytes(&mut key);
+            // Written under a temporary name and renamed, so a crash never leaves half a key.
+            let tmp = path.with_extension("key.tmp");
+            let _ = fs::remove_file(&tmp);
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io)?;
+            writeln!(f, "{}", STANDARD.encode(key)).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            fs::rename(&tmp, path).map_err(io)?;
+            tracing::info!(path = %path.display(), "generated new key file");
+            Ok(key)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_private_keys_and_reloads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys_dir = dir.path().join("keys");
+        let a = Keys::load_or_create(&keys_dir).unwrap();
+        let mode = fs::metadata(keys_dir.join(MASTER_KEY_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let b = Keys::load_or_create(&keys_dir).unwrap();
+        assert_eq!(a.master, b.master);
+        assert_ne!(a.master, a.jwt_signing);
+    }
+
+    #[test]
+    fn refuses_group_readable_key() {
+        let dir = tempfile::tempdir().unwrap();
+        Keys::load_or_create(dir.path()).unwrap();
+        let p = dir.path().join(JWT_KEY_FILE);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+        let err = Keys::load_or_create(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(err.contains(JWT_KEY_FILE), "{err}");
+    }
+}

@@ -1,0 +1,139 @@
+//! SecCollab host: configuration, database, audit log, HTTP API and the modules behind it.
+//!
+//! [`build_rocket`] is the only place routes are mounted: every module contributes
+//! `routes()` and this file mounts them under `/api`.
+
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod keys;
+pub mod openapi;
+pub mod system;
+pub mod time;
+
+use std::sync::Arc;
+
+use rocket::fairing::AdHoc;
+use rocket::shield::Shield;
+use rocket::{Build, Rocket, Route};
+
+use crate::audit::{AuditLog, NewAuditEntry, Outcome};
+use crate::config::{Config, LogFormat};
+use crate::db::Db;
+use crate::http::metrics::Metrics;
+use crate::keys::Keys;
+
+/// Everything a request handler may need, managed by Rocket.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub audit: AuditLog,
+    pub metrics: Arc<Metrics>,
+    pub keys: Arc<Keys>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("the HTTP server failed: {0}")]
+    Http(String),
+}
+
+/// The `/api` routes of every module, mounted by [`build_rocket`] and listed by the OpenAPI test.
+pub fn api_routes() -> Vec<Route> {
+    let mut r = Vec::new();
+    r.extend(system::routes());
+    r.extend(audit::routes::routes());
+    r
+}
+
+/// Builds the Rocket for `state` (not yet launched).
+pub fn build_rocket(state: AppState) -> Rocket<Build> {
+    let cfg = &state.config;
+    let mut fig = figment::Figment::from(rocket::Config::release_default())
+        .merge(("address", cfg.server.address))
+        .merge(("port", cfg.server.port))
+        .merge(("ip_header", false))
+        .merge(("log_level", "off"))
+        .merge(("cli_colors", false))
+        .merge(("shutdown.grace", cfg.server.shutdown_grace_secs))
+        .merge(("shutdown.mercy", 3))
+        .merge(("limits.json", cfg.server.max_json_bytes));
+    if cfg.server.workers > 0 {
+        fig = fig.merge(("workers", cfg.server.workers));
+    }
+    if let (Some(cert), Some(key)) = (&cfg.server.tls_cert, &cfg.server.tls_key) {
+        fig = fig.merge(("tls.certs", cert)).merge(("tls.key", key));
+    }
+    let scheme = if cfg.server.tls_enabled() { "https" } else { "http" };
+    rocket::custom(fig)
+        .attach(Shield::new())
+        .attach(http::fairings::HttpLayer)
+        .attach(AdHoc::on_liftoff("announce", move |r| {
+            Box::pin(async move {
+                let c = r.config();
+                // Printed on stdout so operators and test harnesses see the bound port.
+                println!("SecCollab listening on {scheme}://{}:{}", c.address, c.port);
+                tracing::info!(address = %c.address, port = c.port, "listening");
+            })
+        }))
+        .manage(state)
+        .mount("/api", api_routes())
+        .mount("/", rocket::routes![http::metrics::metrics])
+        .register("/api", http::error::catchers())
+}
+
+/// Sets up logging to stderr as text or JSON lines.
+pub fn init_tracing(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // `finish` + `set_global_default` rather than `init`: no bridge from the `log` crate, so
+    // Rocket's own per-request chatter stays out; this module logs requests itself.
+    let _ = match cfg.log.format {
+        LogFormat::Json => tracing::subscriber::set_global_default(builder.json().finish()),
+        LogFormat::Text => tracing::subscriber::set_global_default(builder.finish()),
+    };
+}
+
+/// Opens keys, database (migrated) and audit writer: what `serve` and the CLI share.
+pub fn open_state(cfg: Config) -> Result<AppState, StartError> {
+    let keys = Keys::load_or_create(&cfg.keys_dir())?;
+    let db = Db::open(&cfg)?;
+    let applied = db.migrate()?;
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
+    }
+    let audit = AuditLog::start(db.clone(), cfg.audit.batch_max, cfg.audit.queue_capacity);
+    Ok(AppState { config: Arc::new(cfg), db, audit, metrics: Arc::new(Metrics::default()), keys: Arc::new(keys) })
+}
+
+/// Runs the server until SIGTERM/SIGINT, then drains requests and flushes the audit log.
+pub async fn serve(cfg: Config) -> Result<(), StartError> {
+    let state = tokio::task::spawn_blocking(move || open_state(cfg))
+        .await
+        .map_err(|e| StartError::Http(e.to_string()))??;
+    let audit = state.audit.clone();
+    let rocket = build_rocket(state);
+    let ignited = rocket.ignite().await.map_err(|e| StartError::Http(e.to_string()))?;
+    let _ = audit
+        .append(NewAuditEntry::new("system.start", Outcome::Success).details(serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+        })))
+        .await;
+    let result = ignited.launch().await;
+    let _ = audit.append(NewAuditEntry::new("system.stop", Outcome::Success)).await;
+    audit.shutdown().await;
+    tracing::info!("stopped; audit log flushed");
+    result.map(|_| ()).map_err(|e| StartError::Http(e.to_string()))
+}

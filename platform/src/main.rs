@@ -1,0 +1,5 @@
+//! The `seccollab` command.
+
+fn main() -> std::process::ExitCode {
+    seccollab::cli::main()
+}
