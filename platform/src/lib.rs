@@ -75,7 +75,11 @@ pub fn build_rocket(state: AppState) -> Rocket<Build> {
     if let (Some(cert), Some(key)) = (&cfg.server.tls_cert, &cfg.server.tls_key) {
         fig = fig.merge(("tls.certs", cert)).merge(("tls.key", key));
     }
-    let scheme = if cfg.server.tls_enabled() { "https" } else { "http" };
+    let scheme = if cfg.server.tls_enabled() {
+        "https"
+    } else {
+        "http"
+    };
     rocket::custom(fig)
         .attach(Shield::new())
         .attach(http::fairings::HttpLayer)
@@ -97,7 +101,9 @@ pub fn build_rocket(state: AppState) -> Rocket<Build> {
 pub fn init_tracing(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // `finish` + `set_global_default` rather than `init`: no bridge from the `log` crate, so
     // Rocket's own per-request chatter stays out; this module logs requests itself.
     let _ = match cfg.log.format {
@@ -115,7 +121,13 @@ pub fn open_state(cfg: Config) -> Result<AppState, StartError> {
         tracing::info!(applied, "database migrations applied");
     }
     let audit = AuditLog::start(db.clone(), cfg.audit.batch_max, cfg.audit.queue_capacity);
-    Ok(AppState { config: Arc::new(cfg), db, audit, metrics: Arc::new(Metrics::default()), keys: Arc::new(keys) })
+    Ok(AppState {
+        config: Arc::new(cfg),
+        db,
+        audit,
+        metrics: Arc::new(Metrics::default()),
+        keys: Arc::new(keys),
+    })
 }
 
 /// Runs the server until SIGTERM/SIGINT, then drains requests and flushes the audit log.
@@ -125,15 +137,24 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
         .map_err(|e| StartError::Http(e.to_string()))??;
     let audit = state.audit.clone();
     let rocket = build_rocket(state);
-    let ignited = rocket.ignite().await.map_err(|e| StartError::Http(e.to_string()))?;
+    let ignited = rocket
+        .ignite()
+        .await
+        .map_err(|e| StartError::Http(e.to_string()))?;
     let _ = audit
-        .append(NewAuditEntry::new("system.start", Outcome::Success).details(serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-        })))
+        .append(
+            NewAuditEntry::new("system.start", Outcome::Success).details(serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+            })),
+        )
         .await;
     let result = ignited.launch().await;
-    let _ = audit.append(NewAuditEntry::new("system.stop", Outcome::Success)).await;
+    let _ = audit
+        .append(NewAuditEntry::new("system.stop", Outcome::Success))
+        .await;
     audit.shutdown().await;
     tracing::info!("stopped; audit log flushed");
-    result.map(|_| ()).map_err(|e| StartError::Http(e.to_string()))
+    result
+        .map(|_| ())
+        .map_err(|e| StartError::Http(e.to_string()))
 }

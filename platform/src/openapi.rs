@@ -5,7 +5,10 @@ use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "SecCollab API", description = "The HTTP contract of SecCollab (see API.md)."),
+    info(
+        title = "SecCollab API",
+        description = "The HTTP contract of SecCollab (see API.md)."
+    ),
     paths(
         crate::system::health,
         crate::system::openapi,
@@ -14,3 +17,42 @@ use utoipa::OpenApi;
     )
 )]
 pub struct ApiDoc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every mounted `/api` route appears in the OpenAPI document with its method.
+    #[test]
+    fn every_api_route_is_documented() {
+        let doc = ApiDoc::openapi();
+        let mut missing = Vec::new();
+        for route in crate::api_routes() {
+            let path = format!("/api{}", route.uri.path())
+                .trim_end_matches('/')
+                .to_string();
+            let path: String = path
+                .split('/')
+                .map(
+                    |seg| match seg.strip_prefix('<').and_then(|s| s.strip_suffix('>')) {
+                        Some(name) => format!("{{{}}}", name.trim_end_matches("..")),
+                        None => seg.to_string(),
+                    },
+                )
+                .collect::<Vec<_>>()
+                .join("/");
+            let method = route.method.as_str().to_lowercase();
+            let documented = doc.paths.paths.get(&path).is_some_and(|item| {
+                let json = serde_json::to_value(item).unwrap_or_default();
+                json.get(&method).is_some()
+            });
+            if !documented {
+                missing.push(format!("{method} {path}"));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "routes missing from /api/openapi.json: {missing:?}"
+        );
+    }
+}

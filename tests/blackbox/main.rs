@@ -1,1 +1,8 @@
-fn main(){}
+//! Black-box suite: the real `seccollab` binary over HTTP and its CLI, on SQLite and PostgreSQL.
+//! One test binary on purpose (each links the whole dependency tree).
+
+mod harness;
+
+mod audit_chain;
+mod cli;
+mod http_surface;

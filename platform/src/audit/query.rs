@@ -61,8 +61,18 @@ pub enum ExportFormat {
     Jsonl,
 }
 
-const CSV_HEADER: [&str; 10] =
-    ["id", "at", "actor_id", "action", "target_type", "target_id", "ip", "user_agent", "outcome", "details"];
+const CSV_HEADER: [&str; 10] = [
+    "id",
+    "at",
+    "actor_id",
+    "action",
+    "target_type",
+    "target_id",
+    "ip",
+    "user_agent",
+    "outcome",
+    "details",
+];
 
 /// Cells a spreadsheet would run as a formula get a leading apostrophe (CSV injection).
 fn csv_cell(s: &str) -> std::borrow::Cow<'_, str> {
@@ -104,7 +114,8 @@ pub fn encode_export(rows: Vec<AuditRow>, format: ExportFormat, first: bool) -> 
                     r.outcome.clone(),
                     r.details.clone(),
                 ];
-                w.write_record(cells.iter().map(|c| csv_cell(c).into_owned())).expect("in-memory CSV");
+                w.write_record(cells.iter().map(|c| csv_cell(c).into_owned()))
+                    .expect("in-memory CSV");
             }
             w.flush().expect("in-memory CSV");
             drop(w);
@@ -141,8 +152,9 @@ pub fn verify(db: &Db, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, Db
                 DbConnection::Pg(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
             };
             conn.batch_execute(begin)?;
-            let head: (i64, String) =
-                audit_head::table.select((audit_head::seq, audit_head::hash)).first(&mut *conn)?;
+            let head: (i64, String) = audit_head::table
+                .select((audit_head::seq, audit_head::hash))
+                .first(&mut *conn)?;
             let _ = head_tx.send(head);
             let mut after = i64::MIN;
             loop {
@@ -186,7 +198,14 @@ pub fn verify(db: &Db, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, Db
     'outer: for batch in rx.iter() {
         for row in batch? {
             if row.seq > head_seq {
-                report = Some(bad(checked, &row.id, format!("entry at position {} lies beyond the recorded head ({head_seq})", row.seq)));
+                report = Some(bad(
+                    checked,
+                    &row.id,
+                    format!(
+                        "entry at position {} lies beyond the recorded head ({head_seq})",
+                        row.seq
+                    ),
+                ));
                 break 'outer;
             }
             if row.seq != expected_seq {
@@ -199,7 +218,11 @@ pub fn verify(db: &Db, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, Db
             }
             let h = row.compute_hash(&prev);
             if decode_hash(&row.hash) != h {
-                report = Some(bad(checked, &row.id, "content does not match its hash: the entry was edited".into()));
+                report = Some(bad(
+                    checked,
+                    &row.id,
+                    "content does not match its hash: the entry was edited".into(),
+                ));
                 break 'outer;
             }
             prev = h;
@@ -226,5 +249,10 @@ pub fn verify(db: &Db, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, Db
             )),
         });
     }
-    Ok(VerifyReport { ok: true, checked, first_bad_id: None, reason: None })
+    Ok(VerifyReport {
+        ok: true,
+        checked,
+        first_bad_id: None,
+        reason: None,
+    })
 }

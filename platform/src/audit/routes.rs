@@ -67,7 +67,9 @@ impl<'r> Responder<'r, 'r> for LogsAnswer {
 }
 
 fn opt(v: Option<&str>) -> Option<String> {
-    v.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+    v.map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 fn time_param(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
@@ -75,7 +77,12 @@ fn time_param(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
         None => Ok(None),
         Some(s) => crate::time::parse_rfc3339_micros(&s)
             .map(Some)
-            .ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 time such as 2026-01-31T12:00:00Z")),
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    name,
+                    "must be an RFC 3339 time such as 2026-01-31T12:00:00Z",
+                )
+            }),
     }
 }
 
@@ -118,11 +125,15 @@ pub async fn logs(
     let outcome = opt(outcome);
     if let Some(o) = &outcome {
         if !["success", "failure", "denied", "error"].contains(&o.as_str()) {
-            return Err(ApiError::invalid("outcome", "must be success, failure, denied or error"));
+            return Err(ApiError::invalid(
+                "outcome",
+                "must be success, failure, denied or error",
+            ));
         }
     }
     if let Some(ip) = opt(ip) {
-        ip.parse::<std::net::IpAddr>().map_err(|_| ApiError::invalid("ip", "is not an IP address"))?;
+        ip.parse::<std::net::IpAddr>()
+            .map_err(|_| ApiError::invalid("ip", "is not an IP address"))?;
     }
     let filter = LogFilter {
         actor_id: opt(actor_id),
@@ -135,7 +146,8 @@ pub async fn logs(
     let limit = match opt(limit) {
         None => pagination::limit(None)?,
         Some(s) => pagination::limit(Some(
-            s.parse().map_err(|_| ApiError::invalid("limit", "must be a whole number"))?,
+            s.parse()
+                .map_err(|_| ApiError::invalid("limit", "must be a whole number"))?,
         ))?,
     };
     let before = decode_cursor(cursor)?;
@@ -179,7 +191,11 @@ pub async fn logs(
         .await?;
     let more = rows.len() as i64 > limit;
     let mut entries: Vec<_> = rows.into_iter().take(limit as usize).collect();
-    let next_cursor = if more { entries.last().map(|r| encode_cursor(r.seq)) } else { None };
+    let next_cursor = if more {
+        entries.last().map(|r| encode_cursor(r.seq))
+    } else {
+        None
+    };
     Ok(LogsAnswer::Page(Json(LogsPage {
         entries: entries.drain(..).map(AuditEntryView::from).collect(),
         next_cursor,

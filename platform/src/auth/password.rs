@@ -1,7 +1,9 @@
 //! Password hashing with argon2id (OWASP parameters by default) in PHC strings, so parameters
 //! can be raised later and old hashes still verify.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::{Algorithm, Argon2, Params, Version};
 
 /// OWASP's argon2id recommendation: 19 MiB, 2 passes, 1 lane.
@@ -13,7 +15,8 @@ pub const MIN_LEN: usize = 12;
 pub const MAX_LEN: usize = 1024;
 
 fn hasher() -> Argon2<'static> {
-    let params = Params::new(DEFAULT_M_KIB, DEFAULT_T, DEFAULT_P, None).expect("valid argon2 params");
+    let params =
+        Params::new(DEFAULT_M_KIB, DEFAULT_T, DEFAULT_P, None).expect("valid argon2 params");
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
@@ -21,7 +24,9 @@ fn hasher() -> Argon2<'static> {
 pub fn check_policy(password: &str) -> Result<(), String> {
     let n = password.chars().count();
     if n < MIN_LEN {
-        return Err(format!("must be at least {MIN_LEN} characters long (got {n})"));
+        return Err(format!(
+            "must be at least {MIN_LEN} characters long (got {n})"
+        ));
     }
     if n > MAX_LEN {
         return Err(format!("must be at most {MAX_LEN} characters long"));
@@ -32,12 +37,19 @@ pub fn check_policy(password: &str) -> Result<(), String> {
 /// Hashes a password into a PHC string (CPU- and memory-heavy: call off the async workers).
 pub fn hash(password: &str) -> String {
     let salt = SaltString::generate(&mut OsRng);
-    hasher().hash_password(password.as_bytes(), &salt).expect("argon2 hashing").to_string()
+    hasher()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 hashing")
+        .to_string()
 }
 
 /// Verifies `password` against a PHC string in constant time.
 pub fn verify(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 #[cfg(test)]

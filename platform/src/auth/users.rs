@@ -78,12 +78,16 @@ impl From<&User> for UserView {
 pub fn normalize_email(email: &str) -> Result<String, UserError> {
     let e = email.trim().to_lowercase();
     let ok = e.len() <= 254
-        && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains('@'))
+        && e.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains('@'))
         && !e.chars().any(|c| c.is_whitespace() || c.is_control());
     if ok {
         Ok(e)
     } else {
-        Err(UserError::Invalid { field: "email", why: "is not a valid email address".into() })
+        Err(UserError::Invalid {
+            field: "email",
+            why: "is not a valid email address".into(),
+        })
     }
 }
 
@@ -98,7 +102,10 @@ pub fn create(
     let email = normalize_email(email)?;
     let display_name = display_name.trim();
     if display_name.is_empty() || display_name.chars().count() > 100 {
-        return Err(UserError::Invalid { field: "display_name", why: "must be 1 to 100 characters".into() });
+        return Err(UserError::Invalid {
+            field: "display_name",
+            why: "must be 1 to 100 characters".into(),
+        });
     }
     let now = crate::time::now_micros();
     let user = User {
@@ -112,17 +119,24 @@ pub fn create(
         created_at: now,
         updated_at: now,
     };
-    match diesel::insert_into(users::table).values(&user).execute(conn) {
+    match diesel::insert_into(users::table)
+        .values(&user)
+        .execute(conn)
+    {
         Ok(_) => Ok(user),
-        Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {
-            Err(UserError::EmailTaken)
-        }
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        )) => Err(UserError::EmailTaken),
         Err(e) => Err(e.into()),
     }
 }
 
 pub fn list_all(conn: &mut DbConnection) -> Result<Vec<User>, UserError> {
-    Ok(users::table.select(User::as_select()).order(users::id.asc()).load(conn)?)
+    Ok(users::table
+        .select(User::as_select())
+        .order(users::id.asc())
+        .load(conn)?)
 }
 
 /// Finds a user by id or by email.
@@ -138,7 +152,10 @@ pub fn find(conn: &mut DbConnection, id_or_email: &str) -> Result<User, UserErro
 
 pub fn set_disabled(conn: &mut DbConnection, id: &str, disabled: bool) -> Result<(), UserError> {
     let n = diesel::update(users::table.filter(users::id.eq(id)))
-        .set((users::disabled.eq(disabled), users::updated_at.eq(crate::time::now_micros())))
+        .set((
+            users::disabled.eq(disabled),
+            users::updated_at.eq(crate::time::now_micros()),
+        ))
         .execute(conn)?;
     if n == 0 {
         return Err(UserError::NotFound);

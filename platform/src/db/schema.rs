@@ -28,8 +28,6 @@ diesel::table! {
     }
 }
 
-
-
 diesel::table! {
     /// People who can sign in. `email` is stored lower-cased.
     users (id) {

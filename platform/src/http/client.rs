@@ -21,9 +21,14 @@ impl RequestId {
             let incoming = req.headers().get_one("X-Request-Id").filter(|v| {
                 !v.is_empty()
                     && v.len() <= 64
-                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             });
-            RequestId(incoming.map(str::to_string).unwrap_or_else(|| uuid::Uuid::now_v7().to_string()))
+            RequestId(
+                incoming
+                    .map(str::to_string)
+                    .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            )
         })
         .0
         .clone()
@@ -104,13 +109,26 @@ mod tests {
     fn forwarded_for_only_from_trusted_peers() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         // Untrusted peer: header ignored.
-        assert_eq!(client_ip(Some(ip("203.0.113.9")), Some("1.2.3.4"), &trusted), Some(ip("203.0.113.9")));
+        assert_eq!(
+            client_ip(Some(ip("203.0.113.9")), Some("1.2.3.4"), &trusted),
+            Some(ip("203.0.113.9"))
+        );
         // Trusted proxy: rightmost untrusted hop wins, a spoofed left part is not believed.
         assert_eq!(
-            client_ip(Some(ip("10.0.0.2")), Some("6.6.6.6, 198.51.100.7, 10.0.0.3"), &trusted),
+            client_ip(
+                Some(ip("10.0.0.2")),
+                Some("6.6.6.6, 198.51.100.7, 10.0.0.3"),
+                &trusted
+            ),
             Some(ip("198.51.100.7"))
         );
-        assert_eq!(client_ip(Some(ip("10.0.0.2")), None, &trusted), Some(ip("10.0.0.2")));
-        assert_eq!(client_ip(Some(ip("10.0.0.2")), Some("junk"), &trusted), Some(ip("10.0.0.2")));
+        assert_eq!(
+            client_ip(Some(ip("10.0.0.2")), None, &trusted),
+            Some(ip("10.0.0.2"))
+        );
+        assert_eq!(
+            client_ip(Some(ip("10.0.0.2")), Some("junk"), &trusted),
+            Some(ip("10.0.0.2"))
+        );
     }
 }

@@ -13,7 +13,10 @@ pub fn limit(v: Option<i64>) -> Result<i64, ApiError> {
     match v {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}"))),
+        Some(_) => Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        )),
     }
 }
 
@@ -38,7 +41,10 @@ pub fn decode_cursor(v: Option<&str>) -> Result<Option<i64>, ApiError> {
 mod tests {
     #[test]
     fn cursor_round_trip_and_rejects_junk() {
-        assert_eq!(super::decode_cursor(Some(&super::encode_cursor(42))).unwrap(), Some(42));
+        assert_eq!(
+            super::decode_cursor(Some(&super::encode_cursor(42))).unwrap(),
+            Some(42)
+        );
         assert!(super::decode_cursor(Some("nope")).is_err());
         assert!(super::limit(Some(0)).is_err());
         assert!(super::limit(Some(201)).is_err());

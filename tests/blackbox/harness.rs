@@ -1,0 +1,416 @@
+//! Starts the real `seccollab` binary on a free port with a temporary data folder, against a
+//! real SQLite file or a fresh PostgreSQL database, and talks to it over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_seccollab");
+
+/// Runs one test body against each backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn sqlite() {
+                let f: fn($crate::harness::Backend) = $body;
+                f($crate::harness::Backend::Sqlite)
+            }
+            #[test]
+            fn postgres() {
+                let f: fn($crate::harness::Backend) = $body;
+                f($crate::harness::Backend::Postgres)
+            }
+        }
+    };
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// PostgreSQL server the suites use; `./tests/run` makes sure it is there.
+pub fn pg_admin_url() -> String {
+    std::env::var("SECCOLLAB_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh, empty database of one backend, removed when dropped.
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("seccollab.db").display());
+                Self {
+                    backend,
+                    url,
+                    dir,
+                    pg_name: None,
+                }
+            }
+            Backend::Postgres => {
+                let name = format!(
+                    "sctest_{}_{}_{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::SeqCst),
+                    rand_suffix()
+                );
+                psql(&pg_admin_url(), &format!("CREATE DATABASE {name}"));
+                let admin = pg_admin_url();
+                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+                let url = format!("{base}/{name}");
+                Self {
+                    backend,
+                    url,
+                    dir,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    /// The SQLite file (SQLite only).
+    pub fn sqlite_path(&self) -> PathBuf {
+        PathBuf::from(self.url.strip_prefix("sqlite://").expect("sqlite url"))
+    }
+
+    /// Runs SQL directly against the database with the backend's own client (sqlite3 / psql),
+    /// as an attacker with database access would.
+    pub fn sql(&self, sql: &str) -> String {
+        match self.backend {
+            Backend::Sqlite => {
+                let out = Command::new("sqlite3")
+                    .arg(self.sqlite_path())
+                    .arg(sql)
+                    .output()
+                    .expect("sqlite3 must be installed (./tests/run installs it)");
+                assert!(
+                    out.status.success(),
+                    "sqlite3 failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            }
+            Backend::Postgres => psql(&self.url, sql),
+        }
+    }
+
+    /// Environment that points the binary at this database and data folder.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("SECCOLLAB_DATABASE__URL".into(), self.url.clone()),
+            (
+                "SECCOLLAB_STORAGE__DATA_DIR".into(),
+                self.dir.path().join("data").display().to_string(),
+            ),
+            (
+                "SECCOLLAB_SECURITY__POLICY_DIR".into(),
+                repo_root().join("policies").display().to_string(),
+            ),
+            ("SECCOLLAB_LOG__LEVEL".into(), "warn".into()),
+        ]
+    }
+
+    /// A library-level configuration for this database (to seed data quickly).
+    pub fn config(&self) -> seccollab::config::Config {
+        let mut c = seccollab::config::Config::default();
+        c.database.url = self.url.clone();
+        c.storage.data_dir = self.dir.path().join("data");
+        c
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = &self.pg_name {
+            let _ = Command::new("psql")
+                .args([
+                    &pg_admin_url(),
+                    "-q",
+                    "-c",
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                ])
+                .output();
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{nanos:x}")
+}
+
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            url,
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql must be installed (./tests/run installs it)");
+    assert!(
+        out.status.success(),
+        "psql failed on {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// `seccollab` with a clean environment: no stray `SECCOLLAB_*` from the caller.
+pub fn command(env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SECCOLLAB_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    cmd
+}
+
+/// Runs a CLI command to completion: (exit code, stdout, stderr).
+pub fn run_cli(
+    env: &[(String, String)],
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = command(env)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start seccollab");
+    {
+        let mut si = child.stdin.take().expect("stdin");
+        if let Some(s) = stdin {
+            si.write_all(s.as_bytes()).expect("write stdin");
+        }
+    }
+    let out = child.wait_with_output().expect("wait seccollab");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running server; SIGTERM and wait on drop.
+pub struct Server {
+    pub db: TestDb,
+    pub base: String,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub fn start(backend: Backend) -> Self {
+        Self::start_with(TestDb::new(backend), &[])
+    }
+
+    pub fn start_with(db: TestDb, extra_env: &[(&str, &str)]) -> Self {
+        let mut env = db.env();
+        env.push(("SECCOLLAB_SERVER__PORT".into(), "0".into()));
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let mut child = command(&env)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start seccollab serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("SecCollab listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(b) => b,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not start within 60 s (status {:?})",
+                    child.try_wait()
+                );
+            }
+        };
+        let srv = Self {
+            db,
+            base,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while srv.get("/api/health").status != 200 {
+            assert!(Instant::now() < deadline, "health never turned 200");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        srv
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, &[], None)
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Resp {
+        let mut req = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(30));
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let res = match body {
+            Some(b) => req.send_bytes(b),
+            None => req.call(),
+        };
+        let res = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        Resp::from(res)
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the exit code.
+    pub fn stop(&mut self) -> i32 {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return st.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl From<ureq::Response> for Resp {
+    fn from(r: ureq::Response) -> Self {
+        let status = r.status();
+        let headers = r
+            .headers_names()
+            .into_iter()
+            .map(|n| {
+                let v = r.header(&n).unwrap_or_default().to_string();
+                (n, v)
+            })
+            .collect();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut r.into_reader(), &mut body).expect("read body");
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Asserts the API error shape with this status and code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        assert!(
+            self.header("content-type")
+                .unwrap_or_default()
+                .starts_with("application/json"),
+            "error must be JSON, got {:?}: {}",
+            self.header("content-type"),
+            self.text()
+        );
+        let j = self.json();
+        assert_eq!(j["error"]["code"], code, "{j}");
+        assert!(
+            j["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{j}"
+        );
+    }
+}
