@@ -34,11 +34,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn appends_per_sec(n: usize, writers: usize, wait_each: bool) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let db = fresh_db(dir.path());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let log = AuditLog::start(db, 4096, 65536);
     let start = Instant::now();
     rt.block_on(async {
@@ -62,21 +58,13 @@ fn appends_per_sec(n: usize, writers: usize, wait_each: bool) -> f64 {
         log.flush().await;
     });
     let secs = start.elapsed().as_secs_f64();
-    assert_eq!(
-        log.stats()
-            .committed
-            .load(std::sync::atomic::Ordering::Relaxed) as usize,
-        n
-    );
+    assert_eq!(log.stats().committed.load(std::sync::atomic::Ordering::Relaxed) as usize, n);
     rt.block_on(log.shutdown());
     n as f64 / secs
 }
 
 fn main() {
-    let n: usize = std::env::var("AUDIT_BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+    let n: usize = std::env::var("AUDIT_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     println!("audit benchmark, {n} entries per run, SQLite (WAL, synchronous=NORMAL), median of 3");
 
     let cases = [
@@ -86,14 +74,8 @@ fn main() {
     ];
     for (name, writers, wait) in cases {
         let runs = if wait && writers == 1 { n / 10 } else { n };
-        let v: Vec<f64> = (0..3)
-            .map(|_| appends_per_sec(runs, writers, wait))
-            .collect();
-        println!(
-            "append  {name:<48} {:>10.0} entries/s  (runs: {:.0?})",
-            median(v.clone()),
-            v
-        );
+        let v: Vec<f64> = (0..3).map(|_| appends_per_sec(runs, writers, wait)).collect();
+        println!("append  {name:<48} {:>10.0} entries/s  (runs: {:.0?})", median(v.clone()), v);
     }
 
     // Verify: one log of n entries, verified three times; hashing alone as the ceiling.

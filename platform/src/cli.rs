@@ -11,11 +11,7 @@ use crate::auth::{password, users};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "seccollab",
-    version,
-    about = "SecCollab: self-hosted secure collaboration"
-)]
+#[command(name = "seccollab", version, about = "SecCollab: self-hosted secure collaboration")]
 pub struct Cli {
     /// Configuration file (TOML). Without one the embedded defaults serve.
     #[arg(long, short, global = true, env = "SECCOLLAB_CONFIG")]
@@ -142,34 +138,18 @@ fn user(cfg: Config, cmd: UserCmd) -> ExitCode {
     let code = (|| -> Result<(), String> {
         let mut conn = state.db.get().map_err(|e| e.to_string())?;
         match cmd {
-            UserCmd::Add {
-                email,
-                display_name,
-                admin,
-                password_stdin: _,
-            } => {
+            UserCmd::Add { email, display_name, admin, password_stdin: _ } => {
                 let mut input = String::new();
                 if std::io::stdin().is_terminal() {
                     eprint!("password: ");
                 }
-                std::io::stdin()
-                    .read_to_string(&mut input)
-                    .map_err(|e| e.to_string())?;
+                std::io::stdin().read_to_string(&mut input).map_err(|e| e.to_string())?;
                 let pw = input.lines().next().unwrap_or("");
-                password::check_policy(pw).map_err(|why| format!("password {why}"))?;
-                let role = if admin {
-                    users::Role::Admin
-                } else {
-                    users::Role::User
-                };
-                let u = users::create(
-                    &mut conn,
-                    &email,
-                    &display_name,
-                    Some(password::hash(pw)),
-                    role,
-                )
-                .map_err(|e| e.to_string())?;
+                password::check_policy(&state.policy.password, pw, &[&email, &display_name])
+                    .map_err(|why| format!("password {why}"))?;
+                let role = if admin { users::Role::Admin } else { users::Role::User };
+                let u = users::create(&mut conn, &email, &display_name, Some(state.hasher.hash_blocking(pw)), role)
+                    .map_err(|e| e.to_string())?;
                 state
                     .audit
                     .append_blocking(
@@ -178,22 +158,18 @@ fn user(cfg: Config, cmd: UserCmd) -> ExitCode {
                             .details(serde_json::json!({"via": "cli", "role": u.role})),
                     )
                     .map_err(|e| e.to_string())?;
-                println!(
-                    "{}",
-                    serde_json::to_string(&users::UserView::from(&u)).expect("json")
-                );
+                println!("{}", serde_json::to_string(&users::UserView::from(&u)).expect("json"));
             }
             UserCmd::List => {
                 for u in users::list_all(&mut conn).map_err(|e| e.to_string())? {
-                    println!(
-                        "{}",
-                        serde_json::to_string(&users::UserView::from(&u)).expect("json")
-                    );
+                    println!("{}", serde_json::to_string(&users::UserView::from(&u)).expect("json"));
                 }
             }
             UserCmd::Disable { user } => {
                 let u = users::find(&mut conn, &user).map_err(|e| e.to_string())?;
                 users::set_disabled(&mut conn, &u.id, true).map_err(|e| e.to_string())?;
+                crate::auth::sessions::revoke_all(&mut conn, &u.id, None, "disabled").map_err(|e| e.to_string())?;
+                crate::auth::sessions::revoke_all(&mut conn, &u.id, None, "disabled").map_err(|e| e.to_string())?;
                 state
                     .audit
                     .append_blocking(

@@ -89,12 +89,7 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: String::new(),
-            pool_size: 8,
-            connect_timeout_secs: 5,
-            sqlite_busy_timeout_ms: 5000,
-        }
+        Self { url: String::new(), pool_size: 8, connect_timeout_secs: 5, sqlite_busy_timeout_ms: 5000 }
     }
 }
 
@@ -106,9 +101,7 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("./data"),
-        }
+        Self { data_dir: PathBuf::from("./data") }
     }
 }
 
@@ -134,14 +127,13 @@ pub struct AuthConfig {
     pub registration: Registration,
     /// Lifetime of an access token in seconds (at most 900).
     pub access_token_ttl_secs: u64,
+    /// Lifetime of a session (its refresh tokens) in days.
+    pub session_ttl_days: u64,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self {
-            registration: Registration::Invite,
-            access_token_ttl_secs: 900,
-        }
+        Self { registration: Registration::Invite, access_token_ttl_secs: 900, session_ttl_days: 30 }
     }
 }
 
@@ -188,9 +180,7 @@ pub struct FilesConfig {
 
 impl Default for FilesConfig {
     fn default() -> Self {
-        Self {
-            max_upload_bytes: 1024 * 1024 * 1024,
-        }
+        Self { max_upload_bytes: 1024 * 1024 * 1024 }
     }
 }
 
@@ -203,9 +193,7 @@ pub struct SecurityConfig {
 
 impl Default for SecurityConfig {
     fn default() -> Self {
-        Self {
-            policy_dir: PathBuf::from("./policies"),
-        }
+        Self { policy_dir: PathBuf::from("./policies") }
     }
 }
 
@@ -222,11 +210,7 @@ pub struct AuditConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self {
-            log_requests: true,
-            batch_max: 4096,
-            queue_capacity: 65536,
-        }
+        Self { log_requests: true, batch_max: 4096, queue_capacity: 65536 }
     }
 }
 
@@ -248,10 +232,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            level: "info".into(),
-        }
+        Self { format: LogFormat::Text, level: "info".into() }
     }
 }
 
@@ -275,9 +256,7 @@ impl Config {
             fig = fig.merge(Toml::file_exact(path));
         }
         fig = fig.merge(Self::env_provider());
-        let cfg: Config = fig
-            .extract()
-            .map_err(|e| ConfigError::Invalid(describe(e)))?;
+        let cfg: Config = fig.extract().map_err(|e| ConfigError::Invalid(describe(e)))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -285,27 +264,22 @@ impl Config {
     /// Only variables with a section (`__`) are configuration, so `SECCOLLAB_BIN` and the like
     /// are left alone.
     fn env_provider() -> Env {
-        Env::prefixed("SECCOLLAB_")
-            .filter(|k| k.as_str().contains("__"))
-            .split("__")
+        Env::prefixed("SECCOLLAB_").filter(|k| k.as_str().contains("__")).split("__")
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("key `{key}`: {why}")));
         if self.auth.access_token_ttl_secs == 0 || self.auth.access_token_ttl_secs > 900 {
-            return bad(
-                "auth.access_token_ttl_secs",
-                "must be between 1 and 900 seconds",
-            );
+            return bad("auth.access_token_ttl_secs", "must be between 1 and 900 seconds");
+        }
+        if self.auth.session_ttl_days == 0 || self.auth.session_ttl_days > 365 {
+            return bad("auth.session_ttl_days", "must be between 1 and 365");
         }
         if self.database.pool_size == 0 {
             return bad("database.pool_size", "must be at least 1");
         }
         if self.audit.batch_max == 0 || self.audit.queue_capacity == 0 {
-            return bad(
-                "audit.batch_max / audit.queue_capacity",
-                "must be at least 1",
-            );
+            return bad("audit.batch_max / audit.queue_capacity", "must be at least 1");
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return bad("server.tls_cert / server.tls_key", "set both or neither");
@@ -317,12 +291,7 @@ impl Config {
         {
             return bad("database.url", "must start with sqlite:// or postgres://");
         }
-        if self
-            .log
-            .level
-            .parse::<tracing_subscriber::EnvFilter>()
-            .is_err()
-        {
+        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return bad("log.level", "is not a valid tracing filter (try `info`)");
         }
         Ok(())
@@ -331,20 +300,14 @@ impl Config {
     /// The database URL with the embedded default filled in.
     pub fn database_url(&self) -> String {
         if self.database.url.is_empty() {
-            format!(
-                "sqlite://{}",
-                self.storage.data_dir.join("seccollab.db").display()
-            )
+            format!("sqlite://{}", self.storage.data_dir.join("seccollab.db").display())
         } else {
             self.database.url.clone()
         }
     }
 
     pub fn keys_dir(&self) -> PathBuf {
-        self.keys
-            .dir
-            .clone()
-            .unwrap_or_else(|| self.storage.data_dir.join("keys"))
+        self.keys.dir.clone().unwrap_or_else(|| self.storage.data_dir.join("keys"))
     }
 
     /// The effective configuration as TOML with every secret replaced by `<redacted>`.
@@ -376,10 +339,7 @@ fn redact_url(url: &str) -> String {
 }
 
 fn describe(e: figment::Error) -> String {
-    e.into_iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
+    e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
 }
 
 #[cfg(test)]
@@ -388,10 +348,7 @@ mod tests {
 
     #[test]
     fn redacts_database_password() {
-        assert_eq!(
-            redact_url("postgres://u:pw@h/db"),
-            "postgres://u:<redacted>@h/db"
-        );
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:<redacted>@h/db");
         assert_eq!(redact_url("sqlite://./x.db"), "sqlite://./x.db");
     }
 

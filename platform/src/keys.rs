@@ -19,17 +19,12 @@ const KEY_LEN: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error(
-        "key file {path} is readable by group or others (mode {mode:o}); fix with: chmod 600 {path}"
-    )]
+    #[error("key file {path} is readable by group or others (mode {mode:o}); fix with: chmod 600 {path}")]
     TooOpen { path: PathBuf, mode: u32 },
     #[error("key file {path} is not a valid key ({why}); restore it from backup")]
     Corrupt { path: PathBuf, why: String },
     #[error("cannot use key file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 /// Secret key material. `Debug` never prints the bytes.
@@ -47,10 +42,7 @@ impl std::fmt::Debug for Keys {
 impl Keys {
     /// Reads both keys from `dir`, creating any that does not exist yet.
     pub fn load_or_create(dir: &Path) -> Result<Self, KeyError> {
-        let io = |source| KeyError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
+        let io = |source| KeyError::Io { path: dir.to_path_buf(), source };
         if !dir.exists() {
             fs::create_dir_all(dir).map_err(io)?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
@@ -63,26 +55,17 @@ impl Keys {
 }
 
 fn load_or_create_key(path: &Path) -> Result<[u8; KEY_LEN], KeyError> {
-    let io = |source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| KeyError::Io { path: path.to_path_buf(), source };
     match fs::metadata(path) {
         Ok(meta) => {
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
-                return Err(KeyError::TooOpen {
-                    path: path.to_path_buf(),
-                    mode,
-                });
+                return Err(KeyError::TooOpen { path: path.to_path_buf(), mode });
             }
             let text = fs::read_to_string(path).map_err(io)?;
             let bytes = STANDARD
                 .decode(text.trim())
-                .map_err(|e| KeyError::Corrupt {
-                    path: path.to_path_buf(),
-                    why: e.to_string(),
-                })?;
+                .map_err(|e| KeyError::Corrupt { path: path.to_path_buf(), why: e.to_string() })?;
             bytes.try_into().map_err(|b: Vec<u8>| KeyError::Corrupt {
                 path: path.to_path_buf(),
                 why: format!("{} bytes instead of {KEY_LEN}", b.len()),
@@ -94,12 +77,7 @@ fn load_or_create_key(path: &Path) -> Result<[u8; KEY_LEN], KeyError> {
             // Written under a temporary name and renamed, so a crash never leaves half a key.
             let tmp = path.with_extension("key.tmp");
             let _ = fs::remove_file(&tmp);
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io)?;
+            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
             writeln!(f, "{}", STANDARD.encode(key)).map_err(io)?;
             f.sync_all().map_err(io)?;
             fs::rename(&tmp, path).map_err(io)?;
@@ -119,10 +97,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keys_dir = dir.path().join("keys");
         let a = Keys::load_or_create(&keys_dir).unwrap();
-        let mode = fs::metadata(keys_dir.join(MASTER_KEY_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = fs::metadata(keys_dir.join(MASTER_KEY_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let b = Keys::load_or_create(&keys_dir).unwrap();
         assert_eq!(a.master, b.master);

@@ -7,10 +7,12 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod http;
 pub mod keys;
 pub mod openapi;
+pub mod security;
 pub mod system;
 pub mod time;
 
@@ -34,6 +36,9 @@ pub struct AppState {
     pub audit: AuditLog,
     pub metrics: Arc<Metrics>,
     pub keys: Arc<Keys>,
+    pub policy: Arc<security::SecurityPolicy>,
+    pub hasher: Arc<auth::password::PasswordHasherPool>,
+    pub sessions: Arc<auth::sessions::SessionCache>,
 }
 
 /// Why the server could not start.
@@ -45,6 +50,8 @@ pub enum StartError {
     Keys(#[from] keys::KeyError),
     #[error(transparent)]
     Db(#[from] db::DbError),
+    #[error("security policy: {0}")]
+    Policy(String),
     #[error("the HTTP server failed: {0}")]
     Http(String),
 }
@@ -54,6 +61,8 @@ pub fn api_routes() -> Vec<Route> {
     let mut r = Vec::new();
     r.extend(system::routes());
     r.extend(audit::routes::routes());
+    r.extend(auth::routes::routes());
+    r.extend(auth::admin_routes::routes());
     r
 }
 
@@ -75,11 +84,7 @@ pub fn build_rocket(state: AppState) -> Rocket<Build> {
     if let (Some(cert), Some(key)) = (&cfg.server.tls_cert, &cfg.server.tls_key) {
         fig = fig.merge(("tls.certs", cert)).merge(("tls.key", key));
     }
-    let scheme = if cfg.server.tls_enabled() {
-        "https"
-    } else {
-        "http"
-    };
+    let scheme = if cfg.server.tls_enabled() { "https" } else { "http" };
     rocket::custom(fig)
         .attach(Shield::new())
         .attach(http::fairings::HttpLayer)
@@ -101,9 +106,7 @@ pub fn build_rocket(state: AppState) -> Rocket<Build> {
 pub fn init_tracing(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // `finish` + `set_global_default` rather than `init`: no bridge from the `log` crate, so
     // Rocket's own per-request chatter stays out; this module logs requests itself.
     let _ = match cfg.log.format {
@@ -115,6 +118,8 @@ pub fn init_tracing(cfg: &Config) {
 /// Opens keys, database (migrated) and audit writer: what `serve` and the CLI share.
 pub fn open_state(cfg: Config) -> Result<AppState, StartError> {
     let keys = Keys::load_or_create(&cfg.keys_dir())?;
+    let policy = security::SecurityPolicy::load(&cfg.security.policy_dir).map_err(StartError::Policy)?;
+    let hasher = auth::password::PasswordHasherPool::new(&policy.argon2).map_err(StartError::Policy)?;
     let db = Db::open(&cfg)?;
     let applied = db.migrate()?;
     if applied > 0 {
@@ -127,34 +132,27 @@ pub fn open_state(cfg: Config) -> Result<AppState, StartError> {
         audit,
         metrics: Arc::new(Metrics::default()),
         keys: Arc::new(keys),
+        policy: Arc::new(policy),
+        hasher: Arc::new(hasher),
+        sessions: Arc::new(auth::sessions::SessionCache::default()),
     })
 }
 
 /// Runs the server until SIGTERM/SIGINT, then drains requests and flushes the audit log.
 pub async fn serve(cfg: Config) -> Result<(), StartError> {
-    let state = tokio::task::spawn_blocking(move || open_state(cfg))
-        .await
-        .map_err(|e| StartError::Http(e.to_string()))??;
+    let state =
+        tokio::task::spawn_blocking(move || open_state(cfg)).await.map_err(|e| StartError::Http(e.to_string()))??;
     let audit = state.audit.clone();
     let rocket = build_rocket(state);
-    let ignited = rocket
-        .ignite()
-        .await
-        .map_err(|e| StartError::Http(e.to_string()))?;
+    let ignited = rocket.ignite().await.map_err(|e| StartError::Http(e.to_string()))?;
     let _ = audit
-        .append(
-            NewAuditEntry::new("system.start", Outcome::Success).details(serde_json::json!({
-                "version": env!("CARGO_PKG_VERSION"),
-            })),
-        )
+        .append(NewAuditEntry::new("system.start", Outcome::Success).details(serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+        })))
         .await;
     let result = ignited.launch().await;
-    let _ = audit
-        .append(NewAuditEntry::new("system.stop", Outcome::Success))
-        .await;
+    let _ = audit.append(NewAuditEntry::new("system.stop", Outcome::Success)).await;
     audit.shutdown().await;
     tracing::info!("stopped; audit log flushed");
-    result
-        .map(|_| ())
-        .map_err(|e| StartError::Http(e.to_string()))
+    result.map(|_| ()).map_err(|e| StartError::Http(e.to_string()))
 }

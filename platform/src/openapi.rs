@@ -14,9 +14,41 @@ use utoipa::OpenApi;
         crate::system::openapi,
         crate::audit::routes::logs,
         crate::audit::routes::verify,
-    )
+        crate::auth::routes::register,
+        crate::auth::routes::login,
+        crate::auth::routes::verify_mfa,
+        crate::auth::routes::refresh,
+        crate::auth::routes::logout,
+        crate::auth::routes::me,
+        crate::auth::routes::change_password,
+        crate::auth::routes::mfa_setup,
+        crate::auth::routes::mfa_enable,
+        crate::auth::routes::mfa_disable,
+        crate::auth::routes::list_users,
+        crate::auth::admin_routes::list,
+        crate::auth::admin_routes::create,
+        crate::auth::admin_routes::unlock,
+        crate::auth::admin_routes::disable,
+        crate::auth::admin_routes::reset_mfa,
+        crate::auth::admin_routes::create_invite,
+    ),
+    modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
+
+/// Declares the bearer scheme every protected call uses.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -28,17 +60,13 @@ mod tests {
         let doc = ApiDoc::openapi();
         let mut missing = Vec::new();
         for route in crate::api_routes() {
-            let path = format!("/api{}", route.uri.path())
-                .trim_end_matches('/')
-                .to_string();
+            let path = format!("/api{}", route.uri.path()).trim_end_matches('/').to_string();
             let path: String = path
                 .split('/')
-                .map(
-                    |seg| match seg.strip_prefix('<').and_then(|s| s.strip_suffix('>')) {
-                        Some(name) => format!("{{{}}}", name.trim_end_matches("..")),
-                        None => seg.to_string(),
-                    },
-                )
+                .map(|seg| match seg.strip_prefix('<').and_then(|s| s.strip_suffix('>')) {
+                    Some(name) => format!("{{{}}}", name.trim_end_matches("..")),
+                    None => seg.to_string(),
+                })
                 .collect::<Vec<_>>()
                 .join("/");
             let method = route.method.as_str().to_lowercase();
@@ -50,9 +78,6 @@ mod tests {
                 missing.push(format!("{method} {path}"));
             }
         }
-        assert!(
-            missing.is_empty(),
-            "routes missing from /api/openapi.json: {missing:?}"
-        );
+        assert!(missing.is_empty(), "routes missing from /api/openapi.json: {missing:?}");
     }
 }

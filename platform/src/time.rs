@@ -16,9 +16,7 @@ pub fn micros_to_rfc3339(micros: i64) -> String {
 
 /// Parses an RFC 3339 time into microseconds since the epoch.
 pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
-    OffsetDateTime::parse(s, &Rfc3339)
-        .ok()
-        .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
+    OffsetDateTime::parse(s, &Rfc3339).ok().map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
 }
 
 #[cfg(test)]

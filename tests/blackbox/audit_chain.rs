@@ -14,18 +14,11 @@ fn seed(db: &TestDb, n: usize) {
     let log = AuditLog::start(pool, 4096, 65536);
     for i in 0..n {
         log.record_blocking(
-            NewAuditEntry::new(
-                "test.event",
-                if i % 7 == 0 {
-                    Outcome::Failure
-                } else {
-                    Outcome::Success
-                },
-            )
-            .actor(Some(format!("user-{}", i % 13)))
-            .target("file", format!("f{i}"))
-            .client(Some("192.0.2.1".into()), Some("tester/1.0".into()))
-            .details(serde_json::json!({"n": i, "note": "seed"})),
+            NewAuditEntry::new("test.event", if i % 7 == 0 { Outcome::Failure } else { Outcome::Success })
+                .actor(Some(format!("user-{}", i % 13)))
+                .target("file", format!("f{i}"))
+                .client(Some("192.0.2.1".into()), Some("tester/1.0".into()))
+                .details(serde_json::json!({"n": i, "note": "seed"})),
         );
     }
     log.shutdown_blocking();
@@ -33,8 +26,8 @@ fn seed(db: &TestDb, n: usize) {
 
 fn verify(db: &TestDb) -> (i32, serde_json::Value) {
     let (code, out, err) = run_cli(&db.env(), &["audit", "verify"], None);
-    let json = serde_json::from_str(out.trim())
-        .unwrap_or_else(|e| panic!("verify printed {out:?} ({e}); stderr {err}"));
+    let json =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("verify printed {out:?} ({e}); stderr {err}"));
     (code, json)
 }
 
@@ -56,9 +49,7 @@ both_backends!(edited_details_are_found, |b: Backend| {
     let db = TestDb::new(b);
     seed(&db, 1000);
     let victim = id_at(&db, 500);
-    db.sql(
-        "UPDATE audit_log SET details = '{\"n\":499,\"note\":\"nothing to see\"}' WHERE seq = 500",
-    );
+    db.sql("UPDATE audit_log SET details = '{\"n\":499,\"note\":\"nothing to see\"}' WHERE seq = 500");
     let (code, r) = verify(&db);
     assert_eq!(code, 1);
     assert_eq!(r["ok"], false);
@@ -66,19 +57,16 @@ both_backends!(edited_details_are_found, |b: Backend| {
     assert_eq!(r["checked"], 499);
 });
 
-both_backends!(
-    edited_outcome_with_recomputed_row_hash_is_found,
-    |b: Backend| {
-        // An attacker who edits a row and also replaces its stored hash still breaks the link to
-        // the next entry.
-        let db = TestDb::new(b);
-        seed(&db, 50);
-        db.sql("UPDATE audit_log SET outcome = 'success', hash = (SELECT hash FROM audit_log WHERE seq = 2) WHERE seq = 7");
-        let (_, r) = verify(&db);
-        assert_eq!(r["ok"], false);
-        assert_eq!(r["first_bad_id"], id_at(&db, 7).as_str());
-    }
-);
+both_backends!(edited_outcome_with_recomputed_row_hash_is_found, |b: Backend| {
+    // An attacker who edits a row and also replaces its stored hash still breaks the link to
+    // the next entry.
+    let db = TestDb::new(b);
+    seed(&db, 50);
+    db.sql("UPDATE audit_log SET outcome = 'success', hash = (SELECT hash FROM audit_log WHERE seq = 2) WHERE seq = 7");
+    let (_, r) = verify(&db);
+    assert_eq!(r["ok"], false);
+    assert_eq!(r["first_bad_id"], id_at(&db, 7).as_str());
+});
 
 both_backends!(deleted_row_is_found, |b: Backend| {
     let db = TestDb::new(b);
@@ -87,11 +75,7 @@ both_backends!(deleted_row_is_found, |b: Backend| {
     db.sql("DELETE FROM audit_log WHERE seq = 300");
     let (code, r) = verify(&db);
     assert_eq!(code, 1);
-    assert_eq!(
-        r["first_bad_id"],
-        after.as_str(),
-        "the entry after the gap is named"
-    );
+    assert_eq!(r["first_bad_id"], after.as_str(), "the entry after the gap is named");
 });
 
 both_backends!(swapped_rows_are_found, |b: Backend| {
@@ -130,11 +114,5 @@ both_backends!(inserted_and_truncated_rows_are_found, |b: Backend| {
     assert_eq!(code, 1);
     assert_eq!(r["ok"], false);
     assert_eq!(r["checked"], 98);
-    assert!(
-        r["reason"]
-            .as_str()
-            .unwrap()
-            .contains("removed from the end"),
-        "{r}"
-    );
+    assert!(r["reason"].as_str().unwrap().contains("removed from the end"), "{r}");
 });

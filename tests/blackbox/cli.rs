@@ -10,11 +10,7 @@ fn unknown_config_key_names_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("seccollab.toml");
     std::fs::write(&f, "[server]\nport = 8001\nlisten_adress = \"0.0.0.0\"\n").unwrap();
-    let (code, _, err) = run_cli(
-        &[],
-        &["--config", f.to_str().unwrap(), "config", "check"],
-        None,
-    );
+    let (code, _, err) = run_cli(&[], &["--config", f.to_str().unwrap(), "config", "check"], None);
     assert_ne!(code, 0);
     assert!(err.contains("listen_adress"), "{err}");
     assert!(err.contains("seccollab.toml"), "{err}");
@@ -25,28 +21,14 @@ fn bad_type_and_bad_env_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("c.toml");
     std::fs::write(&f, "[server]\nport = \"eighty\"\n").unwrap();
-    let (code, _, err) = run_cli(
-        &[],
-        &["--config", f.to_str().unwrap(), "config", "check"],
-        None,
-    );
+    let (code, _, err) = run_cli(&[], &["--config", f.to_str().unwrap(), "config", "check"], None);
     assert_ne!(code, 0);
     assert!(err.contains("port"), "{err}");
-    let env = vec![(
-        "SECCOLLAB_AUTH__REGISTRATION".to_string(),
-        "sometimes".to_string(),
-    )];
+    let env = vec![("SECCOLLAB_AUTH__REGISTRATION".to_string(), "sometimes".to_string())];
     let (code, _, err) = run_cli(&env, &["config", "check"], None);
     assert_ne!(code, 0);
-    assert!(
-        err.contains("registration") || err.contains("sometimes"),
-        "{err}"
-    );
-    let (code, _, err) = run_cli(
-        &[],
-        &["--config", "/nonexistent/seccollab.toml", "config", "check"],
-        None,
-    );
+    assert!(err.contains("registration") || err.contains("sometimes"), "{err}");
+    let (code, _, err) = run_cli(&[], &["--config", "/nonexistent/seccollab.toml", "config", "check"], None);
     assert_ne!(code, 0);
     assert!(err.contains("/nonexistent/seccollab.toml"), "{err}");
 }
@@ -54,23 +36,14 @@ fn bad_type_and_bad_env_are_refused() {
 #[test]
 fn config_check_redacts_secrets_and_shows_env_overrides() {
     let env = vec![
-        (
-            "SECCOLLAB_SMTP__PASSWORD".to_string(),
-            "hunter2-smtp".to_string(),
-        ),
-        (
-            "SECCOLLAB_DATABASE__URL".to_string(),
-            "postgres://app:s3cret@db.example/sc".to_string(),
-        ),
+        ("SECCOLLAB_SMTP__PASSWORD".to_string(), "hunter2-smtp".to_string()),
+        ("SECCOLLAB_DATABASE__URL".to_string(), "postgres://app:s3cret@db.example/sc".to_string()),
         ("SECCOLLAB_SERVER__PORT".to_string(), "8081".to_string()),
     ];
     let (code, out, err) = run_cli(&env, &["config", "check"], None);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("port = 8081"), "{out}");
-    assert!(
-        !out.contains("hunter2-smtp") && !out.contains("s3cret"),
-        "{out}"
-    );
+    assert!(!out.contains("hunter2-smtp") && !out.contains("s3cret"), "{out}");
     assert!(out.contains("<redacted>"), "{out}");
     assert!(out.contains("registration = \"invite\""), "{out}");
 }
@@ -82,18 +55,12 @@ fn world_readable_key_file_stops_the_server() {
     let (code, _, err) = run_cli(&db.env(), &["user", "list"], None);
     assert_eq!(code, 0, "{err}");
     let key = db.dir.path().join("data/keys/master.key");
-    assert_eq!(
-        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = command(&db.env()).arg("serve").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        err.contains("master.key") && err.contains("chmod 600"),
-        "{err}"
-    );
+    assert!(err.contains("master.key") && err.contains("chmod 600"), "{err}");
 }
 
 #[test]
@@ -109,16 +76,7 @@ fn bad_arguments_print_usage() {
 both_backends!(user_add_list_disable, |b: Backend| {
     let db = TestDb::new(b);
     let env = db.env();
-    let add = [
-        "user",
-        "add",
-        "--email",
-        "Alice@Example.org",
-        "--display-name",
-        "Alice",
-        "--admin",
-        "--password-stdin",
-    ];
+    let add = ["user", "add", "--email", "Alice@Example.org", "--display-name", "Alice", "--admin", "--password-stdin"];
     let (code, out, err) = run_cli(&env, &add, Some("a long enough passphrase\n"));
     assert_eq!(code, 0, "{err}");
     let u: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -131,15 +89,7 @@ both_backends!(user_add_list_disable, |b: Backend| {
     // Weak password: refused with the reason.
     let (code, _, err) = run_cli(
         &env,
-        &[
-            "user",
-            "add",
-            "--email",
-            "bob@example.org",
-            "--display-name",
-            "Bob",
-            "--password-stdin",
-        ],
+        &["user", "add", "--email", "bob@example.org", "--display-name", "Bob", "--password-stdin"],
         Some("short\n"),
     );
     assert_ne!(code, 0);
@@ -161,8 +111,5 @@ both_backends!(user_add_list_disable, |b: Backend| {
     // Creation and disabling were audited and the chain is intact.
     let (code, out, _) = run_cli(&env, &["audit", "verify"], None);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(
-        db.sql("SELECT count(*) FROM audit_log WHERE action IN ('user.create', 'user.disable')"),
-        "2"
-    );
+    assert_eq!(db.sql("SELECT count(*) FROM audit_log WHERE action IN ('user.create', 'user.disable')"), "2");
 });

@@ -38,8 +38,7 @@ pub enum Backend {
 
 /// PostgreSQL server the suites use; `./tests/run` makes sure it is there.
 pub fn pg_admin_url() -> String {
-    std::env::var("SECCOLLAB_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("SECCOLLAB_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -58,12 +57,7 @@ impl TestDb {
         match backend {
             Backend::Sqlite => {
                 let url = format!("sqlite://{}", dir.path().join("seccollab.db").display());
-                Self {
-                    backend,
-                    url,
-                    dir,
-                    pg_name: None,
-                }
+                Self { backend, url, dir, pg_name: None }
             }
             Backend::Postgres => {
                 let name = format!(
@@ -76,12 +70,7 @@ impl TestDb {
                 let admin = pg_admin_url();
                 let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
                 let url = format!("{base}/{name}");
-                Self {
-                    backend,
-                    url,
-                    dir,
-                    pg_name: Some(name),
-                }
+                Self { backend, url, dir, pg_name: Some(name) }
             }
         }
     }
@@ -101,11 +90,7 @@ impl TestDb {
                     .arg(sql)
                     .output()
                     .expect("sqlite3 must be installed (./tests/run installs it)");
-                assert!(
-                    out.status.success(),
-                    "sqlite3 failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                assert!(out.status.success(), "sqlite3 failed: {}", String::from_utf8_lossy(&out.stderr));
                 String::from_utf8_lossy(&out.stdout).trim().to_string()
             }
             Backend::Postgres => psql(&self.url, sql),
@@ -116,14 +101,8 @@ impl TestDb {
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
             ("SECCOLLAB_DATABASE__URL".into(), self.url.clone()),
-            (
-                "SECCOLLAB_STORAGE__DATA_DIR".into(),
-                self.dir.path().join("data").display().to_string(),
-            ),
-            (
-                "SECCOLLAB_SECURITY__POLICY_DIR".into(),
-                repo_root().join("policies").display().to_string(),
-            ),
+            ("SECCOLLAB_STORAGE__DATA_DIR".into(), self.dir.path().join("data").display().to_string()),
+            ("SECCOLLAB_SECURITY__POLICY_DIR".into(), repo_root().join("policies").display().to_string()),
             ("SECCOLLAB_LOG__LEVEL".into(), "warn".into()),
         ]
     }
@@ -141,53 +120,28 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some(name) = &self.pg_name {
             let _ = Command::new("psql")
-                .args([
-                    &pg_admin_url(),
-                    "-q",
-                    "-c",
-                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                ])
+                .args([&pg_admin_url(), "-q", "-c", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")])
                 .output();
         }
     }
 }
 
 fn rand_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{nanos:x}")
 }
 
 pub fn psql(url: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args([
-            url,
-            "-X",
-            "-q",
-            "-t",
-            "-A",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
+        .args([url, "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
         .output()
         .expect("psql must be installed (./tests/run installs it)");
-    assert!(
-        out.status.success(),
-        "psql failed on {sql:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "psql failed on {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 /// `seccollab` with a clean environment: no stray `SECCOLLAB_*` from the caller.
@@ -203,11 +157,7 @@ pub fn command(env: &[(String, String)]) -> Command {
 }
 
 /// Runs a CLI command to completion: (exit code, stdout, stderr).
-pub fn run_cli(
-    env: &[(String, String)],
-    args: &[&str],
-    stdin: Option<&str>,
-) -> (i32, String, String) {
+pub fn run_cli(env: &[(String, String)], args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     use std::io::Write;
     let mut child = command(env)
         .args(args)
@@ -245,11 +195,7 @@ impl Server {
     pub fn start_with(db: TestDb, extra_env: &[(&str, &str)]) -> Self {
         let mut env = db.env();
         env.push(("SECCOLLAB_SERVER__PORT".into(), "0".into()));
-        env.extend(
-            extra_env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string())),
-        );
+        env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut child = command(&env)
             .arg("serve")
             .stdout(Stdio::piped())
@@ -269,17 +215,10 @@ impl Server {
             Ok(b) => b,
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "server did not start within 60 s (status {:?})",
-                    child.try_wait()
-                );
+                panic!("server did not start within 60 s (status {:?})", child.try_wait());
             }
         };
-        let srv = Self {
-            db,
-            base,
-            child: Some(child),
-        };
+        let srv = Self { db, base, child: Some(child) };
         let deadline = Instant::now() + Duration::from_secs(30);
         while srv.get("/api/health").status != 200 {
             assert!(Instant::now() < deadline, "health never turned 200");
@@ -296,13 +235,7 @@ impl Server {
         self.request("GET", path, &[], None)
     }
 
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&[u8]>,
-    ) -> Resp {
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
         let mut req = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(30));
         for (k, v) in headers {
             req = req.set(k, v);
@@ -322,9 +255,7 @@ impl Server {
     /// SIGTERM, then wait for a clean exit; returns the exit code.
     pub fn stop(&mut self) -> i32 {
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = child.try_wait().expect("wait") {
@@ -368,20 +299,13 @@ impl From<ureq::Response> for Resp {
             .collect();
         let mut body = Vec::new();
         std::io::Read::read_to_end(&mut r.into_reader(), &mut body).expect("read body");
-        Self {
-            status,
-            headers,
-            body,
-        }
+        Self { status, headers, body }
     }
 }
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -397,20 +321,13 @@ impl Resp {
     pub fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(self.status, status, "body: {}", self.text());
         assert!(
-            self.header("content-type")
-                .unwrap_or_default()
-                .starts_with("application/json"),
+            self.header("content-type").unwrap_or_default().starts_with("application/json"),
             "error must be JSON, got {:?}: {}",
             self.header("content-type"),
             self.text()
         );
         let j = self.json();
         assert_eq!(j["error"]["code"], code, "{j}");
-        assert!(
-            j["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "{j}"
-        );
+        assert!(j["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{j}");
     }
 }

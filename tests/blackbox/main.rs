@@ -3,6 +3,8 @@
 
 mod harness;
 
+mod access;
 mod audit_chain;
+mod auth;
 mod cli;
 mod http_surface;

@@ -195,8 +195,7 @@ pub struct AuditEntryView {
 impl From<AuditRow> for AuditEntryView {
     fn from(r: AuditRow) -> Self {
         Self {
-            details: serde_json::from_str(&r.details)
-                .unwrap_or(serde_json::Value::String(r.details)),
+            details: serde_json::from_str(&r.details).unwrap_or(serde_json::Value::String(r.details)),
             id: r.id,
             at: crate::time::micros_to_rfc3339(r.at),
             actor_id: r.actor_id,

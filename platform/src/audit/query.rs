@@ -23,12 +23,7 @@ pub struct LogFilter {
 }
 
 /// Newest-first page of entries with `seq < before` matching `f`.
-pub fn list(
-    conn: &mut DbConnection,
-    f: &LogFilter,
-    before: Option<i64>,
-    limit: i64,
-) -> QueryResult<Vec<AuditRow>> {
+pub fn list(conn: &mut DbConnection, f: &LogFilter, before: Option<i64>, limit: i64) -> QueryResult<Vec<AuditRow>> {
     let mut q = audit_log::table.select(AuditRow::as_select()).into_boxed();
     if let Some(v) = &f.actor_id {
         q = q.filter(audit_log::actor_id.eq(v.clone()));
@@ -61,18 +56,8 @@ pub enum ExportFormat {
     Jsonl,
 }
 
-const CSV_HEADER: [&str; 10] = [
-    "id",
-    "at",
-    "actor_id",
-    "action",
-    "target_type",
-    "target_id",
-    "ip",
-    "user_agent",
-    "outcome",
-    "details",
-];
+const CSV_HEADER: [&str; 10] =
+    ["id", "at", "actor_id", "action", "target_type", "target_id", "ip", "user_agent", "outcome", "details"];
 
 /// Cells a spreadsheet would run as a formula get a leading apostrophe (CSV injection).
 fn csv_cell(s: &str) -> std::borrow::Cow<'_, str> {
@@ -114,8 +99,7 @@ pub fn encode_export(rows: Vec<AuditRow>, format: ExportFormat, first: bool) -> 
                     r.outcome.clone(),
                     r.details.clone(),
                 ];
-                w.write_record(cells.iter().map(|c| csv_cell(c).into_owned()))
-                    .expect("in-memory CSV");
+                w.write_record(cells.iter().map(|c| csv_cell(c).into_owned())).expect("in-memory CSV");
             }
             w.flush().expect("in-memory CSV");
             drop(w);
@@ -152,9 +136,8 @@ pub fn verify(db: &Db, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, Db
                 DbConnection::Pg(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
             };
             conn.batch_execute(begin)?;
-            let head: (i64, String) = audit_head::table
-                .select((audit_head::seq, audit_head::hash))
-                .first(&mut *conn)?;
+            let head: (i64, String) =
+                audit_head::table.select((audit_head::seq, audit_head::hash)).first(&mut *conn)?;
             let _ = head_tx.send(head);
             let mut after = i64::MIN;
             loop {
@@ -201,28 +184,32 @@ pub fn verify(db: &Db, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, Db
                 report = Some(bad(
                     checked,
                     &row.id,
+                    format!("entry at position {} lies beyond the recorded head ({head_seq})", row.seq),
+                ));
+                break 'outer;
+            }
+            if row.seq != expected_seq {
+                report = Some(bad(
+                    checked,
+                    &row.id,
                     format!(
-                        "entry at position {} lies beyond the recorded head ({head_seq})",
+                        "expected position {expected_seq} but found {}: entries were removed or reordered",
                         row.seq
                     ),
                 ));
                 break 'outer;
             }
-            if row.seq != expected_seq {
-                report = Some(bad(checked, &row.id, format!("expected position {expected_seq} but found {}: entries were removed or reordered", row.seq)));
-                break 'outer;
-            }
             if decode_hash(&row.prev_hash) != prev {
-                report = Some(bad(checked, &row.id, "does not link to the entry before it: an entry before it was removed, inserted or moved".into()));
+                report = Some(bad(
+                    checked,
+                    &row.id,
+                    "does not link to the entry before it: an entry before it was removed, inserted or moved".into(),
+                ));
                 break 'outer;
             }
             let h = row.compute_hash(&prev);
             if decode_hash(&row.hash) != h {
-                report = Some(bad(
-                    checked,
-                    &row.id,
-                    "content does not match its hash: the entry was edited".into(),
-                ));
+                report = Some(bad(checked, &row.id, "content does not match its hash: the entry was edited".into()));
                 break 'outer;
             }
             prev = h;
@@ -249,10 +236,5 @@ pub fn verify(db: &Db, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, Db
             )),
         });
     }
-    Ok(VerifyReport {
-        ok: true,
-        checked,
-        first_bad_id: None,
-        reason: None,
-    })
+    Ok(VerifyReport { ok: true, checked, first_bad_id: None, reason: None })
 }

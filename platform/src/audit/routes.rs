@@ -44,10 +44,7 @@ impl<'r> Responder<'r, 'r> for Export {
         };
         Response::build_from(stream.respond_to(req)?)
             .header(ct)
-            .header(Header::new(
-                "Content-Disposition",
-                format!("attachment; filename=\"seccollab-audit.{ext}\""),
-            ))
+            .header(Header::new("Content-Disposition", format!("attachment; filename=\"seccollab-audit.{ext}\"")))
             .ok()
     }
 }
@@ -67,9 +64,7 @@ impl<'r> Responder<'r, 'r> for LogsAnswer {
 }
 
 fn opt(v: Option<&str>) -> Option<String> {
-    v.map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
+    v.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
 }
 
 fn time_param(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
@@ -77,12 +72,7 @@ fn time_param(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
         None => Ok(None),
         Some(s) => crate::time::parse_rfc3339_micros(&s)
             .map(Some)
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    name,
-                    "must be an RFC 3339 time such as 2026-01-31T12:00:00Z",
-                )
-            }),
+            .ok_or_else(|| ApiError::invalid(name, "must be an RFC 3339 time such as 2026-01-31T12:00:00Z")),
     }
 }
 
@@ -125,15 +115,11 @@ pub async fn logs(
     let outcome = opt(outcome);
     if let Some(o) = &outcome {
         if !["success", "failure", "denied", "error"].contains(&o.as_str()) {
-            return Err(ApiError::invalid(
-                "outcome",
-                "must be success, failure, denied or error",
-            ));
+            return Err(ApiError::invalid("outcome", "must be success, failure, denied or error"));
         }
     }
     if let Some(ip) = opt(ip) {
-        ip.parse::<std::net::IpAddr>()
-            .map_err(|_| ApiError::invalid("ip", "is not an IP address"))?;
+        ip.parse::<std::net::IpAddr>().map_err(|_| ApiError::invalid("ip", "is not an IP address"))?;
     }
     let filter = LogFilter {
         actor_id: opt(actor_id),
@@ -145,12 +131,13 @@ pub async fn logs(
     };
     let limit = match opt(limit) {
         None => pagination::limit(None)?,
-        Some(s) => pagination::limit(Some(
-            s.parse()
-                .map_err(|_| ApiError::invalid("limit", "must be a whole number"))?,
-        ))?,
+        Some(s) => {
+            pagination::limit(Some(s.parse().map_err(|_| ApiError::invalid("limit", "must be a whole number"))?))?
+        }
     };
     let before = decode_cursor(cursor)?;
+    // Everything recorded before this call is readable by it.
+    state.audit.flush().await;
     let format = match opt(format).as_deref() {
         None | Some("json") => None,
         Some("csv") => Some(ExportFormat::Csv),
@@ -185,21 +172,11 @@ pub async fn logs(
         return Ok(LogsAnswer::Export(Export { format, rx }));
     }
 
-    let rows = state
-        .db
-        .run(move |c| list(c, &filter, before, limit + 1).map_err(ApiError::from))
-        .await?;
+    let rows = state.db.run(move |c| list(c, &filter, before, limit + 1).map_err(ApiError::from)).await?;
     let more = rows.len() as i64 > limit;
     let mut entries: Vec<_> = rows.into_iter().take(limit as usize).collect();
-    let next_cursor = if more {
-        entries.last().map(|r| encode_cursor(r.seq))
-    } else {
-        None
-    };
-    Ok(LogsAnswer::Page(Json(LogsPage {
-        entries: entries.drain(..).map(AuditEntryView::from).collect(),
-        next_cursor,
-    })))
+    let next_cursor = if more { entries.last().map(|r| encode_cursor(r.seq)) } else { None };
+    Ok(LogsAnswer::Page(Json(LogsPage { entries: entries.drain(..).map(AuditEntryView::from).collect(), next_cursor })))
 }
 
 /// Walks the audit hash chain and reports the first bad entry.
@@ -213,6 +190,7 @@ pub async fn logs(
 )]
 #[get("/audit/verify")]
 pub async fn verify(_admin: AdminUser, state: &State<AppState>) -> ApiResult<Json<VerifyReport>> {
+    state.audit.flush().await;
     let db = state.db.clone();
     let report = tokio::task::spawn_blocking(move || super::verify(&db, &mut |_| {}))
         .await

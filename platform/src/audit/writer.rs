@@ -59,9 +59,7 @@ pub struct AuditLog {
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog")
-            .field("queued", &self.queue_depth())
-            .finish()
+        f.debug_struct("AuditLog").field("queued", &self.queue_depth()).finish()
     }
 }
 
@@ -75,33 +73,20 @@ impl AuditLog {
             .name("audit-writer".into())
             .spawn(move || run_writer(db, rx, batch_max, s))
             .expect("spawn audit writer thread");
-        Self {
-            tx,
-            capacity: queue_capacity,
-            stats,
-            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
-        }
+        Self { tx, capacity: queue_capacity, stats, thread: Arc::new(std::sync::Mutex::new(Some(thread))) }
     }
 
     /// Appends and waits until the entry is committed.
     pub async fn append(&self, entry: NewAuditEntry) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Cmd::Append(Box::new(entry), Some(ack)))
-            .await
-            .map_err(|_| AuditError::Stopped)?;
+        self.tx.send(Cmd::Append(Box::new(entry), Some(ack))).await.map_err(|_| AuditError::Stopped)?;
         done.await.map_err(|_| AuditError::Stopped)?
     }
 
     /// Enqueues without waiting for the commit (waits only while the queue is full). The entry
     /// is committed with the next batch, and at the latest by [`AuditLog::shutdown`].
     pub async fn record(&self, entry: NewAuditEntry) {
-        if self
-            .tx
-            .send(Cmd::Append(Box::new(entry), None))
-            .await
-            .is_err()
-        {
+        if self.tx.send(Cmd::Append(Box::new(entry), None)).await.is_err() {
             tracing::error!("audit writer stopped; entry dropped");
         }
     }
@@ -109,19 +94,13 @@ impl AuditLog {
     /// [`AuditLog::append`] for blocking code (CLI, tests). Not for async workers.
     pub fn append_blocking(&self, entry: NewAuditEntry) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .blocking_send(Cmd::Append(Box::new(entry), Some(ack)))
-            .map_err(|_| AuditError::Stopped)?;
+        self.tx.blocking_send(Cmd::Append(Box::new(entry), Some(ack))).map_err(|_| AuditError::Stopped)?;
         done.blocking_recv().map_err(|_| AuditError::Stopped)?
     }
 
     /// Enqueues from blocking code without waiting for the commit.
     pub fn record_blocking(&self, entry: NewAuditEntry) {
-        if self
-            .tx
-            .blocking_send(Cmd::Append(Box::new(entry), None))
-            .is_err()
-        {
+        if self.tx.blocking_send(Cmd::Append(Box::new(entry), None)).is_err() {
             tracing::error!("audit writer stopped; entry dropped");
         }
     }
@@ -196,25 +175,16 @@ fn run_writer(db: Db, mut rx: mpsc::Receiver<Cmd>, batch_max: usize, stats: Arc<
             let result = commit_with_retry(&db, &mut conn, &entries);
             match &result {
                 Ok(()) => {
-                    stats
-                        .committed
-                        .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    stats.committed.fetch_add(entries.len() as u64, Ordering::Relaxed);
                     stats.batches.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    stats
-                        .failed
-                        .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    stats.failed.fetch_add(entries.len() as u64, Ordering::Relaxed);
                     tracing::error!(entries = entries.len(), error = %e, "audit batch lost");
                 }
             }
             for ack in acks.drain(..) {
-                let _ = ack.send(
-                    result
-                        .as_ref()
-                        .map(|_| ())
-                        .map_err(|e| AuditError::Commit(e.clone())),
-                );
+                let _ = ack.send(result.as_ref().map(|_| ()).map_err(|e| AuditError::Commit(e.clone())));
             }
             entries.clear();
         }
@@ -264,19 +234,11 @@ fn commit_with_retry(
 /// Appends `entries` after the current head in one transaction. The head row is written first,
 /// which takes the write lock (SQLite) or the row lock (PostgreSQL) before the head is read, so
 /// concurrent writers in other processes or nodes queue up instead of forking the chain.
-pub(crate) fn commit_batch(
-    conn: &mut DbConnection,
-    entries: &[NewAuditEntry],
-) -> Result<(), diesel::result::Error> {
-    use diesel::Connection;
-    conn.transaction(|conn| {
+pub(crate) fn commit_batch(conn: &mut DbConnection, entries: &[NewAuditEntry]) -> Result<(), diesel::result::Error> {
+    crate::db::write_transaction(conn, |conn| {
         let head = audit_head::table.filter(audit_head::id.eq(1));
-        diesel::update(head)
-            .set(audit_head::seq.eq(audit_head::seq))
-            .execute(conn)?;
-        let (head_seq, head_hash): (i64, String) = head
-            .select((audit_head::seq, audit_head::hash))
-            .first(conn)?;
+        diesel::update(head).set(audit_head::seq.eq(audit_head::seq)).execute(conn)?;
+        let (head_seq, head_hash): (i64, String) = head.select((audit_head::seq, audit_head::hash)).first(conn)?;
         let mut prev = decode_hash(&head_hash);
         let mut rows = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
@@ -293,12 +255,7 @@ pub(crate) fn commit_batch(
             };
         }
         let last = rows.last().expect("non-empty batch");
-        diesel::update(head)
-            .set((
-                audit_head::seq.eq(last.seq),
-                audit_head::hash.eq(&last.hash),
-            ))
-            .execute(conn)?;
+        diesel::update(head).set((audit_head::seq.eq(last.seq), audit_head::hash.eq(&last.hash))).execute(conn)?;
         Ok(())
     })
 }

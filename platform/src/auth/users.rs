@@ -4,6 +4,8 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use crate::db::schema::users;
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
 use crate::db::DbConnection;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,15 @@ pub struct User {
     pub mfa_enabled: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    pub totp_secret_enc: Option<String>,
+    pub totp_pending_enc: Option<String>,
+    pub totp_last_step: Option<i64>,
+}
+
+impl User {
+    pub fn is_admin(&self) -> bool {
+        self.role == "admin"
+    }
 }
 
 /// A user as the API shows it (never the hash).
@@ -74,20 +85,65 @@ impl From<&User> for UserView {
     }
 }
 
+/// What any signed-in user may see of another (pickers).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct UserSummary {
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+}
+
+impl From<&User> for UserSummary {
+    fn from(u: &User) -> Self {
+        Self { id: u.id.clone(), email: u.email.clone(), display_name: u.display_name.clone() }
+    }
+}
+
+pub fn by_id(conn: &mut DbConnection, id: &str) -> Result<User, UserError> {
+    users::table.find(id).select(User::as_select()).first(conn).optional()?.ok_or(UserError::NotFound)
+}
+
+pub fn by_email(conn: &mut DbConnection, email: &str) -> Result<Option<User>, UserError> {
+    Ok(users::table
+        .filter(users::email.eq(email.trim().to_lowercase()))
+        .select(User::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Users whose email or display name contains `q`, ordered by id, after `after`.
+pub fn search(
+    conn: &mut DbConnection,
+    q: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+    include_disabled: bool,
+) -> Result<Vec<User>, UserError> {
+    let mut query = users::table.select(User::as_select()).into_boxed();
+    if !include_disabled {
+        query = query.filter(users::disabled.eq(false));
+    }
+    if let Some(q) = q.map(str::trim).filter(|q| !q.is_empty()) {
+        let pat = format!("%{}%", q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        query = query
+            .filter(users::email.like(pat.clone()).escape('\\').or(lower(users::display_name).like(pat).escape('\\')));
+    }
+    if let Some(a) = after {
+        query = query.filter(users::id.gt(a.to_string()));
+    }
+    Ok(query.order(users::id.asc()).limit(limit).load(conn)?)
+}
+
 /// Lower-cases and checks an email address (one `@`, something on each side, no spaces).
 pub fn normalize_email(email: &str) -> Result<String, UserError> {
     let e = email.trim().to_lowercase();
     let ok = e.len() <= 254
-        && e.split_once('@')
-            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains('@'))
+        && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains('@'))
         && !e.chars().any(|c| c.is_whitespace() || c.is_control());
     if ok {
         Ok(e)
     } else {
-        Err(UserError::Invalid {
-            field: "email",
-            why: "is not a valid email address".into(),
-        })
+        Err(UserError::Invalid { field: "email", why: "is not a valid email address".into() })
     }
 }
 
@@ -102,10 +158,7 @@ pub fn create(
     let email = normalize_email(email)?;
     let display_name = display_name.trim();
     if display_name.is_empty() || display_name.chars().count() > 100 {
-        return Err(UserError::Invalid {
-            field: "display_name",
-            why: "must be 1 to 100 characters".into(),
-        });
+        return Err(UserError::Invalid { field: "display_name", why: "must be 1 to 100 characters".into() });
     }
     let now = crate::time::now_micros();
     let user = User {
@@ -118,25 +171,21 @@ pub fn create(
         mfa_enabled: false,
         created_at: now,
         updated_at: now,
+        totp_secret_enc: None,
+        totp_pending_enc: None,
+        totp_last_step: None,
     };
-    match diesel::insert_into(users::table)
-        .values(&user)
-        .execute(conn)
-    {
+    match diesel::insert_into(users::table).values(&user).execute(conn) {
         Ok(_) => Ok(user),
-        Err(diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            _,
-        )) => Err(UserError::EmailTaken),
+        Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {
+            Err(UserError::EmailTaken)
+        }
         Err(e) => Err(e.into()),
     }
 }
 
 pub fn list_all(conn: &mut DbConnection) -> Result<Vec<User>, UserError> {
-    Ok(users::table
-        .select(User::as_select())
-        .order(users::id.asc())
-        .load(conn)?)
+    Ok(users::table.select(User::as_select()).order(users::id.asc()).load(conn)?)
 }
 
 /// Finds a user by id or by email.
@@ -152,13 +201,36 @@ pub fn find(conn: &mut DbConnection, id_or_email: &str) -> Result<User, UserErro
 
 pub fn set_disabled(conn: &mut DbConnection, id: &str, disabled: bool) -> Result<(), UserError> {
     let n = diesel::update(users::table.filter(users::id.eq(id)))
-        .set((
-            users::disabled.eq(disabled),
-            users::updated_at.eq(crate::time::now_micros()),
-        ))
+        .set((users::disabled.eq(disabled), users::updated_at.eq(crate::time::now_micros())))
         .execute(conn)?;
     if n == 0 {
         return Err(UserError::NotFound);
     }
+    Ok(())
+}
+
+pub fn set_password_hash(conn: &mut DbConnection, id: &str, hash: &str) -> Result<(), UserError> {
+    diesel::update(users::table.filter(users::id.eq(id)))
+        .set((users::password_hash.eq(hash), users::updated_at.eq(crate::time::now_micros())))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Stores (or clears) a TOTP secret awaiting its first code.
+pub fn set_pending_totp(conn: &mut DbConnection, id: &str, sealed: Option<String>) -> Result<(), UserError> {
+    diesel::update(users::table.filter(users::id.eq(id))).set(users::totp_pending_enc.eq(sealed)).execute(conn)?;
+    Ok(())
+}
+
+/// Makes the pending TOTP secret the active one and turns MFA on.
+pub fn activate_pending_totp(conn: &mut DbConnection, id: &str) -> diesel::QueryResult<()> {
+    diesel::update(users::table.filter(users::id.eq(id)).filter(users::totp_pending_enc.is_not_null()))
+        .set((
+            users::totp_secret_enc.eq(users::totp_pending_enc),
+            users::totp_pending_enc.eq(None::<String>),
+            users::mfa_enabled.eq(true),
+            users::updated_at.eq(crate::time::now_micros()),
+        ))
+        .execute(conn)?;
     Ok(())
 }

@@ -69,6 +69,40 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqlitePragmas {
     }
 }
 
+/// Runs `f` in a transaction that holds the write lock from its first statement.
+///
+/// Use it for every transaction that writes. On SQLite a plain (deferred) transaction that
+/// reads and then writes fails at once with `SQLITE_BUSY` when another connection committed in
+/// between — `busy_timeout` does not help there — whereas `BEGIN IMMEDIATE` waits its turn.
+/// Nested `transaction` calls inside `f` become savepoints as usual.
+pub fn write_transaction<T, E>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    match conn {
+        DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
+        DbConnection::Pg(c) => AnsiTransactionManager::begin_transaction(c)?,
+    }
+    type Tm = <DbConnection as diesel::Connection>::TransactionManager;
+    match f(conn) {
+        Ok(v) => {
+            if let Err(e) = Tm::commit_transaction(conn) {
+                let _ = Tm::rollback_transaction(conn);
+                return Err(e.into());
+            }
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = Tm::rollback_transaction(conn);
+            Err(e)
+        }
+    }
+}
+
 /// The shared connection pool plus the backend it talks to.
 #[derive(Clone)]
 pub struct Db {
@@ -78,9 +112,7 @@ pub struct Db {
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db")
-            .field("backend", &self.backend)
-            .finish()
+        f.debug_struct("Db").field("backend", &self.backend).finish()
     }
 }
 
@@ -92,9 +124,8 @@ impl Db {
             Some(path) => {
                 if let Some(parent) = std::path::Path::new(path).parent() {
                     if !parent.as_os_str().is_empty() {
-                        std::fs::create_dir_all(parent).map_err(|e| {
-                            DbError::Connect(format!("cannot create {}: {e}", parent.display()))
-                        })?;
+                        std::fs::create_dir_all(parent)
+                            .map_err(|e| DbError::Connect(format!("cannot create {}: {e}", parent.display())))?;
                     }
                 }
                 (Backend::Sqlite, path.to_string())
@@ -105,9 +136,7 @@ impl Db {
         let pool = Pool::builder()
             .max_size(cfg.database.pool_size)
             .connection_timeout(Duration::from_secs(cfg.database.connect_timeout_secs))
-            .connection_customizer(Box::new(SqlitePragmas {
-                busy_timeout_ms: cfg.database.sqlite_busy_timeout_ms,
-            }))
+            .connection_customizer(Box::new(SqlitePragmas { busy_timeout_ms: cfg.database.sqlite_busy_timeout_ms }))
             .build(manager)
             .map_err(|e| DbError::Connect(e.to_string()))?;
         Ok(Self { pool, backend })
@@ -133,11 +162,18 @@ impl Db {
         let mut conn = self.get()?;
         let applied = match &mut *conn {
             DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-            DbConnection::Pg(c) => c
-                .run_pending_migrations(POSTGRES_MIGRATIONS)
-                .map(|v| v.len()),
+            DbConnection::Pg(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
         };
         applied.map_err(|e| DbError::Migration(e.to_string()))
+    }
+
+    /// [`Db::run`] for plain diesel work.
+    pub async fn q<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut DbConnection) -> diesel::QueryResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run(move |c| f(c).map_err(DbError::from)).await
     }
 
     /// Runs blocking database work on the blocking pool.

@@ -40,5 +40,77 @@ diesel::table! {
         mfa_enabled -> Bool,
         created_at -> BigInt,
         updated_at -> BigInt,
+        totp_secret_enc -> Nullable<Text>,
+        totp_pending_enc -> Nullable<Text>,
+        totp_last_step -> Nullable<BigInt>,
     }
 }
+
+diesel::table! {
+    /// One signed-in device: access tokens carry its id (`sid`) and die with it.
+    sessions (id) {
+        id -> Text,
+        user_id -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+        revoked_reason -> Nullable<Text>,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// Refresh tokens (keyed hashes); a spent one presented again revokes its session.
+    refresh_tokens (token_hash) {
+        token_hash -> Text,
+        session_id -> Text,
+        created_at -> BigInt,
+        spent_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// The pending second step of an MFA sign-in (`mfa_token`).
+    mfa_challenges (token_hash) {
+        token_hash -> Text,
+        user_id -> Text,
+        expires_at -> BigInt,
+        attempts -> Integer,
+        used -> Bool,
+    }
+}
+
+diesel::table! {
+    recovery_codes (code_hash) {
+        code_hash -> Text,
+        user_id -> Text,
+        used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// Single-use, expiring registration invites.
+    invites (code_hash) {
+        code_hash -> Text,
+        created_by -> Text,
+        email -> Nullable<Text>,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        used_at -> Nullable<BigInt>,
+        used_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// Failed sign-in counters per account (`acct:<email>`) and per client IP (`ip:<addr>`).
+    login_throttle (key) {
+        key -> Text,
+        failures -> Integer,
+        lock_count -> Integer,
+        locked_until -> BigInt,
+        last_failure_at -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(users, sessions, refresh_tokens);

@@ -19,16 +19,9 @@ impl RequestId {
         req.local_cache(|| {
             // A proxy's id is kept when it is short and plain; anything else is replaced.
             let incoming = req.headers().get_one("X-Request-Id").filter(|v| {
-                !v.is_empty()
-                    && v.len() <= 64
-                    && v.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             });
-            RequestId(
-                incoming
-                    .map(str::to_string)
-                    .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
-            )
+            RequestId(incoming.map(str::to_string).unwrap_or_else(|| uuid::Uuid::now_v7().to_string()))
         })
         .0
         .clone()
@@ -70,11 +63,8 @@ pub struct ClientInfo {
 
 impl ClientInfo {
     pub fn of(req: &Request<'_>) -> Self {
-        let trusted = req
-            .rocket()
-            .state::<AppState>()
-            .map(|s| s.config.server.trusted_proxies.as_slice())
-            .unwrap_or(&[]);
+        let trusted =
+            req.rocket().state::<AppState>().map(|s| s.config.server.trusted_proxies.as_slice()).unwrap_or(&[]);
         let xff = req.headers().get_one("X-Forwarded-For");
         Self {
             ip: client_ip(req.remote().map(|r| r.ip()), xff, trusted),
@@ -109,26 +99,13 @@ mod tests {
     fn forwarded_for_only_from_trusted_peers() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         // Untrusted peer: header ignored.
-        assert_eq!(
-            client_ip(Some(ip("203.0.113.9")), Some("1.2.3.4"), &trusted),
-            Some(ip("203.0.113.9"))
-        );
+        assert_eq!(client_ip(Some(ip("203.0.113.9")), Some("1.2.3.4"), &trusted), Some(ip("203.0.113.9")));
         // Trusted proxy: rightmost untrusted hop wins, a spoofed left part is not believed.
         assert_eq!(
-            client_ip(
-                Some(ip("10.0.0.2")),
-                Some("6.6.6.6, 198.51.100.7, 10.0.0.3"),
-                &trusted
-            ),
+            client_ip(Some(ip("10.0.0.2")), Some("6.6.6.6, 198.51.100.7, 10.0.0.3"), &trusted),
             Some(ip("198.51.100.7"))
         );
-        assert_eq!(
-            client_ip(Some(ip("10.0.0.2")), None, &trusted),
-            Some(ip("10.0.0.2"))
-        );
-        assert_eq!(
-            client_ip(Some(ip("10.0.0.2")), Some("junk"), &trusted),
-            Some(ip("10.0.0.2"))
-        );
+        assert_eq!(client_ip(Some(ip("10.0.0.2")), None, &trusted), Some(ip("10.0.0.2")));
+        assert_eq!(client_ip(Some(ip("10.0.0.2")), Some("junk"), &trusted), Some(ip("10.0.0.2")));
     }
 }

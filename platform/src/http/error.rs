@@ -20,21 +20,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: Status, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
+        Self { status, code, message: message.into(), retry_after: None }
     }
 
     /// 400 naming the field at fault.
     pub fn invalid(field: &str, why: impl std::fmt::Display) -> Self {
-        Self::new(
-            Status::BadRequest,
-            "invalid_input",
-            format!("{field}: {why}"),
-        )
+        Self::new(Status::BadRequest, "invalid_input", format!("{field}: {why}"))
     }
 
     pub fn unauthenticated(message: impl Into<String>) -> Self {
@@ -50,20 +41,13 @@ impl ApiError {
     }
 
     pub fn unavailable(message: impl Into<String>, retry_after: u64) -> Self {
-        Self {
-            retry_after: Some(retry_after),
-            ..Self::new(Status::ServiceUnavailable, "unavailable", message)
-        }
+        Self { retry_after: Some(retry_after), ..Self::new(Status::ServiceUnavailable, "unavailable", message) }
     }
 
     /// 500 whose details go to the log, never to the client.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(%err, "{context}");
-        Self::new(
-            Status::InternalServerError,
-            "internal_error",
-            "an internal error occurred; it has been logged",
-        )
+        Self::new(Status::InternalServerError, "internal_error", "an internal error occurred; it has been logged")
     }
 
     pub fn body(&self) -> String {
@@ -81,9 +65,7 @@ impl<'r> Responder<'r, 'static> for ApiError {
     fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
         let body = self.body();
         let mut res = Response::build();
-        res.status(self.status)
-            .header(ContentType::JSON)
-            .sized_body(body.len(), std::io::Cursor::new(body));
+        res.status(self.status).header(ContentType::JSON).sized_body(body.len(), std::io::Cursor::new(body));
         if let Some(secs) = self.retry_after {
             res.header(Header::new("Retry-After", secs.to_string()));
         }
@@ -125,34 +107,16 @@ pub fn fail_with(req: &Request<'_>, err: ApiError) -> Status {
 fn default_for(status: Status) -> (&'static str, String) {
     match status.code {
         400 => ("bad_request", "the request is malformed".into()),
-        401 => (
-            "unauthenticated",
-            "sign in first: this call needs a valid access token".into(),
-        ),
+        401 => ("unauthenticated", "sign in first: this call needs a valid access token".into()),
         403 => ("forbidden", "you are not allowed to do this".into()),
         404 => ("not_found", "no such resource or API route".into()),
-        405 => (
-            "method_not_allowed",
-            "this method is not allowed here".into(),
-        ),
+        405 => ("method_not_allowed", "this method is not allowed here".into()),
         413 => ("payload_too_large", "the request body is too large".into()),
-        415 => (
-            "unsupported_media_type",
-            "send the body as application/json".into(),
-        ),
-        422 => (
-            "invalid_input",
-            "the request body does not have the expected fields or types".into(),
-        ),
+        415 => ("unsupported_media_type", "send the body as application/json".into()),
+        422 => ("invalid_input", "the request body does not have the expected fields or types".into()),
         429 => ("rate_limited", "too many requests; slow down".into()),
-        503 => (
-            "unavailable",
-            "a dependency is unavailable; try again shortly".into(),
-        ),
-        s if s >= 500 => (
-            "internal_error",
-            "an internal error occurred; it has been logged".into(),
-        ),
+        503 => ("unavailable", "a dependency is unavailable; try again shortly".into()),
+        s if s >= 500 => ("internal_error", "an internal error occurred; it has been logged".into()),
         _ => ("error", status.reason_lossy().to_string()),
     }
 }

@@ -32,10 +32,7 @@ pub struct HttpLayer;
 #[rocket::async_trait]
 impl Fairing for HttpLayer {
     fn info(&self) -> Info {
-        Info {
-            name: "SecCollab HTTP layer",
-            kind: Kind::Request | Kind::Response,
-        }
+        Info { name: "SecCollab HTTP layer", kind: Kind::Request | Kind::Response }
     }
 
     async fn on_request(&self, req: &mut Request<'_>, _: &mut Data<'_>) {
@@ -57,29 +54,18 @@ impl Fairing for HttpLayer {
         res.set_header(Header::new("Referrer-Policy", "no-referrer"));
         res.set_header(Header::new("Cross-Origin-Opener-Policy", "same-origin"));
         res.set_header(Header::new("Cross-Origin-Resource-Policy", "same-origin"));
-        res.set_header(Header::new(
-            "Permissions-Policy",
-            "geolocation=(), payment=(), usb=()",
-        ));
+        res.set_header(Header::new("Permissions-Policy", "geolocation=(), payment=(), usb=()"));
         if state.config.server.tls_enabled() {
-            res.set_header(Header::new(
-                "Strict-Transport-Security",
-                "max-age=63072000; includeSubDomains",
-            ));
+            res.set_header(Header::new("Strict-Transport-Security", "max-age=63072000; includeSubDomains"));
         }
         if path.starts_with("/api") {
             res.set_header(Header::new("Cache-Control", "no-store"));
         }
 
         let elapsed = req.local_cache(|| Started(Instant::now())).0.elapsed();
-        let route = req
-            .route()
-            .map(|r| r.uri.path().to_string())
-            .unwrap_or_else(|| "unmatched".into());
+        let route = req.route().map(|r| r.uri.path().to_string()).unwrap_or_else(|| "unmatched".into());
         let method = req.method().as_str();
-        state
-            .metrics
-            .observe(method, &route, status, elapsed.as_secs_f64());
+        state.metrics.observe(method, &route, status, elapsed.as_secs_f64());
         if is_probe(&path) {
             return;
         }

@@ -30,11 +30,7 @@ impl<'r, T: DeserializeOwned> FromData<'r> for JsonBody<T> {
                 return Outcome::Error((fail_with(req, e), ()));
             }
         }
-        let limit = req
-            .rocket()
-            .state::<AppState>()
-            .map(|s| s.config.server.max_json_bytes)
-            .unwrap_or(1024 * 1024);
+        let limit = req.rocket().state::<AppState>().map(|s| s.config.server.max_json_bytes).unwrap_or(1024 * 1024);
         let bytes = match data.open(limit.bytes()).into_bytes().await {
             Ok(b) if b.is_complete() => b.into_inner(),
             Ok(_) => {

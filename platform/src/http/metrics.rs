@@ -14,9 +14,7 @@ use subtle::ConstantTimeEq;
 use crate::AppState;
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-];
+const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 #[derive(Default)]
 struct Histogram {
@@ -46,9 +44,7 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
         let Ok(mut m) = self.inner.lock() else { return };
-        *m.requests
-            .entry((method.into(), route.into(), status))
-            .or_default() += 1;
+        *m.requests.entry((method.into(), route.into(), status)).or_default() += 1;
         let h = m.latency.entry((method.into(), route.into())).or_default();
         for (i, b) in BUCKETS.iter().enumerate() {
             if seconds <= *b {
@@ -64,9 +60,7 @@ impl Metrics {
         let mut out = String::new();
         let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
         if let Ok(m) = self.inner.lock() {
-            out.push_str(
-                "# HELP seccollab_http_requests_total HTTP requests by route and status.\n",
-            );
+            out.push_str("# HELP seccollab_http_requests_total HTTP requests by route and status.\n");
             out.push_str("# TYPE seccollab_http_requests_total counter\n");
             for ((method, route, status), n) in &m.requests {
                 let _ = writeln!(
@@ -86,38 +80,17 @@ impl Metrics {
                         h.counts[i]
                     );
                 }
-                let _ = writeln!(
-                    out,
-                    "seccollab_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                    h.count
-                );
-                let _ = writeln!(
-                    out,
-                    "seccollab_http_request_duration_seconds_sum{{{labels}}} {}",
-                    h.sum
-                );
-                let _ = writeln!(
-                    out,
-                    "seccollab_http_request_duration_seconds_count{{{labels}}} {}",
-                    h.count
-                );
+                let _ =
+                    writeln!(out, "seccollab_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(out, "seccollab_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
+                let _ = writeln!(out, "seccollab_http_request_duration_seconds_count{{{labels}}} {}", h.count);
             }
         }
         let (open, idle) = state.db.pool_state();
         let stats = state.audit.stats();
         let gauges = [
-            (
-                "seccollab_db_pool_connections",
-                "Open database connections.",
-                "gauge",
-                open as u64,
-            ),
-            (
-                "seccollab_db_pool_idle_connections",
-                "Idle database connections.",
-                "gauge",
-                idle as u64,
-            ),
+            ("seccollab_db_pool_connections", "Open database connections.", "gauge", open as u64),
+            ("seccollab_db_pool_idle_connections", "Idle database connections.", "gauge", idle as u64),
             (
                 "seccollab_audit_queue_depth",
                 "Audit entries waiting for the writer.",
@@ -130,12 +103,7 @@ impl Metrics {
                 "counter",
                 stats.committed.load(Ordering::Relaxed),
             ),
-            (
-                "seccollab_audit_batches_total",
-                "Audit group commits.",
-                "counter",
-                stats.batches.load(Ordering::Relaxed),
-            ),
+            ("seccollab_audit_batches_total", "Audit group commits.", "counter", stats.batches.load(Ordering::Relaxed)),
             (
                 "seccollab_audit_entries_failed_total",
                 "Audit entries that could not be committed.",
@@ -144,10 +112,7 @@ impl Metrics {
             ),
         ];
         for (name, help, kind, v) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         }
         out
     }
@@ -169,10 +134,7 @@ impl<'r> FromRequest<'r> for MetricsAccess {
             return Outcome::Success(MetricsAccess);
         }
         let token = &state.config.metrics.token;
-        let given = req
-            .headers()
-            .get_one("Authorization")
-            .and_then(|h| h.strip_prefix("Bearer "));
+        let given = req.headers().get_one("Authorization").and_then(|h| h.strip_prefix("Bearer "));
         match given {
             Some(g) if !token.is_empty() && bool::from(g.as_bytes().ct_eq(token.as_bytes())) => {
                 Outcome::Success(MetricsAccess)
@@ -184,7 +146,6 @@ impl<'r> FromRequest<'r> for MetricsAccess {
 
 #[get("/metrics")]
 pub fn metrics(_access: MetricsAccess, state: &State<AppState>) -> (ContentType, String) {
-    let ct =
-        ContentType::new("text", "plain").with_params([("version", "0.0.4"), ("charset", "utf-8")]);
+    let ct = ContentType::new("text", "plain").with_params([("version", "0.0.4"), ("charset", "utf-8")]);
     (ct, state.metrics.render(state))
 }

@@ -19,10 +19,7 @@ pub struct Health {
 #[utoipa::path(get, path = "/api/health", tag = "system", responses((status = 200, body = Health)))]
 #[get("/health")]
 pub fn health() -> Json<Health> {
-    Json(Health {
-        status: "ok",
-        version: env!("CARGO_PKG_VERSION"),
-    })
+    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION") })
 }
 
 /// This API as OpenAPI 3, generated from the code.

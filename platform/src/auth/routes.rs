@@ -1,0 +1,789 @@
+//! `/api/auth/*`: register, login, verify-mfa, refresh, logout, me, password, MFA, user picker.
+
+use rocket::http::Status;
+use rocket::serde::json::Json;
+use rocket::{get, post, Route, State};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::password::{check_policy, Busy};
+use super::sessions::{self, Refresh};
+use super::users::{self, Role, User, UserError, UserSummary, UserView};
+use super::{mfa, tokens, AuthUser};
+use crate::audit::{NewAuditEntry, Outcome};
+use crate::config::Registration;
+use crate::http::pagination::{self, decode_str_cursor, encode_str_cursor};
+use crate::http::{ApiError, ApiResult, ClientInfo, JsonBody};
+use crate::security::throttle::{self, Verdict};
+use crate::AppState;
+
+pub fn routes() -> Vec<Route> {
+    rocket::routes![
+        register,
+        login,
+        verify_mfa,
+        refresh,
+        logout,
+        me,
+        change_password,
+        mfa_setup,
+        mfa_enable,
+        mfa_disable,
+        list_users
+    ]
+}
+
+// ---------- shared pieces ----------
+
+impl From<Busy> for ApiError {
+    fn from(_: Busy) -> Self {
+        ApiError::unavailable("sign-in is busy; try again in a moment", 1)
+    }
+}
+
+impl From<UserError> for ApiError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::Invalid { field, why } => ApiError::invalid(field, why),
+            UserError::EmailTaken => {
+                ApiError::new(Status::Conflict, "email_taken", "a user with this email already exists")
+            }
+            UserError::NotFound => ApiError::not_found("no such user"),
+            UserError::Db(e) => ApiError::from(e),
+        }
+    }
+}
+
+pub(crate) fn entry(action: &str, outcome: Outcome, client: &ClientInfo) -> NewAuditEntry {
+    NewAuditEntry::new(action, outcome).client(client.ip_string(), client.user_agent.clone())
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(Status::Unauthorized, "invalid_credentials", "the email or password is wrong")
+}
+
+fn locked(secs: u64) -> ApiError {
+    ApiError {
+        retry_after: Some(secs),
+        ..ApiError::new(
+            Status::Locked,
+            "account_locked",
+            format!("too many failed sign-ins; this account is locked for {secs} s"),
+        )
+    }
+}
+
+fn backoff(secs: u64) -> ApiError {
+    ApiError {
+        retry_after: Some(secs),
+        ..ApiError::new(
+            Status::TooManyRequests,
+            "rate_limited",
+            format!("too many failed sign-ins from your address; wait {secs} s"),
+        )
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    pub token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserView>,
+}
+
+/// Starts a session for `user` and returns its tokens.
+async fn start_session(state: &AppState, user: &User, client: &ClientInfo) -> ApiResult<TokenResponse> {
+    let master = state.keys.master;
+    let uid = user.id.clone();
+    let ttl = state.config.auth.session_ttl_days * 86_400;
+    let (ip, ua) = (client.ip_string(), client.user_agent.clone());
+    let (session, refresh_token) =
+        state.db.run(move |c| sessions::create(c, &master, &uid, ttl, ip, ua).map_err(ApiError::from)).await?;
+    let expires_in = state.config.auth.access_token_ttl_secs;
+    Ok(TokenResponse {
+        token: tokens::issue(&state.keys.jwt_signing, &user.id, &session.id, expires_in),
+        refresh_token,
+        expires_in,
+        user: Some(UserView::from(user)),
+    })
+}
+
+/// Counts a failed password or code for the account and IP; audits a resulting lock.
+async fn count_failure(
+    state: &AppState,
+    email: &str,
+    client: &ClientInfo,
+    actor: Option<String>,
+) -> ApiResult<Option<u64>> {
+    let policy = state.policy.lockout.clone();
+    let (email2, ip) = (email.to_string(), client.ip_string());
+    let locked = state
+        .db
+        .run(move |c| {
+            throttle::record_failure(c, &policy, &email2, ip.as_deref(), crate::time::now_micros())
+                .map_err(ApiError::from)
+        })
+        .await?;
+    if let Some(secs) = locked {
+        state
+            .audit
+            .record(entry("security.account_locked", Outcome::Denied, client).actor(actor).details(json!({
+                "email": email, "lock_secs": secs, "reason": "too many failed sign-ins",
+            })))
+            .await;
+    }
+    Ok(locked)
+}
+
+async fn load_user(state: &AppState, id: &str) -> ApiResult<User> {
+    let id = id.to_string();
+    state.db.run(move |c| users::by_id(c, &id).map_err(ApiError::from)).await
+}
+
+// ---------- register ----------
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub email: String,
+    pub password: String,
+    pub display_name: String,
+    pub invite_code: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserResponse {
+    pub user: UserView,
+}
+
+/// Creates an account under the registration policy (`open`, `invite` or `closed`).
+#[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses((status = 201, body = UserResponse), (status = 400, description = "invalid input or weak password"),
+              (status = 403, description = "registration closed or bad invite"), (status = 409, description = "email taken")))]
+#[post("/auth/register", data = "<body>")]
+pub async fn register(
+    state: &State<AppState>,
+    client: ClientInfo,
+    body: JsonBody<RegisterRequest>,
+) -> ApiResult<(Status, Json<UserResponse>)> {
+    let req = body.0;
+    let email = users::normalize_email(&req.email)?;
+    let invite_hash = match state.config.auth.registration {
+        Registration::Closed => {
+            state
+                .audit
+                .record(
+                    entry("auth.register", Outcome::Denied, &client)
+                        .details(json!({"email": email, "reason": "closed"})),
+                )
+                .await;
+            return Err(ApiError::new(
+                Status::Forbidden,
+                "registration_closed",
+                "registration is closed; ask an administrator for an account",
+            ));
+        }
+        Registration::Invite => {
+            let code = req.invite_code.as_deref().map(str::trim).filter(|c| !c.is_empty()).ok_or_else(|| {
+                ApiError::new(
+                    Status::Forbidden,
+                    "invite_required",
+                    "registration needs an invite code from an administrator",
+                )
+            })?;
+            Some(crate::crypto::keyed_hash(&state.keys.master, "invite", code))
+        }
+        Registration::Open => None,
+    };
+    check_policy(&state.policy.password, &req.password, &[&email, &req.display_name])
+        .map_err(|why| ApiError::new(Status::BadRequest, "weak_password", format!("password {why}")))?;
+    let hash = state.hasher.hash(req.password).await?;
+    let display_name = req.display_name;
+    let email2 = email.clone();
+    let created = state
+        .db
+        .run(move |c| {
+            crate::db::write_transaction(c, |c| {
+                if let Some(h) = &invite_hash {
+                    if !super::admin_routes::consume_invite(c, h, &email2)? {
+                        return Ok(Err(ApiError::new(
+                            Status::Forbidden,
+                            "invalid_invite",
+                            "the invite code is unknown, used, expired or for another email",
+                        )));
+                    }
+                }
+                match users::create(c, &email2, &display_name, Some(hash), Role::User) {
+                    Ok(u) => Ok(Ok(u)),
+                    Err(UserError::Db(e)) => Err(e),
+                    Err(e) => Ok(Err(ApiError::from(e))),
+                }
+            })
+            .map_err(ApiError::from)
+        })
+        .await?;
+    let outcome = if created.is_ok() { Outcome::Success } else { Outcome::Failure };
+    let mut e = entry("auth.register", outcome, &client).details(json!({"email": email}));
+    if let Ok(u) = &created {
+        e = e.actor(Some(u.id.clone())).target("user", u.id.clone());
+    }
+    state.audit.record(e).await;
+    let user = created?;
+    Ok((Status::Created, Json(UserResponse { user: UserView::from(&user) })))
+}
+
+// ---------- login ----------
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+/// Password sign-in; answers tokens, or `{mfa_required, mfa_token}` for MFA users.
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, description = "invalid_credentials"),
+              (status = 423, description = "account locked (Retry-After)"), (status = 429, description = "IP back-off (Retry-After)")))]
+#[post("/auth/login", data = "<body>")]
+pub async fn login(
+    state: &State<AppState>,
+    client: ClientInfo,
+    body: JsonBody<LoginRequest>,
+) -> ApiResult<Json<Value>> {
+    let LoginRequest { email, password } = body.0;
+    let email = email.trim().to_lowercase();
+    if email.is_empty() || password.is_empty() {
+        return Err(ApiError::invalid(if email.is_empty() { "email" } else { "password" }, "must not be empty"));
+    }
+    let policy = state.policy.lockout.clone();
+    let (email2, ip) = (email.clone(), client.ip_string());
+    let (verdict, user) = state
+        .db
+        .q(move |c| {
+            let v = throttle::check(c, &policy, &email2, ip.as_deref(), crate::time::now_micros())?;
+            let u = users::by_email(c, &email2).map_err(|e| match e {
+                UserError::Db(e) => e,
+                _ => diesel::result::Error::NotFound,
+            })?;
+            Ok::<_, diesel::result::Error>((v, u))
+        })
+        .await?;
+    match verdict {
+        Verdict::Allowed => {}
+        Verdict::AccountLocked(s) => {
+            state
+                .audit
+                .record(
+                    entry("auth.login", Outcome::Denied, &client)
+                        .actor(user.map(|u| u.id))
+                        .details(json!({"email": email, "reason": "account_locked"})),
+                )
+                .await;
+            return Err(locked(s));
+        }
+        Verdict::IpBackoff(s) => {
+            state
+                .audit
+                .record(
+                    entry("auth.login", Outcome::Denied, &client)
+                        .details(json!({"email": email, "reason": "ip_backoff"})),
+                )
+                .await;
+            return Err(backoff(s));
+        }
+    }
+    // Over-long input is refused without hashing it, but counted like any failure.
+    let phc = user.as_ref().and_then(|u| u.password_hash.clone()).filter(|_| password.chars().count() <= 1024);
+    let verified = state.hasher.verify(password.clone(), phc).await?;
+    let actor = user.as_ref().map(|u| u.id.clone());
+    if !verified.ok {
+        let reason = if user.is_none() { "unknown_email" } else { "wrong_password" };
+        state
+            .audit
+            .record(
+                entry("auth.login", Outcome::Failure, &client)
+                    .actor(actor.clone())
+                    .details(json!({"email": email, "reason": reason})),
+            )
+            .await;
+        if let Some(secs) = count_failure(state, &email, &client, actor).await? {
+            return Err(locked(secs));
+        }
+        return Err(invalid_credentials());
+    }
+    let user = user.expect("verified implies a user");
+    if user.disabled {
+        state
+            .audit
+            .record(
+                entry("auth.login", Outcome::Denied, &client)
+                    .actor(actor)
+                    .details(json!({"email": email, "reason": "disabled"})),
+            )
+            .await;
+        return Err(ApiError::new(
+            Status::Forbidden,
+            "account_disabled",
+            "this account is disabled; contact an administrator",
+        ));
+    }
+    let master = state.keys.master;
+    let (email2, uid, mfa_on) = (email.clone(), user.id.clone(), user.mfa_enabled);
+    let challenge = state
+        .db
+        .q(move |c| {
+            throttle::record_success(c, &email2)?;
+            if mfa_on {
+                mfa::new_challenge(c, &master, &uid).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+        .await?;
+    if verified.needs_rehash {
+        if let Ok(new_hash) = state.hasher.hash(password).await {
+            let uid = user.id.clone();
+            let _ = state.db.run(move |c| users::set_password_hash(c, &uid, &new_hash).map_err(ApiError::from)).await;
+        }
+    }
+    if let Some(mfa_token) = challenge {
+        state
+            .audit
+            .record(
+                entry("auth.login", Outcome::Success, &client)
+                    .actor(actor)
+                    .details(json!({"email": email, "step": "password", "mfa_required": true})),
+            )
+            .await;
+        return Ok(Json(json!({"mfa_required": true, "mfa_token": mfa_token})));
+    }
+    let tokens = start_session(state, &user, &client).await?;
+    state
+        .audit
+        .record(
+            entry("auth.login", Outcome::Success, &client)
+                .actor(actor)
+                .details(json!({"email": email, "method": "password"})),
+        )
+        .await;
+    Ok(Json(serde_json::to_value(tokens).expect("json")))
+}
+
+// ---------- verify-mfa ----------
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyMfaRequest {
+    pub mfa_token: String,
+    /// A 6-digit TOTP code or a recovery code.
+    pub totp_code: String,
+}
+
+/// Second sign-in step: the `mfa_token` from login plus a TOTP or recovery code.
+#[utoipa::path(post, path = "/api/auth/verify-mfa", tag = "auth", request_body = VerifyMfaRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, description = "invalid_mfa_code or invalid_mfa_token"),
+              (status = 423, description = "account locked")))]
+#[post("/auth/verify-mfa", data = "<body>")]
+pub async fn verify_mfa(
+    state: &State<AppState>,
+    client: ClientInfo,
+    body: JsonBody<VerifyMfaRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    let VerifyMfaRequest { mfa_token, totp_code } = body.0;
+    let master = state.keys.master;
+    let t = mfa_token.clone();
+    let uid = state.db.run(move |c| mfa::challenge_user(c, &master, &t).map_err(ApiError::from)).await?;
+    let Some(uid) = uid else {
+        state
+            .audit
+            .record(entry("auth.mfa", Outcome::Failure, &client).details(json!({"reason": "invalid_mfa_token"})))
+            .await;
+        return Err(ApiError::new(
+            Status::Unauthorized,
+            "invalid_mfa_token",
+            "this sign-in step expired or was used up; sign in again",
+        ));
+    };
+    let user = load_user(state, &uid).await?;
+    let policy = state.policy.lockout.clone();
+    let (email, ip) = (user.email.clone(), client.ip_string());
+    let verdict = state
+        .db
+        .run(move |c| {
+            throttle::check(c, &policy, &email, ip.as_deref(), crate::time::now_micros()).map_err(ApiError::from)
+        })
+        .await?;
+    match verdict {
+        Verdict::Allowed => {}
+        Verdict::AccountLocked(s) => return Err(locked(s)),
+        Verdict::IpBackoff(s) => return Err(backoff(s)),
+    }
+    let secret = user.totp_secret_enc.as_deref().and_then(|s| mfa::open_secret(&master, &user.id, s));
+    let (uid2, code, t) = (user.id.clone(), totp_code.clone(), mfa_token.clone());
+    let method = state
+        .db
+        .q(move |c| {
+            let now = (crate::time::now_micros() / 1_000_000) as u64;
+            if let Some(step) = secret.as_deref().and_then(|s| mfa::matching_step(s, &code, now)) {
+                return Ok(if mfa::claim_step(c, &uid2, step)? { Some("totp") } else { None });
+            }
+            Ok(if mfa::use_recovery_code(c, &master, &uid2, &code)? { Some("recovery_code") } else { None })
+        })
+        .await?;
+    let ok = match method {
+        Some(_) if !user.disabled => {
+            let t2 = t.clone();
+            state.db.run(move |c| mfa::challenge_done(c, &master, &t2).map_err(ApiError::from)).await?
+        }
+        _ => false,
+    };
+    if !ok {
+        let t2 = mfa_token.clone();
+        state.db.run(move |c| mfa::challenge_failed(c, &master, &t2).map_err(ApiError::from)).await?;
+        state
+            .audit
+            .record(
+                entry("auth.mfa", Outcome::Failure, &client)
+                    .actor(Some(user.id.clone()))
+                    .details(json!({"reason": "invalid_mfa_code"})),
+            )
+            .await;
+        if let Some(secs) = count_failure(state, &user.email, &client, Some(user.id.clone())).await? {
+            return Err(locked(secs));
+        }
+        return Err(ApiError::new(
+            Status::Unauthorized,
+            "invalid_mfa_code",
+            "the code is wrong, expired or already used",
+        ));
+    }
+    let email = user.email.clone();
+    state.db.run(move |c| throttle::record_success(c, &email).map_err(ApiError::from)).await?;
+    let tokens = start_session(state, &user, &client).await?;
+    state
+        .audit
+        .record(
+            entry("auth.mfa", Outcome::Success, &client)
+                .actor(Some(user.id.clone()))
+                .details(json!({"method": method})),
+        )
+        .await;
+    Ok(Json(tokens))
+}
+
+// ---------- refresh / logout / me ----------
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// Rotates the refresh token; a spent one revokes the whole session.
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, description = "invalid or reused refresh token")))]
+#[post("/auth/refresh", data = "<body>")]
+pub async fn refresh(
+    state: &State<AppState>,
+    client: ClientInfo,
+    body: JsonBody<RefreshRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    let master = state.keys.master;
+    let token = body.0.refresh_token;
+    let r = state.db.run(move |c| sessions::refresh(c, &master, &token).map_err(ApiError::from)).await?;
+    match r {
+        Refresh::Rotated { session_id, user_id, refresh_token } => {
+            let expires_in = state.config.auth.access_token_ttl_secs;
+            Ok(Json(TokenResponse {
+                token: tokens::issue(&state.keys.jwt_signing, &user_id, &session_id, expires_in),
+                refresh_token,
+                expires_in,
+                user: None,
+            }))
+        }
+        Refresh::Reused { session_id, user_id } => {
+            state.sessions.forget(std::slice::from_ref(&session_id));
+            state
+                .audit
+                .record(
+                    entry("security.refresh_token_reuse", Outcome::Denied, &client)
+                        .actor(Some(user_id))
+                        .target("session", session_id)
+                        .details(json!({
+                            "action": "session revoked",
+                        })),
+                )
+                .await;
+            Err(ApiError::new(
+                Status::Unauthorized,
+                "refresh_token_reused",
+                "this refresh token was already used; the session has been ended, sign in again",
+            ))
+        }
+        Refresh::Invalid => Err(ApiError::new(
+            Status::Unauthorized,
+            "invalid_refresh_token",
+            "the refresh token is unknown or its session has ended; sign in again",
+        )),
+    }
+}
+
+/// Ends this session: its access and refresh tokens stop working at once.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", responses((status = 204), (status = 401)))]
+#[post("/auth/logout")]
+pub async fn logout(state: &State<AppState>, client: ClientInfo, user: AuthUser) -> ApiResult<Status> {
+    let sid = user.sid.clone();
+    state.db.run(move |c| sessions::revoke(c, &sid, "logout").map_err(ApiError::from)).await?;
+    state.sessions.forget(std::slice::from_ref(&user.sid));
+    state
+        .audit
+        .record(entry("auth.logout", Outcome::Success, &client).actor(Some(user.id)).target("session", user.sid))
+        .await;
+    Ok(Status::NoContent)
+}
+
+/// The signed-in user.
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth", responses((status = 200, body = UserResponse), (status = 401)))]
+#[get("/auth/me")]
+pub async fn me(state: &State<AppState>, user: AuthUser) -> ApiResult<Json<UserResponse>> {
+    let u = load_user(state, &user.id).await?;
+    Ok(Json(UserResponse { user: UserView::from(&u) }))
+}
+
+// ---------- password ----------
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+async fn check_own_password(state: &AppState, user: &User, password: String, client: &ClientInfo) -> ApiResult<()> {
+    let v = state.hasher.verify(password, user.password_hash.clone()).await?;
+    if v.ok {
+        return Ok(());
+    }
+    state
+        .audit
+        .record(
+            entry("auth.reauth", Outcome::Failure, client)
+                .actor(Some(user.id.clone()))
+                .details(json!({"reason": "wrong_password"})),
+        )
+        .await;
+    if let Some(secs) = count_failure(state, &user.email, client, Some(user.id.clone())).await? {
+        return Err(locked(secs));
+    }
+    Err(ApiError::new(Status::Forbidden, "wrong_password", "the current password is wrong"))
+}
+
+/// Changes the password; every other session is ended.
+#[utoipa::path(post, path = "/api/auth/password", tag = "auth", request_body = PasswordChange,
+    responses((status = 204), (status = 400, description = "weak password"), (status = 403, description = "wrong current password")))]
+#[post("/auth/password", data = "<body>")]
+pub async fn change_password(
+    state: &State<AppState>,
+    client: ClientInfo,
+    user: AuthUser,
+    body: JsonBody<PasswordChange>,
+) -> ApiResult<Status> {
+    let req = body.0;
+    let u = load_user(state, &user.id).await?;
+    check_own_password(state, &u, req.current_password, &client).await?;
+    check_policy(&state.policy.password, &req.new_password, &[&u.email, &u.display_name])
+        .map_err(|why| ApiError::new(Status::BadRequest, "weak_password", format!("new_password {why}")))?;
+    let hash = state.hasher.hash(req.new_password).await?;
+    let (uid, sid) = (user.id.clone(), user.sid.clone());
+    let revoked = state
+        .db
+        .run(move |c| {
+            users::set_password_hash(c, &uid, &hash).map_err(ApiError::from)?;
+            sessions::revoke_all(c, &uid, Some(&sid), "password_change").map_err(ApiError::from)
+        })
+        .await?;
+    state.sessions.forget(&revoked);
+    state
+        .audit
+        .record(
+            entry("auth.password_change", Outcome::Success, &client)
+                .actor(Some(user.id))
+                .details(json!({"sessions_revoked": revoked.len()})),
+        )
+        .await;
+    Ok(Status::NoContent)
+}
+
+// ---------- MFA enrolment ----------
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MfaSetup {
+    pub secret: String,
+    pub otpauth_uri: String,
+    pub qr_svg: String,
+}
+
+/// Starts TOTP enrolment: a new secret (not active until `/mfa/enable`).
+#[utoipa::path(post, path = "/api/auth/mfa/setup", tag = "auth", responses((status = 200, body = MfaSetup), (status = 409, description = "MFA already on")))]
+#[post("/auth/mfa/setup")]
+pub async fn mfa_setup(state: &State<AppState>, client: ClientInfo, user: AuthUser) -> ApiResult<Json<MfaSetup>> {
+    let u = load_user(state, &user.id).await?;
+    if u.mfa_enabled {
+        return Err(ApiError::new(
+            Status::Conflict,
+            "mfa_already_enabled",
+            "MFA is already on; disable it first to enrol a new device",
+        ));
+    }
+    let secret = mfa::new_secret();
+    let sealed = mfa::seal_secret(&state.keys.master, &u.id, &secret);
+    let uid = u.id.clone();
+    state.db.run(move |c| users::set_pending_totp(c, &uid, Some(sealed)).map_err(ApiError::from)).await?;
+    let uri = mfa::otpauth_uri(&secret, &u.email);
+    state.audit.record(entry("auth.mfa_setup", Outcome::Success, &client).actor(Some(u.id.clone()))).await;
+    Ok(Json(MfaSetup { secret: mfa::base32(&secret), qr_svg: mfa::qr_svg(&uri), otpauth_uri: uri }))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaCode {
+    pub totp_code: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecoveryCodes {
+    pub recovery_codes: Vec<String>,
+}
+
+fn bad_code() -> ApiError {
+    ApiError::new(
+        Status::BadRequest,
+        "invalid_mfa_code",
+        "the code is wrong, expired or already used; check the device clock",
+    )
+}
+
+/// Turns MFA on with a first valid code; returns 10 single-use recovery codes.
+#[utoipa::path(post, path = "/api/auth/mfa/enable", tag = "auth", request_body = MfaCode,
+    responses((status = 200, body = RecoveryCodes), (status = 400, description = "invalid_mfa_code"), (status = 409, description = "no setup pending")))]
+#[post("/auth/mfa/enable", data = "<body>")]
+pub async fn mfa_enable(
+    state: &State<AppState>,
+    client: ClientInfo,
+    user: AuthUser,
+    body: JsonBody<MfaCode>,
+) -> ApiResult<Json<RecoveryCodes>> {
+    let u = load_user(state, &user.id).await?;
+    if u.mfa_enabled {
+        return Err(ApiError::new(Status::Conflict, "mfa_already_enabled", "MFA is already on"));
+    }
+    let master = state.keys.master;
+    let Some(secret) = u.totp_pending_enc.as_deref().and_then(|s| mfa::open_secret(&master, &u.id, s)) else {
+        return Err(ApiError::new(Status::Conflict, "mfa_not_set_up", "call /api/auth/mfa/setup first"));
+    };
+    let now = (crate::time::now_micros() / 1_000_000) as u64;
+    let Some(step) = mfa::matching_step(&secret, &body.0.totp_code, now) else {
+        state.audit.record(entry("auth.mfa_enable", Outcome::Failure, &client).actor(Some(u.id.clone()))).await;
+        return Err(bad_code());
+    };
+    let uid = u.id.clone();
+    let codes = state
+        .db
+        .run(move |c| {
+            crate::db::write_transaction(c, |c| {
+                if !mfa::claim_step(c, &uid, step)? {
+                    return Ok(None);
+                }
+                users::activate_pending_totp(c, &uid)?;
+                mfa::new_recovery_codes(c, &master, &uid).map(Some)
+            })
+            .map_err(ApiError::from)
+        })
+        .await?
+        .ok_or_else(bad_code)?;
+    state.audit.record(entry("auth.mfa_enable", Outcome::Success, &client).actor(Some(u.id))).await;
+    Ok(Json(RecoveryCodes { recovery_codes: codes }))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaDisable {
+    pub password: String,
+    pub totp_code: String,
+}
+
+/// Turns MFA off; needs the password and a current code.
+#[utoipa::path(post, path = "/api/auth/mfa/disable", tag = "auth", request_body = MfaDisable,
+    responses((status = 204), (status = 400, description = "invalid_mfa_code"), (status = 403, description = "wrong password")))]
+#[post("/auth/mfa/disable", data = "<body>")]
+pub async fn mfa_disable(
+    state: &State<AppState>,
+    client: ClientInfo,
+    user: AuthUser,
+    body: JsonBody<MfaDisable>,
+) -> ApiResult<Status> {
+    let MfaDisable { password, totp_code } = body.0;
+    let u = load_user(state, &user.id).await?;
+    if !u.mfa_enabled {
+        return Err(ApiError::new(Status::Conflict, "mfa_not_enabled", "MFA is not on"));
+    }
+    check_own_password(state, &u, password, &client).await?;
+    let master = state.keys.master;
+    let secret = u.totp_secret_enc.as_deref().and_then(|s| mfa::open_secret(&master, &u.id, s));
+    let uid = u.id.clone();
+    let ok = state
+        .db
+        .q(move |c| {
+            let now = (crate::time::now_micros() / 1_000_000) as u64;
+            let ok = match secret.as_deref().and_then(|s| mfa::matching_step(s, &totp_code, now)) {
+                Some(step) => mfa::claim_step(c, &uid, step)?,
+                None => false,
+            };
+            if ok {
+                mfa::clear(c, &uid)?;
+            }
+            Ok::<_, diesel::result::Error>(ok)
+        })
+        .await?;
+    if !ok {
+        state.audit.record(entry("auth.mfa_disable", Outcome::Failure, &client).actor(Some(u.id.clone()))).await;
+        return Err(bad_code());
+    }
+    state.audit.record(entry("auth.mfa_disable", Outcome::Success, &client).actor(Some(u.id))).await;
+    Ok(Status::NoContent)
+}
+
+// ---------- user picker ----------
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserList {
+    pub users: Vec<UserSummary>,
+    pub next_cursor: Option<String>,
+}
+
+/// Users matching `q` (email or name), for pickers; any signed-in user.
+#[utoipa::path(get, path = "/api/auth/users", tag = "auth",
+    params(("q" = Option<String>, Query), ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = UserList), (status = 401)))]
+#[get("/auth/users?<q>&<limit>&<cursor>")]
+pub async fn list_users(
+    state: &State<AppState>,
+    _user: AuthUser,
+    q: Option<String>,
+    limit: Option<&str>,
+    cursor: Option<&str>,
+) -> ApiResult<Json<UserList>> {
+    let limit = pagination::parse_limit(limit)?;
+    let after = decode_str_cursor(cursor)?;
+    let rows = state
+        .db
+        .run(move |c| users::search(c, q.as_deref(), after.as_deref(), limit + 1, false).map_err(ApiError::from))
+        .await?;
+    let more = rows.len() as i64 > limit;
+    let rows: Vec<_> = rows.into_iter().take(limit as usize).collect();
+    let next_cursor = if more { rows.last().map(|u| encode_str_cursor(&u.id)) } else { None };
+    Ok(Json(UserList { users: rows.iter().map(UserSummary::from).collect(), next_cursor }))
+}

@@ -1,0 +1,92 @@
+//! `policies/security.toml`: lockout, throttling, password and hashing policy an operator tunes
+//! without code. A missing file means the defaults below; an unknown key is an error.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityPolicy {
+    pub lockout: LockoutPolicy,
+    pub password: PasswordPolicy,
+    pub argon2: Argon2Policy,
+}
+
+/// Per-account lockout (Keycloak-like) and per-IP back-off (Nextcloud-like).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutPolicy {
+    /// Failures (password or MFA) before an account is locked.
+    pub max_failures: u32,
+    /// First lock; each further lock doubles, up to `max_lock_secs`. Never permanent.
+    pub first_lock_secs: u64,
+    pub max_lock_secs: u64,
+    /// Failures from one IP before it must wait; the wait doubles per failure.
+    pub ip_free_failures: u32,
+    pub ip_max_backoff_secs: u64,
+    /// Counters are forgotten after this long without a failure.
+    pub window_secs: u64,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            first_lock_secs: 60,
+            max_lock_secs: 900,
+            ip_free_failures: 10,
+            ip_max_backoff_secs: 30,
+            window_secs: 12 * 3600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordPolicy {
+    pub min_length: usize,
+    pub max_length: usize,
+    /// zxcvbn score (0–4) a password must reach.
+    pub min_score: u8,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self { min_length: 12, max_length: 1024, min_score: 3 }
+    }
+}
+
+/// argon2id parameters (OWASP defaults) and the bounds on concurrent hashing.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Argon2Policy {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// Hashes computed at once; 0 = one per core.
+    pub workers: usize,
+    /// Sign-ins waiting for a hashing slot before new ones get 503.
+    pub queue_limit: usize,
+}
+
+impl Default for Argon2Policy {
+    fn default() -> Self {
+        Self { memory_kib: 19_456, iterations: 2, parallelism: 1, workers: 0, queue_limit: 256 }
+    }
+}
+
+impl SecurityPolicy {
+    /// Reads `<dir>/security.toml`; defaults when it does not exist.
+    pub fn load(dir: &Path) -> Result<Self, String> {
+        let path = dir.join("security.toml");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %path.display(), "no security policy file; using defaults");
+                Ok(Self::default())
+            }
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+}
