@@ -122,44 +122,103 @@ pub struct VerifyReport {
 
 const VERIFY_BATCH: i64 = 20_000;
 
-/// Walks the whole chain in one consistent snapshot. Reading and hashing run on two threads;
+/// What a reader thread learned about one row.
+struct Checked {
+    seq: i64,
+    id: String,
+    prev: [u8; 32],
+    hash: [u8; 32],
+    /// The stored hash matches the row's content and stored `prev_hash`.
+    intact: bool,
+}
+
+fn begin_snapshot(conn: &mut DbConnection) -> Result<(), DbError> {
+    let begin = match conn {
+        DbConnection::Sqlite(_) => "BEGIN",
+        DbConnection::Pg(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+    };
+    Ok(conn.batch_execute(begin)?)
+}
+
+/// Walks the whole chain. Rows are read and hashed in parallel (one reader per core, each
+/// taking every n-th batch of positions); the links between rows are then checked in order.
 /// `progress` is called with the running count after each batch.
 pub fn verify(db: &Db, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, DbError> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<AuditRow>, DbError>>(4);
-    let (head_tx, head_rx) = std::sync::mpsc::sync_channel::<(i64, String)>(1);
-    let db2 = db.clone();
-    let reader = std::thread::spawn(move || {
-        let result = (|| -> Result<(), DbError> {
-            let mut conn = db2.get()?;
-            let begin = match &*conn {
-                DbConnection::Sqlite(_) => "BEGIN",
-                DbConnection::Pg(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            };
-            conn.batch_execute(begin)?;
-            let head: (i64, String) =
-                audit_head::table.select((audit_head::seq, audit_head::hash)).first(&mut *conn)?;
-            let _ = head_tx.send(head);
-            let mut after = i64::MIN;
-            loop {
-                let rows: Vec<AuditRow> = audit_log::table
-                    .filter(audit_log::seq.gt(after))
-                    .order(audit_log::seq.asc())
-                    .limit(VERIFY_BATCH)
-                    .select(AuditRow::as_select())
-                    .load(&mut *conn)?;
-                let Some(last) = rows.last() else { break };
-                after = last.seq;
-                if tx.send(Ok(rows)).is_err() {
-                    break;
+    let mut conn = db.get()?;
+    begin_snapshot(&mut conn)?;
+    let (head_seq, head_hash): (i64, String) =
+        audit_head::table.select((audit_head::seq, audit_head::hash)).first(&mut *conn)?;
+    let hi: Option<i64> = audit_log::table.select(diesel::dsl::max(audit_log::seq)).first(&mut *conn)?;
+    // Rows outside 1..=head are bad wherever they are; look them up directly so a forged row
+    // at an absurd position cannot make the walk below enumerate empty ranges for hours.
+    let before_start: Option<(i64, String)> = audit_log::table
+        .filter(audit_log::seq.lt(1))
+        .order(audit_log::seq.asc())
+        .select((audit_log::seq, audit_log::id))
+        .first(&mut *conn)
+        .optional()?;
+    let beyond_head: Option<(i64, String)> = audit_log::table
+        .filter(audit_log::seq.gt(head_seq))
+        .order(audit_log::seq.asc())
+        .select((audit_log::seq, audit_log::id))
+        .first(&mut *conn)
+        .optional()?;
+    conn.batch_execute("COMMIT")?;
+    drop(conn);
+    if let Some((seq, id)) = before_start {
+        return Ok(VerifyReport {
+            ok: false,
+            checked: 0,
+            first_bad_id: Some(id),
+            reason: Some(format!("expected position 1 but found {seq}: entries were inserted before the start")),
+        });
+    }
+    let lo = 1i64;
+    let hi = hi.unwrap_or(0).min(head_seq);
+    let chunks: i64 = if hi < lo { 0 } else { (hi - lo) / VERIFY_BATCH + 1 };
+    let readers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 4) as i64;
+
+    let mut channels = Vec::new();
+    let mut handles = Vec::new();
+    for r in 0..readers {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Checked>, DbError>>(2);
+        channels.push(rx);
+        let db = db.clone();
+        handles.push(std::thread::spawn(move || {
+            let run = || -> Result<(), DbError> {
+                let mut conn = db.get()?;
+                begin_snapshot(&mut conn)?;
+                let mut k = r;
+                while k < chunks {
+                    let from = lo + k * VERIFY_BATCH;
+                    let rows: Vec<AuditRow> = audit_log::table
+                        .filter(audit_log::seq.ge(from))
+                        .filter(audit_log::seq.lt(from + VERIFY_BATCH))
+                        .order(audit_log::seq.asc())
+                        .select(AuditRow::as_select())
+                        .load(&mut *conn)?;
+                    let checked = rows
+                        .into_iter()
+                        .map(|row| {
+                            let prev = decode_hash(&row.prev_hash);
+                            let hash = decode_hash(&row.hash);
+                            let intact = row.compute_hash(&prev) == hash;
+                            Checked { seq: row.seq, id: row.id, prev, hash, intact }
+                        })
+                        .collect();
+                    if tx.send(Ok(checked)).is_err() {
+                        return Ok(());
+                    }
+                    k += readers;
                 }
+                conn.batch_execute("COMMIT")?;
+                Ok(())
+            };
+            if let Err(e) = run() {
+                let _ = tx.send(Err(e));
             }
-            conn.batch_execute("COMMIT")?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            let _ = tx.send(Err(e));
-        }
-    });
+        }));
+    }
 
     let bad = |checked, id: &str, why: String| VerifyReport {
         ok: false,
@@ -167,62 +226,53 @@ pub fn verify(db: &Db, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, Db
         first_bad_id: Some(id.to_string()),
         reason: Some(why),
     };
-    let Ok((head_seq, head_hash)) = head_rx.recv() else {
-        // The reader failed before reading the head; its error is in the row channel.
-        let err = rx.recv().ok().and_then(Result::err);
-        let _ = reader.join();
-        return Err(err.unwrap_or_else(|| DbError::Task("audit reader stopped".into())));
-    };
     let mut prev = GENESIS_HASH;
     let mut expected_seq = 1i64;
     let mut checked = 0u64;
     let mut last_id: Option<String> = None;
-    let mut report = None;
-    'outer: for batch in rx.iter() {
-        for row in batch? {
-            if row.seq > head_seq {
-                report = Some(bad(
-                    checked,
-                    &row.id,
-                    format!("entry at position {} lies beyond the recorded head ({head_seq})", row.seq),
-                ));
+    let mut outcome: Result<Option<VerifyReport>, DbError> = Ok(None);
+    'outer: for k in 0..chunks {
+        let batch = match channels[(k % readers) as usize].recv() {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                outcome = Err(e);
+                break;
+            }
+            Err(_) => {
+                outcome = Err(DbError::Task("audit reader stopped".into()));
+                break;
+            }
+        };
+        for row in batch {
+            let report = if row.seq != expected_seq {
+                Some(format!("expected position {expected_seq} but found {}: entries were removed or reordered", row.seq))
+            } else if row.prev != prev {
+                Some("does not link to the entry before it: an entry before it was removed, inserted or moved".into())
+            } else if !row.intact {
+                Some("content does not match its hash: the entry was edited".into())
+            } else {
+                None
+            };
+            if let Some(why) = report {
+                outcome = Ok(Some(bad(checked, &row.id, why)));
                 break 'outer;
             }
-            if row.seq != expected_seq {
-                report = Some(bad(
-                    checked,
-                    &row.id,
-                    format!(
-                        "expected position {expected_seq} but found {}: entries were removed or reordered",
-                        row.seq
-                    ),
-                ));
-                break 'outer;
-            }
-            if decode_hash(&row.prev_hash) != prev {
-                report = Some(bad(
-                    checked,
-                    &row.id,
-                    "does not link to the entry before it: an entry before it was removed, inserted or moved".into(),
-                ));
-                break 'outer;
-            }
-            let h = row.compute_hash(&prev);
-            if decode_hash(&row.hash) != h {
-                report = Some(bad(checked, &row.id, "content does not match its hash: the entry was edited".into()));
-                break 'outer;
-            }
-            prev = h;
+            prev = row.hash;
             expected_seq += 1;
             checked += 1;
             last_id = Some(row.id);
         }
         progress(checked);
     }
-    drop(rx);
-    let _ = reader.join();
-    if let Some(r) = report {
+    drop(channels);
+    for h in handles {
+        let _ = h.join();
+    }
+    if let Some(r) = outcome? {
         return Ok(r);
+    }
+    if let Some((seq, id)) = beyond_head {
+        return Ok(bad(checked, &id, format!("entry at position {seq} lies beyond the recorded head ({head_seq})")));
     }
     let last_seq = expected_seq - 1;
     if last_seq != head_seq || prev != decode_hash(&head_hash) {

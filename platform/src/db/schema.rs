@@ -113,4 +113,52 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(users, sessions, refresh_tokens);
+diesel::table! {
+    /// Uploaded files: metadata only; content lives encrypted in storage under `storage_key`.
+    files (id) {
+        id -> Text,
+        owner_id -> Text,
+        name -> Text,
+        size -> BigInt,
+        mime_type -> Text,
+        sha256 -> Text,
+        scan_status -> Text,
+        integrity -> Text,
+        description -> Text,
+        storage_key -> Text,
+        wrapped_key -> Text,
+        key_id -> Text,
+        created_at -> BigInt,
+        checked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// Who else may see (`view`) or also download (`download`) a file, until `expires_at`.
+    file_shares (file_id, user_id) {
+        file_id -> Text,
+        user_id -> Text,
+        permissions -> Text,
+        shared_by -> Text,
+        expires_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Security alerts raised by integrity checks, scans and (later) anomaly rules.
+    security_alerts (id) {
+        id -> Text,
+        at -> BigInt,
+        kind -> Text,
+        severity -> Text,
+        subject_type -> Nullable<Text>,
+        subject_id -> Nullable<Text>,
+        details -> Text,
+        acked_at -> Nullable<BigInt>,
+        acked_by -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(file_shares -> files (file_id));
+diesel::allow_tables_to_appear_in_same_query!(users, sessions, refresh_tokens, files, file_shares);

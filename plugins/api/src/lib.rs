@@ -1,8 +1,12 @@
 //! The stable interface SecCollab plugins are written against.
 //!
-//! Four kinds of plugin exist: scanner, storage backend, notifier and OAuth provider. Their
-//! traits and the versioned C-ABI wire under them land with the plugin-system work; this crate
-//! exists from day one so that the host and the shipped plugins depend on one interface crate.
+//! Four kinds of plugin exist: scanner, storage backend, notifier and OAuth provider. This crate
+//! holds their Rust traits as they land; the versioned C-ABI wire under them (one exported entry
+//! symbol, `#[repr(C)]` declarations, bytes and status codes across the line) comes with the
+//! plugin-system work. Built-in implementations (local storage, ...) implement the same traits,
+//! so the host sees one kind of object whether it came from a library or not.
+
+use std::io::Read;
 
 /// Version of the plugin ABI. A plugin built for another major version is refused at load.
 pub const ABI_VERSION: u32 = 1;
@@ -25,4 +29,53 @@ impl PluginKind {
             PluginKind::OAuthProvider => "oauth_provider",
         }
     }
+}
+
+/// Why a storage operation failed.
+#[derive(Debug)]
+pub enum StorageError {
+    /// No object under that key.
+    NotFound,
+    /// Worth retrying (network, throttling, a busy disk).
+    Transient(String),
+    /// Retrying will not help (permissions, a full disk, a bad key).
+    Permanent(String),
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageError::NotFound => f.write_str("object not found"),
+            StorageError::Transient(m) => write!(f, "transient storage error: {m}"),
+            StorageError::Permanent(m) => write!(f, "storage error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// An object being written. Nothing is visible under its key until [`ObjectWriter::commit`];
+/// dropping or aborting a writer leaves no object behind.
+pub trait ObjectWriter: Send {
+    fn write(&mut self, buf: &[u8]) -> Result<(), StorageError>;
+    /// Makes the object durable and visible; returns its length in bytes.
+    fn commit(self: Box<Self>) -> Result<u64, StorageError>;
+    fn abort(self: Box<Self>);
+}
+
+/// Where encrypted objects live. The host only ever hands it ciphertext and random keys.
+/// Calls are blocking; the host runs them off its async workers.
+pub trait StorageBackend: Send + Sync {
+    /// Short name for logs and `/api/admin/plugins` (e.g. `local`).
+    fn name(&self) -> &str;
+    /// Starts writing the object `key`.
+    fn put(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError>;
+    /// Reads the object `key` from byte `offset` to its end.
+    fn get(&self, key: &str, offset: u64) -> Result<Box<dyn Read + Send>, StorageError>;
+    /// Removes `key`; removing a missing object is not an error.
+    fn delete(&self, key: &str) -> Result<(), StorageError>;
+    /// The object's length, or `None` when it does not exist.
+    fn stat(&self, key: &str) -> Result<Option<u64>, StorageError>;
+    /// Every committed key (for orphan collection).
+    fn list(&self) -> Result<Vec<String>, StorageError>;
 }
