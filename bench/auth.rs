@@ -61,8 +61,13 @@ fn main() {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let base = line.trim().strip_prefix("SecCollab listening on ").expect("announce line").to_string();
-    let _ = post(&base, "/api/auth/register", serde_json::json!({"email": "bench@example.org", "password": PASSWORD, "display_name": "Bench"}));
-    let login = || post(&base, "/api/auth/login", serde_json::json!({"email": "bench@example.org", "password": PASSWORD}));
+    let _ = post(
+        &base,
+        "/api/auth/register",
+        serde_json::json!({"email": "bench@example.org", "password": PASSWORD, "display_name": "Bench"}),
+    );
+    let login =
+        || post(&base, "/api/auth/login", serde_json::json!({"email": "bench@example.org", "password": PASSWORD}));
     let token = login().expect("login")["token"].as_str().unwrap().to_string();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -74,7 +79,11 @@ fn main() {
         let (stop, ok, refused, base) = (stop.clone(), ok.clone(), refused.clone(), base.clone());
         clients.push(std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                match post(&base, "/api/auth/login", serde_json::json!({"email": "bench@example.org", "password": PASSWORD})) {
+                match post(
+                    &base,
+                    "/api/auth/login",
+                    serde_json::json!({"email": "bench@example.org", "password": PASSWORD}),
+                ) {
                     Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                     Err(_) => refused.fetch_add(1, Ordering::Relaxed),
                 };
@@ -111,7 +120,12 @@ fn main() {
     println!("theoretical limit (cores/hash)  {limit:>8.1} logins/s");
     println!("measured                        {rate:>8.1} logins/s  = {:.0}% of the limit", 100.0 * rate / limit);
     println!("refused (503 busy / other)      {:>8}", refused.load(Ordering::Relaxed));
-    println!("GET /api/auth/me during flood   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
-        percentile(&me, 0.5), percentile(&me, 0.99), me[me.len() - 1], me.len());
+    println!(
+        "GET /api/auth/me during flood   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} samples)",
+        percentile(&me, 0.5),
+        percentile(&me, 0.99),
+        me[me.len() - 1],
+        me.len()
+    );
     println!("server peak RSS                 {}", hwm.trim_start_matches("VmHWM:").trim());
 }

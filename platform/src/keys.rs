@@ -31,6 +31,9 @@ pub enum KeyError {
 pub struct Keys {
     pub jwt_signing: [u8; KEY_LEN],
     pub master: [u8; KEY_LEN],
+    /// Names the master key without revealing it (first 8 bytes of its SHA-256, hex), recorded
+    /// beside every wrapped data key so keys can be rotated.
+    pub master_id: String,
 }
 
 impl std::fmt::Debug for Keys {
@@ -47,11 +50,15 @@ impl Keys {
             fs::create_dir_all(dir).map_err(io)?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
         }
-        Ok(Self {
-            jwt_signing: load_or_create_key(&dir.join(JWT_KEY_FILE))?,
-            master: load_or_create_key(&dir.join(MASTER_KEY_FILE))?,
-        })
+        let master = load_or_create_key(&dir.join(MASTER_KEY_FILE))?;
+        Ok(Self { jwt_signing: load_or_create_key(&dir.join(JWT_KEY_FILE))?, master_id: key_id(&master), master })
     }
+}
+
+/// The public name of a key: the first 8 bytes of its SHA-256, hex.
+pub fn key_id(key: &[u8; KEY_LEN]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(key)[..8])
 }
 
 fn load_or_create_key(path: &Path) -> Result<[u8; KEY_LEN], KeyError> {

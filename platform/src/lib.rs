@@ -9,6 +9,8 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod events;
+pub mod files;
 pub mod http;
 pub mod keys;
 pub mod openapi;
@@ -29,7 +31,7 @@ use crate::http::metrics::Metrics;
 use crate::keys::Keys;
 
 /// Everything a request handler may need, managed by Rocket.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
@@ -39,6 +41,15 @@ pub struct AppState {
     pub policy: Arc<security::SecurityPolicy>,
     pub hasher: Arc<auth::password::PasswordHasherPool>,
     pub sessions: Arc<auth::sessions::SessionCache>,
+    pub storage: Arc<dyn seccollab_plugin_api::StorageBackend>,
+    pub scanner: Arc<security::scan::ScanService>,
+    pub events: events::EventBus,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("db", &self.db).field("storage", &self.storage.name()).finish_non_exhaustive()
+    }
 }
 
 /// Why the server could not start.
@@ -52,6 +63,8 @@ pub enum StartError {
     Db(#[from] db::DbError),
     #[error("security policy: {0}")]
     Policy(String),
+    #[error("storage: {0}")]
+    Storage(String),
     #[error("the HTTP server failed: {0}")]
     Http(String),
 }
@@ -63,6 +76,9 @@ pub fn api_routes() -> Vec<Route> {
     r.extend(audit::routes::routes());
     r.extend(auth::routes::routes());
     r.extend(auth::admin_routes::routes());
+    r.extend(files::routes::routes());
+    r.extend(security::alerts::routes());
+    r.extend(security::scan_routes::routes());
     r
 }
 
@@ -77,6 +93,8 @@ pub fn build_rocket(state: AppState) -> Rocket<Build> {
         .merge(("cli_colors", false))
         .merge(("shutdown.grace", cfg.server.shutdown_grace_secs))
         .merge(("shutdown.mercy", 3))
+        // SIGHUP reloads the YARA rules; only SIGTERM/SIGINT stop the server.
+        .merge(("shutdown.signals", ["term"]))
         .merge(("limits.json", cfg.server.max_json_bytes));
     if cfg.server.workers > 0 {
         fig = fig.merge(("workers", cfg.server.workers));
@@ -126,7 +144,11 @@ pub fn open_state(cfg: Config) -> Result<AppState, StartError> {
         tracing::info!(applied, "database migrations applied");
     }
     let audit = AuditLog::start(db.clone(), cfg.audit.batch_max, cfg.audit.queue_capacity);
-    Ok(AppState {
+    let storage = files::local::LocalStorage::open(&cfg.storage.data_dir.join("objects"))
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    let yara = security::scan::YaraScanner::load(&cfg.security.policy_dir.join("yara")).map_err(StartError::Policy)?;
+    let scanner = security::scan::ScanService::new(Arc::new(yara), policy.scan.max_bytes, policy.scan.workers);
+    let state = AppState {
         config: Arc::new(cfg),
         db,
         audit,
@@ -135,7 +157,12 @@ pub fn open_state(cfg: Config) -> Result<AppState, StartError> {
         policy: Arc::new(policy),
         hasher: Arc::new(hasher),
         sessions: Arc::new(auth::sessions::SessionCache::default()),
-    })
+        storage: Arc::new(storage),
+        scanner: Arc::new(scanner),
+        events: events::EventBus::default(),
+    };
+    files::collect_orphans(&state).map_err(StartError::Storage)?;
+    Ok(state)
 }
 
 /// Runs the server until SIGTERM/SIGINT, then drains requests and flushes the audit log.
@@ -143,6 +170,8 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     let state =
         tokio::task::spawn_blocking(move || open_state(cfg)).await.map_err(|e| StartError::Http(e.to_string()))??;
     let audit = state.audit.clone();
+    security::scan::ScanService::start(&state);
+    security::scan_routes::reload_on_sighup(state.clone());
     let rocket = build_rocket(state);
     let ignited = rocket.ignite().await.map_err(|e| StartError::Http(e.to_string()))?;
     let _ = audit

@@ -204,13 +204,9 @@ both_backends!(mfa_challenge_dies_after_five_wrong_codes, |b: Backend| {
 
 /// A policy folder with short locks so the tests need not wait minutes.
 fn quick_policy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("security.toml"),
+    crate::harness::policy_dir_with(
         "[lockout]\nmax_failures = 3\nfirst_lock_secs = 2\nmax_lock_secs = 4\nip_free_failures = 8\nip_max_backoff_secs = 30\n",
     )
-    .unwrap();
-    dir
 }
 
 both_backends!(lockout_locks_then_unlocks_by_time_or_admin, |b: Backend| {

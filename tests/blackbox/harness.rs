@@ -140,6 +140,18 @@ pub fn psql(url: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// A policy folder with the shipped YARA rules and the given `security.toml`.
+pub fn policy_dir_with(security_toml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = repo_root().join("policies/yara");
+    std::fs::create_dir(dir.path().join("yara")).expect("mkdir yara");
+    for e in std::fs::read_dir(src).expect("shipped rules").flatten() {
+        std::fs::copy(e.path(), dir.path().join("yara").join(e.file_name())).expect("copy rule");
+    }
+    std::fs::write(dir.path().join("security.toml"), security_toml).expect("write policy");
+    dir
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
@@ -236,7 +248,7 @@ impl Server {
     }
 
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
-        let mut req = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(30));
+        let mut req = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(300));
         for (k, v) in headers {
             req = req.set(k, v);
         }
@@ -250,6 +262,22 @@ impl Server {
             Err(e) => panic!("{method} {path}: {e}"),
         };
         Resp::from(res)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash or power cut of the process.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+    }
+
+    /// The database and data folder, to start another server on them.
+    pub fn take_db(mut self) -> TestDb {
+        std::mem::replace(&mut self.db, TestDb::new(Backend::Sqlite))
     }
 
     /// SIGTERM, then wait for a clean exit; returns the exit code.

@@ -7,4 +7,5 @@ mod access;
 mod audit_chain;
 mod auth;
 mod cli;
+mod files;
 mod http_surface;

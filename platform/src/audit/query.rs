@@ -245,7 +245,10 @@ pub fn verify(db: &Db, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, Db
         };
         for row in batch {
             let report = if row.seq != expected_seq {
-                Some(format!("expected position {expected_seq} but found {}: entries were removed or reordered", row.seq))
+                Some(format!(
+                    "expected position {expected_seq} but found {}: entries were removed or reordered",
+                    row.seq
+                ))
             } else if row.prev != prev {
                 Some("does not link to the entry before it: an entry before it was removed, inserted or moved".into())
             } else if !row.intact {

@@ -165,6 +165,7 @@ fn run_writer(db: Db, mut rx: mpsc::Receiver<Cmd>, batch_max: usize, stats: Arc<
     let mut entries = Vec::with_capacity(batch_max);
     let mut acks: Vec<Ack> = Vec::new();
     let mut flushes = Vec::new();
+    let mut last_acks = 0usize;
     while let Some(first) = rx.blocking_recv() {
         let mut shutdown = None;
         let mut next = Some(first);
@@ -182,15 +183,12 @@ fn run_writer(db: Db, mut rx: mpsc::Receiver<Cmd>, batch_max: usize, stats: Arc<
             }
             if entries.len() < batch_max {
                 next = rx.try_recv().ok();
-                // Group commit: when more callers are waiting for a commit than this batch
-                // holds, the others are about to enqueue; give them a moment (at most ~200 µs)
-                // to join, instead of paying a whole commit for each of them.
+                // Group commit: callers acknowledged by the previous commit usually come straight
+                // back with their next entry. While this batch has gathered fewer than half as
+                // many waiting callers as the last one, give them a moment (≤ ~200 µs) to join
+                // rather than paying a whole commit for each. A lone caller never waits.
                 let mut lingered = 0;
-                while next.is_none()
-                    && shutdown.is_none()
-                    && lingered < 4
-                    && (acks.len() as u64) < stats.waiters.load(Ordering::SeqCst)
-                {
+                while next.is_none() && shutdown.is_none() && lingered < 4 && acks.len() * 2 < last_acks {
                     std::thread::sleep(Duration::from_micros(50));
                     lingered += 1;
                     next = rx.try_recv().ok();
@@ -209,6 +207,7 @@ fn run_writer(db: Db, mut rx: mpsc::Receiver<Cmd>, batch_max: usize, stats: Arc<
                     tracing::error!(entries = entries.len(), error = %e, "audit batch lost");
                 }
             }
+            last_acks = acks.len();
             for ack in acks.drain(..) {
                 let _ = ack.send(result.as_ref().map(|_| ()).map_err(|e| AuditError::Commit(e.clone())));
             }

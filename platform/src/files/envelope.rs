@@ -110,11 +110,12 @@ impl Encryptor {
         self.buf.extend_from_slice(data);
         // A full segment is sealed only once a byte after it proves it is not the last.
         let mut start = 0;
-        while self.buf.len() - start > SEGMENT_SIZE {
-            let seg = self.buf[start..start + SEGMENT_SIZE].to_vec();
-            self.seal(&seg, false, out)?;
+        let buf = std::mem::take(&mut self.buf);
+        while buf.len() - start > SEGMENT_SIZE {
+            self.seal(&buf[start..start + SEGMENT_SIZE], false, out)?;
             start += SEGMENT_SIZE;
         }
+        self.buf = buf;
         self.buf.drain(..start);
         Ok(())
     }
@@ -146,7 +147,14 @@ pub struct Decryptor {
 
 impl Decryptor {
     pub fn new(dek: &[u8; 32]) -> Self {
-        Self { cipher: Aes256Gcm::new(dek.into()), header: None, prefix: [0; 7], counter: 0, buf: Vec::new(), done: false }
+        Self {
+            cipher: Aes256Gcm::new(dek.into()),
+            header: None,
+            prefix: [0; 7],
+            counter: 0,
+            buf: Vec::new(),
+            done: false,
+        }
     }
 
     /// Starts at segment `first_segment` of an object whose header is `header`.
@@ -200,13 +208,18 @@ impl Decryptor {
         }
         let full = SEGMENT_SIZE + TAG_LEN;
         let mut start = 0;
-        while self.buf.len() - start > full {
-            let seg = self.buf[start..start + full].to_vec();
-            self.open(&seg, false, out)?;
+        let buf = std::mem::take(&mut self.buf);
+        let mut result = Ok(());
+        while buf.len() - start > full {
+            if let Err(e) = self.open(&buf[start..start + full], false, out) {
+                result = Err(e);
+                break;
+            }
             start += full;
         }
+        self.buf = buf;
         self.buf.drain(..start);
-        Ok(())
+        result
     }
 
     /// Opens the last segment; fails if the object was cut short.
@@ -227,7 +240,6 @@ impl Decryptor {
             }
             Err(e) if rest.len() == SEGMENT_SIZE + TAG_LEN => {
                 let mut probe = Vec::new();
-                self.counter = self.counter.saturating_sub(0);
                 if self.open(&rest, false, &mut probe).is_ok() {
                     Err(EnvelopeError::Truncated)
                 } else {

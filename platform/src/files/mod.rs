@@ -107,7 +107,12 @@ pub fn by_id(conn: &mut DbConnection, file_id: &str) -> QueryResult<Option<FileR
 }
 
 /// The caller's own files, newest first, before `before` (an id).
-pub fn list_own(conn: &mut DbConnection, owner: &str, before: Option<&str>, limit: i64) -> QueryResult<Vec<FileRecord>> {
+pub fn list_own(
+    conn: &mut DbConnection,
+    owner: &str,
+    before: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<FileRecord>> {
     let mut q = files::table.filter(files::owner_id.eq(owner)).select(FileRecord::as_select()).into_boxed();
     if let Some(b) = before {
         q = q.filter(files::id.lt(b.to_string()));
@@ -125,7 +130,12 @@ pub struct SharedFileView {
     pub expires_at: Option<String>,
 }
 
-pub fn list_shared(conn: &mut DbConnection, user: &str, before: Option<&str>, limit: i64) -> QueryResult<Vec<SharedFileView>> {
+pub fn list_shared(
+    conn: &mut DbConnection,
+    user: &str,
+    before: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<SharedFileView>> {
     let now = crate::time::now_micros();
     let mut q = fs_::table
         .inner_join(files::table)
@@ -219,4 +229,30 @@ pub fn set_integrity(conn: &mut DbConnection, file_id: &str, integrity: &str) ->
 pub fn set_scan_status(conn: &mut DbConnection, file_id: &str, status: &str) -> QueryResult<()> {
     diesel::update(files::table.find(file_id)).set(files::scan_status.eq(status)).execute(conn)?;
     Ok(())
+}
+
+/// Removes stored objects that no file record names (left by a crash between storing an
+/// object and recording it). Runs at start, before any upload can be in flight.
+pub fn collect_orphans(state: &crate::AppState) -> Result<usize, String> {
+    let keys = state.storage.list().map_err(|e| e.to_string())?;
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let mut conn = state.db.get().map_err(|e| e.to_string())?;
+    let known: std::collections::HashSet<String> = files::table
+        .select(files::storage_key)
+        .load::<String>(&mut *conn)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
+    let mut removed = 0;
+    for k in keys.iter().filter(|k| !known.contains(*k)) {
+        if state.storage.delete(k).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed orphaned objects of interrupted uploads");
+    }
+    Ok(removed)
 }

@@ -9,7 +9,7 @@ use rocket::tokio::sync::mpsc;
 use seccollab_plugin_api::{StorageBackend, StorageError};
 use sha2::{Digest, Sha256};
 
-use super::envelope::{self, Decryptor, EnvelopeError, Encryptor, HEADER_LEN, SEGMENT_SIZE, TAG_LEN};
+use super::envelope::{self, Decryptor, Encryptor, EnvelopeError, HEADER_LEN, SEGMENT_SIZE, TAG_LEN};
 
 const SNIFF_LEN: usize = 8192;
 
@@ -33,6 +33,8 @@ pub enum UploadError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    #[error("the upload ended before the whole file arrived")]
+    Incomplete,
 }
 
 /// The type of a file judged from its first bytes, never from its name or the client's word.
@@ -45,7 +47,11 @@ pub fn sniff(head: &[u8]) -> String {
         // A multi-byte character cut at the end of the sniffed window is still text.
         Err(e) => e.error_len().is_none() && head.len() - e.valid_up_to() < 4,
     };
-    if text && !head.contains(&0) { "text/plain".into() } else { "application/octet-stream".into() }
+    if text && !head.contains(&0) {
+        "text/plain".into()
+    } else {
+        "application/octet-stream".into()
+    }
 }
 
 /// Random object key: 128 bits, lower-case hex.
@@ -55,15 +61,16 @@ pub fn new_storage_key() -> String {
     hex::encode(b)
 }
 
-/// Consumes plaintext chunks from `rx` until it closes; stores the encrypted object. On any
-/// error the partial object is aborted, so nothing is left behind.
+/// Consumes plaintext chunks (`Some`) from `rx` until the end marker (`None`); stores the
+/// encrypted object. Only the explicit end marker commits: a channel that closes without it
+/// (client gone, malformed body) aborts, and so does any error, so nothing is left behind.
 pub fn store(
     storage: Arc<dyn StorageBackend>,
     master: [u8; 32],
     file_id: String,
     max: u64,
     blocked: Vec<String>,
-    mut rx: mpsc::Receiver<bytes::Bytes>,
+    mut rx: mpsc::Receiver<Option<bytes::Bytes>>,
 ) -> Result<Stored, UploadError> {
     let storage_key = new_storage_key();
     let dek = envelope::new_data_key();
@@ -76,10 +83,19 @@ pub fn store(
     let mut out = Vec::with_capacity(SEGMENT_SIZE * 2);
     let check_type = |head: &[u8]| {
         let m = sniff(head);
-        if blocked.iter().any(|b| b == &m) { Err(UploadError::Blocked(m)) } else { Ok(m) }
+        if blocked.iter().any(|b| b == &m) {
+            Err(UploadError::Blocked(m))
+        } else {
+            Ok(m)
+        }
     };
     let result = (|| {
-        while let Some(chunk) = rx.blocking_recv() {
+        let mut ended = false;
+        while let Some(msg) = rx.blocking_recv() {
+            let Some(chunk) = msg else {
+                ended = true;
+                break;
+            };
             size += chunk.len() as u64;
             if size > max {
                 return Err(UploadError::TooLarge(max));
@@ -97,6 +113,9 @@ pub fn store(
                 writer.write(&out)?;
                 out.clear();
             }
+        }
+        if !ended {
+            return Err(UploadError::Incomplete);
         }
         let mime = match mime {
             Some(m) => m,
@@ -195,7 +214,10 @@ mod tests {
     #[test]
     fn sniffing_uses_content_only() {
         assert_eq!(sniff(b"%PDF-1.7\n..."), "application/pdf");
-        assert_eq!(sniff(b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff"), "application/vnd.microsoft.portable-executable");
+        assert_eq!(
+            sniff(b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff"),
+            "application/vnd.microsoft.portable-executable"
+        );
         assert_eq!(sniff("héllo wörld".as_bytes()), "text/plain");
         assert_eq!(sniff(&[0u8, 1, 2, 3, 200, 201]), "application/octet-stream");
         assert_eq!(sniff(&"é".as_bytes()[..1]), "text/plain");
@@ -210,12 +232,16 @@ mod tests {
         let s2 = storage.clone();
         let h = std::thread::spawn(move || store(s2, [1; 32], "f".into(), u64::MAX, vec![], rx));
         for c in plain.chunks(10_000) {
-            tx.blocking_send(bytes::Bytes::copy_from_slice(c)).unwrap();
+            tx.blocking_send(Some(bytes::Bytes::copy_from_slice(c))).unwrap();
         }
-        drop(tx);
+        tx.blocking_send(None).unwrap();
         let stored = h.join().unwrap().unwrap();
         let dek = envelope::unwrap_key(&[1; 32], "f", &stored.wrapped_key).unwrap();
-        for (a, b) in [(0u64, 10u64), (SEGMENT_SIZE as u64 - 3, SEGMENT_SIZE as u64 + 5), (2 * SEGMENT_SIZE as u64 + 7, plain.len() as u64)] {
+        for (a, b) in [
+            (0u64, 10u64),
+            (SEGMENT_SIZE as u64 - 3, SEGMENT_SIZE as u64 + 5),
+            (2 * SEGMENT_SIZE as u64 + 7, plain.len() as u64),
+        ] {
             let mut got = Vec::new();
             read_range(&*storage, &stored.storage_key, &dek, a, b, &mut |p| {
                 got.extend_from_slice(p);

@@ -1,7 +1,10 @@
 //! Security policy and sign-in throttling. Scanning, integrity checks, anomaly rules and alerts
 //! join this module with their issues.
 
+pub mod alerts;
 pub mod policy;
+pub mod scan;
+pub mod scan_routes;
 pub mod throttle;
 
 pub use policy::SecurityPolicy;

@@ -11,6 +11,49 @@ pub struct SecurityPolicy {
     pub lockout: LockoutPolicy,
     pub password: PasswordPolicy,
     pub argon2: Argon2Policy,
+    pub upload: UploadPolicy,
+    pub scan: ScanPolicy,
+}
+
+/// What may be uploaded, judged on content (magic bytes), never on the name or Content-Type.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadPolicy {
+    /// MIME types (as detected from content) refused with 415.
+    pub blocked_types: Vec<String>,
+}
+
+impl Default for UploadPolicy {
+    fn default() -> Self {
+        Self {
+            blocked_types: [
+                "application/vnd.microsoft.portable-executable",
+                "application/x-executable",
+                "application/x-mach-binary",
+                "application/x-msdownload",
+                "application/vnd.android.package-archive",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+/// The malware scan pool.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanPolicy {
+    /// Files up to this size are scanned whole, in memory; larger ones block by block with
+    /// bounded memory (where `filesize`, `uint*` and modules are undefined).
+    pub max_bytes: u64,
+    /// Files scanned at once.
+    pub workers: usize,
+}
+
+impl Default for ScanPolicy {
+    fn default() -> Self {
+        Self { max_bytes: 64 * 1024 * 1024, workers: 1 }
+    }
 }
 
 /// Per-account lockout (Keycloak-like) and per-IP back-off (Nextcloud-like).

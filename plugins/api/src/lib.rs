@@ -79,3 +79,31 @@ pub trait StorageBackend: Send + Sync {
     /// Every committed key (for orphan collection).
     fn list(&self) -> Result<Vec<String>, StorageError>;
 }
+
+/// One rule that matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanMatch {
+    pub rule: String,
+    pub namespace: String,
+    pub tags: Vec<String>,
+    /// From the rule's `severity` metadata, when it has one.
+    pub severity: Option<String>,
+    /// From the rule's `description` metadata, when it has one.
+    pub description: Option<String>,
+}
+
+/// What one scanner found in one file.
+#[derive(Debug, Clone, Default)]
+pub struct ScanReport {
+    /// Engine name and version, e.g. `yara-x 1.22.1`.
+    pub engine: String,
+    pub matches: Vec<ScanMatch>,
+}
+
+/// A content scanner. Scanners form a chain: a file is infected when any of them matches.
+/// Calls are blocking; the host runs them on its bounded scan pool.
+pub trait Scanner: Send + Sync {
+    fn name(&self) -> &str;
+    /// Scans the whole plaintext of a file.
+    fn scan(&self, data: &[u8]) -> Result<ScanReport, String>;
+}

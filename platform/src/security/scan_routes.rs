@@ -1,0 +1,122 @@
+//! `POST /api/audit/security-scan/{file_id}` (rescan on demand) and
+//! `POST /api/admin/scanner/reload` (recompile the YARA rules; SIGHUP does the same).
+
+use rocket::http::Status;
+use rocket::serde::json::Json;
+use rocket::{post, Route, State};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::audit::Outcome;
+use crate::auth::routes::entry;
+use crate::auth::AdminUser;
+use crate::http::{ApiError, ApiResult, ClientInfo};
+use crate::AppState;
+
+pub fn routes() -> Vec<Route> {
+    rocket::routes![security_scan, reload]
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MatchView {
+    pub rule: String,
+    pub namespace: String,
+    pub tags: Vec<String>,
+    pub severity: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ScanResponse {
+    pub file_id: String,
+    /// `clean`, `infected` or `error`.
+    pub status: String,
+    pub matches: Vec<MatchView>,
+    pub engine: String,
+    pub scanned_at: String,
+    pub error: Option<String>,
+}
+
+/// Rescans a file now; an infected file is quarantined and an alert raised.
+#[utoipa::path(post, path = "/api/audit/security-scan/{file_id}", tag = "audit", params(("file_id" = String, Path)),
+    responses((status = 200, body = ScanResponse), (status = 403), (status = 404)))]
+#[post("/audit/security-scan/<file_id>")]
+pub async fn security_scan(state: &State<AppState>, admin: AdminUser, file_id: &str) -> ApiResult<Json<ScanResponse>> {
+    let st = state.inner().clone();
+    let (fid, actor) = (file_id.to_string(), Some(admin.0.id.clone()));
+    let exists = {
+        let fid = fid.clone();
+        state.db.q(move |c| crate::files::by_id(c, &fid)).await?.is_some()
+    };
+    if !exists {
+        return Err(ApiError::new(Status::NotFound, "file_not_found", "no such file"));
+    }
+    let verdict = tokio::task::spawn_blocking(move || crate::security::scan::scan_file(&st, &fid, actor))
+        .await
+        .map_err(|e| ApiError::internal("scan task", e))?
+        .map_err(|e| ApiError::internal("scan", e))?;
+    Ok(Json(ScanResponse {
+        file_id: file_id.to_string(),
+        status: verdict.status.into(),
+        matches: verdict
+            .matches
+            .into_iter()
+            .map(|m| MatchView {
+                rule: m.rule,
+                namespace: m.namespace,
+                tags: m.tags,
+                severity: m.severity,
+                description: m.description,
+            })
+            .collect(),
+        engine: verdict.engine,
+        scanned_at: crate::time::micros_to_rfc3339(crate::time::now_micros()),
+        error: verdict.error,
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReloadResponse {
+    pub rule_files: usize,
+}
+
+/// Recompiles `policies/yara/*.yar`; on a bad rule the old set stays and the error names the
+/// file and line.
+#[utoipa::path(post, path = "/api/admin/scanner/reload", tag = "admin",
+    responses((status = 200, body = ReloadResponse), (status = 400, description = "a rule does not compile; old rules stay")))]
+#[post("/admin/scanner/reload")]
+pub async fn reload(state: &State<AppState>, client: ClientInfo, admin: AdminUser) -> ApiResult<Json<ReloadResponse>> {
+    let yara = state.scanner.yara.clone();
+    let result =
+        tokio::task::spawn_blocking(move || yara.reload()).await.map_err(|e| ApiError::internal("reload task", e))?;
+    let outcome = if result.is_ok() { Outcome::Success } else { Outcome::Failure };
+    state
+        .audit
+        .record(
+            entry("admin.scanner_reload", outcome, &client)
+                .actor(Some(admin.0.id))
+                .details(json!({"error": result.as_ref().err()})),
+        )
+        .await;
+    match result {
+        Ok(n) => Ok(Json(ReloadResponse { rule_files: n })),
+        Err(e) => {
+            Err(ApiError::new(Status::BadRequest, "invalid_rules", format!("the rules in force are unchanged: {e}")))
+        }
+    }
+}
+
+/// Recompiles the rules on SIGHUP.
+pub fn reload_on_sighup(state: AppState) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            let yara = state.scanner.yara.clone();
+            match tokio::task::spawn_blocking(move || yara.reload()).await {
+                Ok(Ok(n)) => tracing::info!(rule_files = n, "YARA rules reloaded (SIGHUP)"),
+                Ok(Err(e)) => tracing::error!(error = %e, "YARA rules not reloaded; the old set stays"),
+                Err(_) => {}
+            }
+        }
+    });
+}
