@@ -35,6 +35,12 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Rescan stored files with the current YARA rules (e.g. after a rule change).
+    Scan {
+        /// Every file (the only mode for now).
+        #[arg(long, required = true)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +118,7 @@ pub fn main() -> ExitCode {
         }
         Command::User(cmd) => user(cfg, cmd),
         Command::Audit(AuditCmd::Verify) => audit_verify(cfg),
+        Command::Scan { all: _ } => scan_all(cfg),
     }
 }
 
@@ -223,5 +230,55 @@ fn audit_verify(cfg: Config) -> ExitCode {
             }
         }
         Err(e) => fail(e),
+    }
+}
+
+fn scan_all(cfg: Config) -> ExitCode {
+    let state = match crate::open_state(cfg) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let ids: Vec<String> = match state.db.get().map_err(|e| e.to_string()).and_then(|mut c| {
+        use crate::db::schema::files::dsl as f;
+        use diesel::prelude::*;
+        f::files.order(f::id.asc()).select(f::id).load(&mut *c).map_err(|e| e.to_string())
+    }) {
+        Ok(ids) => ids,
+        Err(e) => return fail(e),
+    };
+    let total = ids.len();
+    let (mut infected, mut errors) = (0usize, 0usize);
+    let started = std::time::Instant::now();
+    for (i, id) in ids.iter().enumerate() {
+        match crate::security::scan::scan_file(&state, id, None) {
+            Ok(v) if v.status == "infected" => {
+                infected += 1;
+                let rules: Vec<String> = v.matches.iter().map(|m| format!("{}.{}", m.namespace, m.rule)).collect();
+                eprintln!("{id}: quarantined ({})", rules.join(", "));
+            }
+            Ok(v) if v.status == "error" => {
+                errors += 1;
+                eprintln!("{id}: could not be scanned: {}", v.error.unwrap_or_default());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                errors += 1;
+                eprintln!("{id}: {e}");
+            }
+        }
+        if (i + 1) % 100 == 0 || i + 1 == total {
+            eprintln!(
+                "scanned {}/{total} files ({infected} quarantined, {errors} errors, {:.1} s)",
+                i + 1,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    state.audit.shutdown_blocking();
+    println!("{}", serde_json::json!({"scanned": total, "quarantined": infected, "errors": errors}));
+    if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }

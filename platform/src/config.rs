@@ -176,11 +176,13 @@ impl Default for SmtpConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct FilesConfig {
     pub max_upload_bytes: u64,
+    /// Hours between background integrity checks of every file; 0 turns the scrub off.
+    pub scrub_interval_hours: u64,
 }
 
 impl Default for FilesConfig {
     fn default() -> Self {
-        Self { max_upload_bytes: 1024 * 1024 * 1024 }
+        Self { max_upload_bytes: 1024 * 1024 * 1024, scrub_interval_hours: 24 }
     }
 }
 

@@ -172,6 +172,7 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     let audit = state.audit.clone();
     security::scan::ScanService::start(&state);
     security::scan_routes::reload_on_sighup(state.clone());
+    files::start_scrub(state.clone(), state.config.files.scrub_interval_hours);
     let rocket = build_rocket(state);
     let ignited = rocket.ignite().await.map_err(|e| StartError::Http(e.to_string()))?;
     let _ = audit

@@ -523,3 +523,34 @@ fn stored_format_matches_the_documentation() {
     }
     assert!(plain == data);
 }
+
+#[test]
+fn scan_all_applies_new_rules_to_stored_files() {
+    let policy = crate::harness::policy_dir_with("");
+    let db = TestDb::new(Backend::Sqlite);
+    let srv = Server::start_with(
+        db,
+        &[
+            ("SECCOLLAB_AUTH__REGISTRATION", "open"),
+            ("SECCOLLAB_SECURITY__POLICY_DIR", policy.path().to_str().unwrap()),
+        ],
+    );
+    let t = user_token(&srv, "fay@example.org");
+    let tok = t["token"].as_str().unwrap();
+    let id = upload(&srv, tok, "memo.txt", b"project bluebird launch codes")["file_id"].as_str().unwrap().to_string();
+    assert_eq!(scanned(&srv, tok, &id), "clean");
+    std::fs::write(
+        policy.path().join("yara/local.yar"),
+        "rule Bluebird_Leak { meta: description = \"leaked codename\" severity = \"high\" strings: $a = \"bluebird launch\" condition: $a }\n",
+    )
+    .unwrap();
+    let mut env = srv.db.env();
+    env.push(("SECCOLLAB_SECURITY__POLICY_DIR".into(), policy.path().to_str().unwrap().into()));
+    let (code, out, err) = crate::harness::run_cli(&env, &["scan", "--all"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("scanned 1/1 files (1 quarantined"), "{err}");
+    assert_eq!(serde_json::from_str::<Value>(out.trim()).unwrap()["quarantined"], 1);
+    let f = get(&srv, &format!("/api/files/{id}"), tok).json();
+    assert_eq!(f["file"]["scan_status"], "quarantined");
+    download(&srv, tok, &id, None).assert_error(423, "file_quarantined");
+}

@@ -739,7 +739,8 @@ pub async fn check_integrity(state: &AppState, f: &FileRecord) -> ApiResult<Inte
     let status = if reason.is_none() { "ok" } else { "compromised" };
     let fid = f.id.clone();
     state.db.q(move |c| super::set_integrity(c, &fid, status)).await?;
-    if let Some(why) = &reason {
+    // Alert on the transition only: a scrub finding the same damage again is not news.
+    if let Some(why) = reason.as_ref().filter(|_| f.integrity != "compromised") {
         let details = json!({"file_id": f.id, "owner_id": f.owner_id, "reason": why});
         let fid = f.id.clone();
         let d = details.clone();
