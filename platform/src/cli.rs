@@ -35,6 +35,9 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Manage the master key.
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Rescan stored files with the current YARA rules (e.g. after a rule change).
     Scan {
         /// Every file (the only mode for now).
@@ -68,6 +71,12 @@ enum UserCmd {
 enum AuditCmd {
     /// Check the hash chain; exit 0 when intact, 1 when tampered.
     Verify,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCmd {
+    /// Re-wrap every data key (and TOTP secret) under a new master key; resumable.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +128,7 @@ pub fn main() -> ExitCode {
         Command::User(cmd) => user(cfg, cmd),
         Command::Audit(AuditCmd::Verify) => audit_verify(cfg),
         Command::Scan { all: _ } => scan_all(cfg),
+        Command::Keys(KeysCmd::Rotate) => keys_rotate(cfg),
     }
 }
 
@@ -281,4 +291,41 @@ fn scan_all(cfg: Config) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+fn keys_rotate(cfg: Config) -> ExitCode {
+    let state = match crate::open_state(cfg) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let mut conn = match state.db.get() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let started = std::time::Instant::now();
+    let result = crate::rotation::rotate(&mut conn, &state.keys, &mut |done, total| {
+        eprintln!("re-wrapped {done}/{total} data keys ({:.1} s)", started.elapsed().as_secs_f64());
+    });
+    let code = match result {
+        Ok(r) => {
+            let _ = state.audit.append_blocking(
+                NewAuditEntry::new("keys.rotate", Outcome::Success)
+                    .details(serde_json::json!({"old_key_id": state.keys.master_id, "new_key_id": r.new_key_id, "files": r.files, "totp_secrets": r.totp_secrets})),
+            );
+            println!(
+                "{}",
+                serde_json::json!({"new_key_id": r.new_key_id, "files": r.files, "totp_secrets": r.totp_secrets})
+            );
+            eprintln!("master key rotated; restart the server so new uploads use it");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = state.audit.append_blocking(
+                NewAuditEntry::new("keys.rotate", Outcome::Error).details(serde_json::json!({"error": e})),
+            );
+            fail(format!("{e} (run the command again to resume)"))
+        }
+    };
+    state.audit.shutdown_blocking();
+    code
 }

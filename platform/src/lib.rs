@@ -14,6 +14,7 @@ pub mod files;
 pub mod http;
 pub mod keys;
 pub mod openapi;
+pub mod rotation;
 pub mod security;
 pub mod system;
 pub mod time;

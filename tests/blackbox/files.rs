@@ -554,3 +554,65 @@ fn scan_all_applies_new_rules_to_stored_files() {
     assert_eq!(f["file"]["scan_status"], "quarantined");
     download(&srv, tok, &id, None).assert_error(423, "file_quarantined");
 }
+
+both_backends!(key_rotation_rewraps_without_touching_content, |b: Backend| {
+    let srv = open_server(b);
+    let t = user_token(&srv, "gus@example.org");
+    let tok = t["token"].as_str().unwrap();
+    // An MFA user too: the TOTP secret is sealed under the master key.
+    let secret = post(&srv, "/api/auth/mfa/setup", Some(tok), json!({})).json()["secret"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let data = format!("contents of file {n}").repeat(5000);
+        let id = upload(&srv, tok, &format!("k{n}.txt"), data.as_bytes())["file_id"].as_str().unwrap().to_string();
+        assert_eq!(scanned(&srv, tok, &id), "clean");
+        ids.push((id, data));
+    }
+    let keys = srv.db.dir.path().join("data/keys");
+    let old_master = std::fs::read(keys.join("master.key")).unwrap();
+    let objects_before: Vec<Vec<u8>> =
+        ids.iter().map(|(id, _)| std::fs::read(object_path(&srv, id)).unwrap()).collect();
+    let old_kid = srv.db.sql("SELECT DISTINCT key_id FROM files");
+
+    let (code, out, err) = crate::harness::run_cli(&srv.db.env(), &["keys", "rotate"], None);
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["files"], 3);
+    assert_eq!(r["totp_secrets"], 1);
+    assert!(err.contains("re-wrapped 3/3 data keys"), "{err}");
+    let new_master = std::fs::read(keys.join("master.key")).unwrap();
+    assert_ne!(new_master, old_master);
+    assert_eq!(std::fs::read(keys.join(format!("retired/{old_kid}.key"))).unwrap(), old_master);
+    assert!(!keys.join("master.key.next").exists());
+    assert_eq!(srv.db.sql("SELECT DISTINCT key_id FROM files"), r["new_key_id"].as_str().unwrap());
+    for ((id, _), before) in ids.iter().zip(&objects_before) {
+        assert!(&std::fs::read(object_path(&srv, id)).unwrap() == before, "content untouched");
+    }
+    // The running server follows the rotation, and so does a restarted one.
+    for (id, data) in &ids {
+        assert!(download(&srv, tok, id, None).body == data.as_bytes(), "download after rotation");
+    }
+    let uid = t["user"]["id"].as_str().unwrap().to_string();
+    let db = srv.take_db();
+    let srv = Server::start_with(db, &[("SECCOLLAB_AUTH__REGISTRATION", "open")]);
+    let tok = crate::auth::login(&srv, "gus@example.org", crate::auth::PASSWORD).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (id, data) in &ids {
+        assert!(download(&srv, &tok, id, None).body == data.as_bytes(), "download after rotation");
+    }
+    // The TOTP enrolment still works with the re-sealed secret.
+    let code = std::process::Command::new("oathtool").args(["--totp", "-b", &secret]).output().unwrap();
+    let code = String::from_utf8(code.stdout).unwrap().trim().to_string();
+    let r = post(&srv, "/api/auth/mfa/enable", Some(&tok), json!({"totp_code": code}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stored = srv.db.sql(&format!("SELECT totp_secret_enc FROM users WHERE id = '{uid}'"));
+    assert!(!stored.is_empty());
+    // A second rotation works too.
+    let (code, _, err) = crate::harness::run_cli(&srv.db.env(), &["keys", "rotate"], None);
+    assert_eq!(code, 0, "{err}");
+    for (id, data) in &ids {
+        assert!(download(&srv, &tok, id, None).body == data.as_bytes(), "download after rotation");
+    }
+});

@@ -223,7 +223,7 @@ pub async fn create_invite(
     }
     let email = req.email.as_deref().map(users::normalize_email).transpose()?;
     let code = crate::crypto::random_token(18);
-    let hash = crate::crypto::keyed_hash(&state.keys.master, "invite", &code);
+    let hash = crate::crypto::keyed_hash(&state.keys.hash_key, "invite", &code);
     let now = crate::time::now_micros();
     let expires_at = now + hours as i64 * 3600 * 1_000_000;
     let (by, email2) = (admin.0.id.clone(), email.clone());

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, Builder, Secret};
 
-use crate::crypto::{keyed_hash, open, random_token, seal};
+use crate::crypto::{keyed_hash, random_token, seal};
 use crate::db::schema::{mfa_challenges as mc, recovery_codes as rc, users};
 use crate::db::DbConnection;
 
@@ -27,12 +27,14 @@ fn totp(secret: &[u8]) -> totp_rs::Totp {
         .build_noncompliant()
 }
 
-pub fn seal_secret(master: &[u8; 32], user_id: &str, secret: &[u8]) -> String {
-    seal(master, &format!("totp:{user_id}"), secret)
+/// Seals a TOTP secret under the current master key, bound to the user.
+pub fn seal_secret(keys: &crate::keys::Keys, user_id: &str, secret: &[u8]) -> String {
+    seal(&keys.master, &format!("totp:{user_id}"), secret)
 }
 
-pub fn open_secret(master: &[u8; 32], user_id: &str, sealed: &str) -> Option<Vec<u8>> {
-    open(master, &format!("totp:{user_id}"), sealed)
+/// Opens a sealed TOTP secret (under the current master key, or one being rotated).
+pub fn open_secret(keys: &crate::keys::Keys, user_id: &str, sealed: &str) -> Option<Vec<u8>> {
+    keys.open_sealed(&format!("totp:{user_id}"), sealed)
 }
 
 /// A fresh 160-bit secret.

@@ -95,7 +95,7 @@ pub struct TokenResponse {
 
 /// Starts a session for `user` and returns its tokens.
 async fn start_session(state: &AppState, user: &User, client: &ClientInfo) -> ApiResult<TokenResponse> {
-    let master = state.keys.master;
+    let master = state.keys.hash_key;
     let uid = user.id.clone();
     let ttl = state.config.auth.session_ttl_days * 86_400;
     let (ip, ua) = (client.ip_string(), client.user_agent.clone());
@@ -193,7 +193,7 @@ pub async fn register(
                     "registration needs an invite code from an administrator",
                 )
             })?;
-            Some(crate::crypto::keyed_hash(&state.keys.master, "invite", code))
+            Some(crate::crypto::keyed_hash(&state.keys.hash_key, "invite", code))
         }
         Registration::Open => None,
     };
@@ -330,7 +330,7 @@ pub async fn login(
             "this account is disabled; contact an administrator",
         ));
     }
-    let master = state.keys.master;
+    let master = state.keys.hash_key;
     let (email2, uid, mfa_on) = (email.clone(), user.id.clone(), user.mfa_enabled);
     let challenge = state
         .db
@@ -393,7 +393,7 @@ pub async fn verify_mfa(
     body: JsonBody<VerifyMfaRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let VerifyMfaRequest { mfa_token, totp_code } = body.0;
-    let master = state.keys.master;
+    let master = state.keys.hash_key;
     let t = mfa_token.clone();
     let uid = state.db.run(move |c| mfa::challenge_user(c, &master, &t).map_err(ApiError::from)).await?;
     let Some(uid) = uid else {
@@ -421,7 +421,7 @@ pub async fn verify_mfa(
         Verdict::AccountLocked(s) => return Err(locked(s)),
         Verdict::IpBackoff(s) => return Err(backoff(s)),
     }
-    let secret = user.totp_secret_enc.as_deref().and_then(|s| mfa::open_secret(&master, &user.id, s));
+    let secret = user.totp_secret_enc.as_deref().and_then(|s| mfa::open_secret(&state.keys, &user.id, s));
     let (uid2, code, t) = (user.id.clone(), totp_code.clone(), mfa_token.clone());
     let method = state
         .db
@@ -491,7 +491,7 @@ pub async fn refresh(
     client: ClientInfo,
     body: JsonBody<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let master = state.keys.master;
+    let master = state.keys.hash_key;
     let token = body.0.refresh_token;
     let r = state.db.run(move |c| sessions::refresh(c, &master, &token).map_err(ApiError::from)).await?;
     match r {
@@ -639,7 +639,7 @@ pub async fn mfa_setup(state: &State<AppState>, client: ClientInfo, user: AuthUs
         ));
     }
     let secret = mfa::new_secret();
-    let sealed = mfa::seal_secret(&state.keys.master, &u.id, &secret);
+    let sealed = mfa::seal_secret(&state.keys, &u.id, &secret);
     let uid = u.id.clone();
     state.db.run(move |c| users::set_pending_totp(c, &uid, Some(sealed)).map_err(ApiError::from)).await?;
     let uri = mfa::otpauth_uri(&secret, &u.email);
@@ -680,8 +680,8 @@ pub async fn mfa_enable(
     if u.mfa_enabled {
         return Err(ApiError::new(Status::Conflict, "mfa_already_enabled", "MFA is already on"));
     }
-    let master = state.keys.master;
-    let Some(secret) = u.totp_pending_enc.as_deref().and_then(|s| mfa::open_secret(&master, &u.id, s)) else {
+    let master = state.keys.hash_key;
+    let Some(secret) = u.totp_pending_enc.as_deref().and_then(|s| mfa::open_secret(&state.keys, &u.id, s)) else {
         return Err(ApiError::new(Status::Conflict, "mfa_not_set_up", "call /api/auth/mfa/setup first"));
     };
     let now = (crate::time::now_micros() / 1_000_000) as u64;
@@ -731,8 +731,7 @@ pub async fn mfa_disable(
         return Err(ApiError::new(Status::Conflict, "mfa_not_enabled", "MFA is not on"));
     }
     check_own_password(state, &u, password, &client).await?;
-    let master = state.keys.master;
-    let secret = u.totp_secret_enc.as_deref().and_then(|s| mfa::open_secret(&master, &u.id, s));
+    let secret = u.totp_secret_enc.as_deref().and_then(|s| mfa::open_secret(&state.keys, &u.id, s));
     let uid = u.id.clone();
     let ok = state
         .db

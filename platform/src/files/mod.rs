@@ -288,3 +288,8 @@ pub fn start_scrub(state: crate::AppState, hours: u64) {
         }
     });
 }
+
+/// The file's data key, unwrapped under the master key it records.
+pub fn data_key(keys: &crate::keys::Keys, f: &FileRecord) -> Option<[u8; 32]> {
+    envelope::unwrap_key(&keys.master_for(&f.key_id)?, &f.id, &f.wrapped_key)
+}

@@ -15,7 +15,6 @@ use rocket::{delete, get, post, Request, Route, State};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::envelope::unwrap_key;
 use super::pipeline::{self, UploadError};
 use super::{names, Access, FileRecord, FileView, ShareGrant, SharedFileView};
 use crate::audit::Outcome;
@@ -672,8 +671,8 @@ pub async fn download(
         }
     };
     let (start, end) = span.unwrap_or((0, size));
-    let dek = unwrap_key(&state.keys.master, &f.id, &f.wrapped_key)
-        .ok_or_else(|| ApiError::internal("download", "data key does not unwrap"))?;
+    let dek =
+        super::data_key(&state.keys, &f).ok_or_else(|| ApiError::internal("download", "data key does not unwrap"))?;
     let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
     let storage = state.storage.clone();
     let (key, fid, db) = (f.storage_key.clone(), f.id.clone(), state.db.clone());
@@ -723,7 +722,7 @@ pub struct IntegrityReport {
 
 /// Runs the integrity check of one file: read, decrypt, hash, compare.
 pub async fn check_integrity(state: &AppState, f: &FileRecord) -> ApiResult<IntegrityReport> {
-    let dek = unwrap_key(&state.keys.master, &f.id, &f.wrapped_key);
+    let dek = super::data_key(&state.keys, &f);
     let (storage, key) = (state.storage.clone(), f.storage_key.clone());
     let result = tokio::task::spawn_blocking(move || match dek {
         Some(dek) => pipeline::hash_object(&*storage, &key, &dek).map_err(|e| e.to_string()),

@@ -13,7 +13,7 @@ use seccollab_plugin_api::{ScanMatch, ScanReport, Scanner};
 use serde_json::json;
 
 use crate::audit::{NewAuditEntry, Outcome};
-use crate::files::{self, envelope, pipeline};
+use crate::files::{self, pipeline};
 use crate::AppState;
 
 /// Receives one block: its offset in the file and its bytes.
@@ -246,7 +246,7 @@ pub fn scan_file(state: &AppState, file_id: &str, actor: Option<String>) -> Resu
         return Err("no such file".into());
     };
     drop(conn);
-    let verdict = match envelope::unwrap_key(&state.keys.master, &f.id, &f.wrapped_key) {
+    let verdict = match files::data_key(&state.keys, &f) {
         None => Verdict {
             status: "error",
             matches: vec![],
