@@ -722,7 +722,7 @@ pub struct IntegrityReport {
 
 /// Runs the integrity check of one file: read, decrypt, hash, compare.
 pub async fn check_integrity(state: &AppState, f: &FileRecord) -> ApiResult<IntegrityReport> {
-    let dek = super::data_key(&state.keys, &f);
+    let dek = super::data_key(&state.keys, f);
     let (storage, key) = (state.storage.clone(), f.storage_key.clone());
     let result = tokio::task::spawn_blocking(move || match dek {
         Some(dek) => pipeline::hash_object(&*storage, &key, &dek).map_err(|e| e.to_string()),
