@@ -107,3 +107,18 @@ pub trait Scanner: Send + Sync {
     /// Scans the whole plaintext of a file.
     fn scan(&self, data: &[u8]) -> Result<ScanReport, String>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_kinds_have_stable_names() {
+        let names: Vec<&str> =
+            [PluginKind::Scanner, PluginKind::Storage, PluginKind::Notifier, PluginKind::OAuthProvider]
+                .map(PluginKind::as_str)
+                .to_vec();
+        assert_eq!(names, ["scanner", "storage", "notifier", "oauth_provider"]);
+        assert_eq!(StorageError::NotFound.to_string(), "object not found");
+    }
+}
