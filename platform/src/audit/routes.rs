@@ -173,10 +173,8 @@ pub async fn logs(
     }
 
     let rows = state.db.run(move |c| list(c, &filter, before, limit + 1).map_err(ApiError::from)).await?;
-    let more = rows.len() as i64 > limit;
-    let mut entries: Vec<_> = rows.into_iter().take(limit as usize).collect();
-    let next_cursor = if more { entries.last().map(|r| encode_cursor(r.seq)) } else { None };
-    Ok(LogsAnswer::Page(Json(LogsPage { entries: entries.drain(..).map(AuditEntryView::from).collect(), next_cursor })))
+    let (rows, next_cursor) = pagination::split_page(rows, limit, |r| encode_cursor(r.seq));
+    Ok(LogsAnswer::Page(Json(LogsPage { entries: rows.into_iter().map(AuditEntryView::from).collect(), next_cursor })))
 }
 
 /// Walks the audit hash chain and reports the first bad entry.

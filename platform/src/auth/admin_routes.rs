@@ -65,13 +65,10 @@ pub async fn list(
             Ok::<_, ApiError>((rows, locks))
         })
         .await?;
-    let more = rows.len() as i64 > limit;
-    let n = rows.len().min(limit as usize);
-    let next_cursor = if more { rows.get(n - 1).map(|u| encode_str_cursor(&u.id)) } else { None };
+    let (rows, next_cursor) = pagination::split_page(rows, limit, |u| encode_str_cursor(&u.id));
     let users = rows
         .iter()
         .zip(locks)
-        .take(n)
         .map(|(u, l)| AdminUserView { user: UserView::from(u), locked_until: l.map(crate::time::micros_to_rfc3339) })
         .collect();
     Ok(Json(AdminUserList { users, next_cursor }))

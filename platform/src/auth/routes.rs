@@ -781,8 +781,6 @@ pub async fn list_users(
         .db
         .run(move |c| users::search(c, q.as_deref(), after.as_deref(), limit + 1, false).map_err(ApiError::from))
         .await?;
-    let more = rows.len() as i64 > limit;
-    let rows: Vec<_> = rows.into_iter().take(limit as usize).collect();
-    let next_cursor = if more { rows.last().map(|u| encode_str_cursor(&u.id)) } else { None };
+    let (rows, next_cursor) = pagination::split_page(rows, limit, |u| encode_str_cursor(&u.id));
     Ok(Json(UserList { users: rows.iter().map(UserSummary::from).collect(), next_cursor }))
 }

@@ -298,9 +298,7 @@ pub async fn list(
     let before = decode_str_cursor(cursor)?;
     let uid = user.id.clone();
     let rows = state.db.q(move |c| super::list_own(c, &uid, before.as_deref(), limit + 1)).await?;
-    let more = rows.len() as i64 > limit;
-    let rows: Vec<_> = rows.into_iter().take(limit as usize).collect();
-    let next_cursor = if more { rows.last().map(|f| encode_str_cursor(&f.id)) } else { None };
+    let (rows, next_cursor) = pagination::split_page(rows, limit, |f| encode_str_cursor(&f.id));
     Ok(Json(FileList { files: rows.iter().map(FileView::from).collect(), next_cursor }))
 }
 
@@ -324,9 +322,7 @@ pub async fn shared(
     let before = decode_str_cursor(cursor)?;
     let uid = user.id.clone();
     let rows = state.db.q(move |c| super::list_shared(c, &uid, before.as_deref(), limit + 1)).await?;
-    let more = rows.len() as i64 > limit;
-    let rows: Vec<_> = rows.into_iter().take(limit as usize).collect();
-    let next_cursor = if more { rows.last().map(|f| encode_str_cursor(&f.file.id)) } else { None };
+    let (rows, next_cursor) = pagination::split_page(rows, limit, |f| encode_str_cursor(&f.file.id));
     Ok(Json(SharedList { files: rows, next_cursor }))
 }
 

@@ -42,6 +42,15 @@ pub fn decode_str_cursor(v: Option<&str>) -> Result<Option<String>, ApiError> {
         .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this server issued"))
 }
 
+/// Splits rows fetched with `limit + 1` into the page and the cursor of the next page (from the
+/// page's last row), `None` at the end.
+pub fn split_page<T>(mut rows: Vec<T>, limit: i64, cursor_of: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit.max(0) as usize);
+    let next = if more { rows.last().map(cursor_of) } else { None };
+    (rows, next)
+}
+
 /// Encodes a position as an opaque cursor.
 pub fn encode_cursor(pos: i64) -> String {
     URL_SAFE_NO_PAD.encode(format!("p:{pos}"))

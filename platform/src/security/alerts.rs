@@ -103,9 +103,7 @@ pub async fn list(
             q.order(sa::id.desc()).limit(limit + 1).load(c)
         })
         .await?;
-    let more = rows.len() as i64 > limit;
-    let rows: Vec<_> = rows.into_iter().take(limit as usize).collect();
-    let next_cursor = if more { rows.last().map(|r| encode_str_cursor(&r.id)) } else { None };
+    let (rows, next_cursor) = pagination::split_page(rows, limit, |r| encode_str_cursor(&r.id));
     let alerts = rows
         .into_iter()
         .map(|r| Alert {
