@@ -9,7 +9,7 @@
 //! object, the tag any flipped bit, and the header as associated data a swapped header.
 //! Each file has its own random 256-bit data key, stored wrapped under the master key.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
 
@@ -88,11 +88,14 @@ impl Encryptor {
 
     fn seal(&mut self, plain: &[u8], last: bool, out: &mut Vec<u8>) -> Result<(), EnvelopeError> {
         let n = nonce(&self.prefix, self.counter, last);
-        let ct = self
+        // Encrypted in place at the end of `out`: no allocation per segment.
+        let start = out.len();
+        out.extend_from_slice(plain);
+        let tag = self
             .cipher
-            .encrypt(Nonce::from_slice(&n), Payload { msg: plain, aad: &self.header })
+            .encrypt_in_place_detached(Nonce::from_slice(&n), &self.header, &mut out[start..])
             .map_err(|_| EnvelopeError::TooLarge)?;
-        out.extend_from_slice(&ct);
+        out.extend_from_slice(&tag);
         self.counter = self.counter.checked_add(1).ok_or(EnvelopeError::TooLarge)?;
         Ok(())
     }
@@ -184,11 +187,18 @@ impl Decryptor {
     fn open(&mut self, seg: &[u8], last: bool, out: &mut Vec<u8>) -> Result<(), EnvelopeError> {
         let header = self.header.ok_or(EnvelopeError::BadHeader)?;
         let n = nonce(&self.prefix, self.counter, last);
-        let plain = self
-            .cipher
-            .decrypt(Nonce::from_slice(&n), Payload { msg: seg, aad: &header })
-            .map_err(|_| EnvelopeError::Corrupt(self.counter as u64))?;
-        out.extend_from_slice(&plain);
+        if seg.len() < TAG_LEN {
+            return Err(EnvelopeError::Truncated);
+        }
+        let (ct, tag) = seg.split_at(seg.len() - TAG_LEN);
+        // Decrypted in place at the end of `out`; on failure nothing is left there.
+        let start = out.len();
+        out.extend_from_slice(ct);
+        if self.cipher.decrypt_in_place_detached(Nonce::from_slice(&n), &header, &mut out[start..], tag.into()).is_err()
+        {
+            out.truncate(start);
+            return Err(EnvelopeError::Corrupt(self.counter as u64));
+        }
         self.counter = self.counter.checked_add(1).ok_or(EnvelopeError::TooLarge)?;
         Ok(())
     }

@@ -76,7 +76,15 @@ pub fn store(
     let dek = envelope::new_data_key();
     let mut enc = Encryptor::new(&dek);
     let mut writer = storage.put(&storage_key)?;
-    let mut sha = Sha256::new();
+    // SHA-256 runs on its own thread beside encryption (the chunks are shared, not copied).
+    let (sha_tx, sha_rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(16);
+    let hasher = std::thread::spawn(move || {
+        let mut sha = Sha256::new();
+        for chunk in sha_rx {
+            sha.update(&chunk);
+        }
+        hex::encode(sha.finalize())
+    });
     let mut head = Vec::with_capacity(SNIFF_LEN);
     let mut mime: Option<String> = None;
     let mut size = 0u64;
@@ -107,8 +115,8 @@ pub fn store(
                     mime = Some(check_type(&head)?);
                 }
             }
-            sha.update(&chunk);
             enc.push(&chunk, &mut out)?;
+            let _ = sha_tx.send(chunk);
             if !out.is_empty() {
                 writer.write(&out)?;
                 out.clear();
@@ -125,12 +133,14 @@ pub fn store(
         writer.write(&out)?;
         Ok(mime)
     })();
+    drop(sha_tx);
+    let sha256 = hasher.join().expect("hasher thread");
     match result {
         Ok(mime_type) => {
             writer.commit()?;
             Ok(Stored {
                 size,
-                sha256: hex::encode(sha.finalize()),
+                sha256,
                 mime_type,
                 wrapped_key: envelope::wrap_key(&master, &file_id, &dek),
                 storage_key,
