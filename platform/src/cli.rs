@@ -110,14 +110,13 @@ pub fn main() -> ExitCode {
             Err(e) => fail(e),
         },
         Command::Config(ConfigCmd::Check) => {
-            // Key files are checked (never created) so a bad mode is reported here too.
+            // Existing key files are read with the server's own checks (mode, format); missing
+            // ones are not created here.
             for name in [crate::keys::JWT_KEY_FILE, crate::keys::MASTER_KEY_FILE] {
                 let p = cfg.keys_dir().join(name);
-                if let Ok(meta) = std::fs::metadata(&p) {
-                    use std::os::unix::fs::PermissionsExt;
-                    let mode = meta.permissions().mode() & 0o777;
-                    if mode & 0o077 != 0 {
-                        return fail(crate::keys::KeyError::TooOpen { path: p, mode });
+                if p.exists() {
+                    if let Err(e) = crate::keys::read_key(&p) {
+                        return fail(e);
                     }
                 }
             }

@@ -43,8 +43,6 @@ enum Cmd {
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct AuditStats {
-    /// `append` callers currently waiting for their commit.
-    pub waiters: AtomicU64,
     pub committed: AtomicU64,
     pub batches: AtomicU64,
     pub failed: AtomicU64,
@@ -81,14 +79,8 @@ impl AuditLog {
     /// Appends and waits until the entry is committed.
     pub async fn append(&self, entry: NewAuditEntry) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
-        self.stats.waiters.fetch_add(1, Ordering::SeqCst);
-        let sent = self.tx.send(Cmd::Append(Box::new(entry), Some(ack))).await.map_err(|_| AuditError::Stopped);
-        let result = match sent {
-            Ok(()) => done.await.map_err(|_| AuditError::Stopped).and_then(|r| r),
-            Err(e) => Err(e),
-        };
-        self.stats.waiters.fetch_sub(1, Ordering::SeqCst);
-        result
+        self.tx.send(Cmd::Append(Box::new(entry), Some(ack))).await.map_err(|_| AuditError::Stopped)?;
+        done.await.map_err(|_| AuditError::Stopped)?
     }
 
     /// Enqueues without waiting for the commit (waits only while the queue is full). The entry
@@ -102,13 +94,8 @@ impl AuditLog {
     /// [`AuditLog::append`] for blocking code (CLI, tests). Not for async workers.
     pub fn append_blocking(&self, entry: NewAuditEntry) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
-        self.stats.waiters.fetch_add(1, Ordering::SeqCst);
-        let result = match self.tx.blocking_send(Cmd::Append(Box::new(entry), Some(ack))) {
-            Ok(()) => done.blocking_recv().map_err(|_| AuditError::Stopped).and_then(|r| r),
-            Err(_) => Err(AuditError::Stopped),
-        };
-        self.stats.waiters.fetch_sub(1, Ordering::SeqCst);
-        result
+        self.tx.blocking_send(Cmd::Append(Box::new(entry), Some(ack))).map_err(|_| AuditError::Stopped)?;
+        done.blocking_recv().map_err(|_| AuditError::Stopped)?
     }
 
     /// Enqueues from blocking code without waiting for the commit.
