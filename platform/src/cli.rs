@@ -199,6 +199,7 @@ fn user(cfg: Config, cmd: UserCmd) -> ExitCode {
         }
         Ok(())
     })();
+    state.events.shutdown_blocking();
     state.audit.shutdown_blocking();
     match code {
         Ok(()) => ExitCode::SUCCESS,
@@ -283,6 +284,7 @@ fn scan_all(cfg: Config) -> ExitCode {
             );
         }
     }
+    state.events.shutdown_blocking();
     state.audit.shutdown_blocking();
     println!("{}", serde_json::json!({"scanned": total, "quarantined": infected, "errors": errors}));
     if errors > 0 {
@@ -325,6 +327,7 @@ fn keys_rotate(cfg: Config) -> ExitCode {
             fail(format!("{e} (run the command again to resume)"))
         }
     };
+    state.events.shutdown_blocking();
     state.audit.shutdown_blocking();
     code
 }

@@ -33,6 +33,8 @@ pub struct Config {
     pub files: FilesConfig,
     pub security: SecurityConfig,
     pub audit: AuditConfig,
+    pub realtime: RealtimeConfig,
+    pub messages: MessagesConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
 }
@@ -213,6 +215,62 @@ pub struct AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         Self { log_requests: true, batch_max: 4096, queue_capacity: 65536 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RealtimeConfig {
+    /// Seconds between WebSocket pings.
+    pub heartbeat_secs: u64,
+    /// A connection that sent nothing (not even a pong) for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// A client that does not take a frame within this many seconds is disconnected.
+    pub write_timeout_secs: u64,
+    /// Frames queued per connection before it falls back to catching up from the database.
+    pub queue_capacity: usize,
+    /// How often a connection re-checks its session (revocation on another node, expiry).
+    pub session_check_secs: u64,
+    /// Seconds after the last connection closes before a user shows as offline.
+    pub presence_grace_secs: u64,
+    /// A `typing_start` not refreshed for this many seconds ends with `typing_stop`.
+    pub typing_expiry_secs: u64,
+    /// Days persisted events are kept for `resume`; 0 keeps them forever.
+    pub event_retention_days: u32,
+    /// Events waiting for the event writer before publishers are slowed down.
+    pub writer_queue: usize,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_secs: 25,
+            idle_timeout_secs: 70,
+            write_timeout_secs: 10,
+            queue_capacity: 256,
+            session_check_secs: 15,
+            presence_grace_secs: 5,
+            typing_expiry_secs: 6,
+            event_retention_days: 30,
+            writer_queue: 65536,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesConfig {
+    /// Longest message text, in characters.
+    pub max_content_chars: usize,
+    /// Messages a user may send per second on average (0: unlimited) ...
+    pub send_rate_per_sec: f64,
+    /// ... in bursts of up to this many.
+    pub send_burst: f64,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        Self { max_content_chars: 10_000, send_rate_per_sec: 10.0, send_burst: 60.0 }
     }
 }
 

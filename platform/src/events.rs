@@ -1,8 +1,30 @@
-//! The internal event bus: services publish user-addressed events (`file_update`,
-//! `file_share`, ...) once; the realtime hub and the notifier subscribe. Publishing never
-//! blocks: a subscriber that falls behind loses the oldest events and is told how many.
+//! The event writer: every user-addressed event that matters later (`new_message`,
+//! `file_message_update`, `file_update`, `file_share`, `security_alert`, ...) is given a per-user
+//! `seq`, stored, and only then delivered to the user's live WebSocket connections.
+//!
+//! One thread does the writing with group commit, as the audit writer does: it takes everything
+//! queued (up to a batch), runs each job's own rows (a message, say) and the event rows in one
+//! write transaction, commits, and then hands the frames to the [`Hub`](crate::realtime::hub::Hub)
+//! and, on PostgreSQL, announces them to the other nodes with `NOTIFY`. A job that fails on its
+//! own (a foreign key gone meanwhile) is retried alone so it cannot sink the batch.
+//!
+//! Callers either wait for the commit ([`EventBus::commit`], used where the answer promises the
+//! data is stored, as `POST /api/messages/send` does) or only for queue space
+//! ([`EventBus::publish_to`]); [`EventBus::shutdown`] commits whatever is queued.
 
-use rocket::tokio::sync::broadcast;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::db::{write_transaction, Db, DbConnection, DbError};
+use crate::realtime::hub::Hub;
+use crate::realtime::store;
+
+/// Extra rows a job writes in the same transaction as its events (a message, say). It may run
+/// twice (batch, then alone after a batch failure), so it is `Fn`, not `FnOnce`.
+pub type Rows = Box<dyn Fn(&mut DbConnection) -> diesel::QueryResult<()> + Send>;
 
 /// One event for some users.
 #[derive(Debug, Clone)]
@@ -12,36 +34,271 @@ pub struct Event {
     pub data: serde_json::Value,
 }
 
-#[derive(Debug, Clone)]
-pub struct EventBus {
-    tx: broadcast::Sender<Event>,
+struct Job {
+    rows: Option<Rows>,
+    events: Vec<Event>,
+    ack: Option<oneshot::Sender<Result<(), String>>>,
 }
 
-impl Default for EventBus {
-    fn default() -> Self {
-        Self { tx: broadcast::channel(4096).0 }
+enum Cmd {
+    Job(Job),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Counters for `/metrics` and the benchmarks.
+#[derive(Debug, Default)]
+pub struct EventStats {
+    pub committed: AtomicU64,
+    pub batches: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// Handle to the event writer; cheap to clone.
+#[derive(Clone)]
+pub struct EventBus {
+    tx: mpsc::Sender<Cmd>,
+    stats: Arc<EventStats>,
+    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus").finish_non_exhaustive()
     }
 }
+
+const BATCH_MAX: usize = 512;
+const COMMIT_ATTEMPTS: u32 = 5;
 
 impl EventBus {
-    pub fn publish_to(&self, to: &[String], name: &'static str, data: serde_json::Value) {
-        // No subscriber is not an error: the event simply has no listener yet.
-        let _ = self.tx.send(Event { to: to.to_vec(), name, data });
+    /// Starts the writer thread.
+    pub fn start(db: Db, hub: Arc<Hub>, node_id: String, queue_capacity: usize) -> Self {
+        let (tx, rx) = mpsc::channel(queue_capacity);
+        let stats = Arc::new(EventStats::default());
+        let s = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("event-writer".into())
+            .spawn(move || run_writer(db, hub, node_id, rx, s))
+            .expect("spawn event writer thread");
+        Self { tx, stats, thread: Arc::new(std::sync::Mutex::new(Some(thread))) }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.tx.subscribe()
+    /// Stores `rows` and `events` in one transaction, delivers the events, and returns once
+    /// committed. An error means nothing of the job was stored.
+    pub async fn commit(&self, rows: Option<Rows>, events: Vec<Event>) -> Result<(), String> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Cmd::Job(Job { rows, events, ack: Some(ack) })).await.map_err(|_| "event writer stopped")?;
+        done.await.map_err(|_| "event writer stopped".to_string())?
+    }
+
+    /// Queues an event for `to` without waiting for the commit (only for queue space).
+    pub async fn publish_to(&self, to: &[String], name: &'static str, data: serde_json::Value) {
+        if to.is_empty() {
+            return;
+        }
+        let job = Job { rows: None, events: vec![Event { to: to.to_vec(), name, data }], ack: None };
+        if self.tx.send(Cmd::Job(job)).await.is_err() {
+            tracing::error!(event = name, "event writer stopped; event dropped");
+        }
+    }
+
+    /// [`EventBus::publish_to`] for blocking code (scanner threads, CLI).
+    pub fn publish_blocking(&self, to: &[String], name: &'static str, data: serde_json::Value) {
+        if to.is_empty() {
+            return;
+        }
+        let job = Job { rows: None, events: vec![Event { to: to.to_vec(), name, data }], ack: None };
+        if self.tx.blocking_send(Cmd::Job(job)).is_err() {
+            tracing::error!(event = name, "event writer stopped; event dropped");
+        }
+    }
+
+    /// Commits everything queued, then stops the writer thread.
+    pub async fn shutdown(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Cmd::Shutdown(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+        self.join();
+    }
+
+    /// [`EventBus::shutdown`] for blocking code.
+    pub fn shutdown_blocking(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.blocking_send(Cmd::Shutdown(ack)).is_ok() {
+            let _ = done.blocking_recv();
+        }
+        self.join();
+    }
+
+    fn join(&self) {
+        if let Some(t) = self.thread.lock().ok().and_then(|mut g| g.take()) {
+            let _ = t.join();
+        }
+    }
+
+    pub fn stats(&self) -> &EventStats {
+        &self.stats
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn subscribers_receive_published_events() {
-        let bus = super::EventBus::default();
-        let mut rx = bus.subscribe();
-        bus.publish_to(&["u1".into()], "file_update", serde_json::json!({"x": 1}));
-        let e = rx.try_recv().unwrap();
-        assert_eq!((e.name, e.to), ("file_update", vec!["u1".to_string()]));
+/// What a committed batch delivers: (user, seq, name, data as JSON text).
+type Delivery = Vec<(String, i64, &'static str, Arc<str>)>;
+
+fn run_writer(db: Db, hub: Arc<Hub>, node_id: String, mut rx: mpsc::Receiver<Cmd>, stats: Arc<EventStats>) {
+    let mut conn = None;
+    let mut jobs: Vec<Job> = Vec::with_capacity(BATCH_MAX);
+    while let Some(first) = rx.blocking_recv() {
+        let mut shutdown = None;
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Cmd::Job(j) => jobs.push(j),
+                Cmd::Shutdown(s) => {
+                    shutdown = Some(s);
+                    break;
+                }
+            }
+            if jobs.len() < BATCH_MAX {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !jobs.is_empty() {
+            write_batch(&db, &mut conn, &hub, &node_id, &mut jobs, &stats);
+        }
+        if let Some(s) = shutdown {
+            // Whatever was queued behind the shutdown request is still committed.
+            while let Ok(cmd) = rx.try_recv() {
+                if let Cmd::Job(j) = cmd {
+                    jobs.push(j);
+                }
+            }
+            if !jobs.is_empty() {
+                write_batch(&db, &mut conn, &hub, &node_id, &mut jobs, &stats);
+            }
+            let _ = s.send(());
+            return;
+        }
     }
+}
+
+fn write_batch(
+    db: &Db,
+    conn: &mut Option<crate::db::PooledConn>,
+    hub: &Hub,
+    node_id: &str,
+    jobs: &mut Vec<Job>,
+    stats: &EventStats,
+) {
+    let all: Vec<&Job> = jobs.iter().collect();
+    match commit_with_retry(db, conn, node_id, &all) {
+        Ok(delivery) => {
+            finish(hub, &delivery, stats, jobs.len());
+            for j in jobs.drain(..) {
+                if let Some(a) = j.ack {
+                    let _ = a.send(Ok(()));
+                }
+            }
+        }
+        Err(batch_err) if jobs.len() > 1 => {
+            tracing::warn!(error = %batch_err, jobs = jobs.len(), "event batch failed; committing its jobs one by one");
+            for j in jobs.drain(..) {
+                let r = commit_with_retry(db, conn, node_id, &[&j]);
+                match &r {
+                    Ok(d) => finish(hub, d, stats, 1),
+                    Err(e) => {
+                        stats.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, "event job failed");
+                    }
+                }
+                if let Some(a) = j.ack {
+                    let _ = a.send(r.map(|_| ()));
+                }
+            }
+        }
+        Err(e) => {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "event job failed");
+            for j in jobs.drain(..) {
+                if let Some(a) = j.ack {
+                    let _ = a.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn finish(hub: &Hub, delivery: &Delivery, stats: &EventStats, jobs: usize) {
+    stats.committed.fetch_add(jobs as u64, Ordering::Relaxed);
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    for (user, seq, name, data) in delivery {
+        hub.deliver_persisted(user, *seq, name, data);
+    }
+}
+
+fn commit_with_retry(
+    db: &Db,
+    conn: &mut Option<crate::db::PooledConn>,
+    node_id: &str,
+    jobs: &[&Job],
+) -> Result<Delivery, String> {
+    let mut last = String::new();
+    for attempt in 0..COMMIT_ATTEMPTS {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(20 << attempt));
+        }
+        let c = match conn {
+            Some(c) => c,
+            None => match db.get() {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
+            },
+        };
+        match commit_once(c, node_id, jobs) {
+            Ok(d) => return Ok(d),
+            Err(e) => {
+                last = e.to_string();
+                // A failure that is the data's fault fails again: do not retry it.
+                if matches!(
+                    e,
+                    DbError::Query(diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::ForeignKeyViolation
+                            | diesel::result::DatabaseErrorKind::CheckViolation
+                            | diesel::result::DatabaseErrorKind::NotNullViolation,
+                        _,
+                    ))
+                ) {
+                    break;
+                }
+                *conn = None; // a broken connection is replaced on the next attempt
+            }
+        }
+    }
+    Err(last)
+}
+
+fn commit_once(conn: &mut DbConnection, node_id: &str, jobs: &[&Job]) -> Result<Delivery, DbError> {
+    let now = crate::time::now_micros();
+    let delivery = write_transaction(conn, |c| -> Result<Delivery, DbError> {
+        let mut out = Vec::new();
+        for job in jobs {
+            if let Some(rows) = &job.rows {
+                rows(c)?;
+            }
+            for ev in &job.events {
+                let data: Arc<str> = ev.data.to_string().into();
+                for user in &ev.to {
+                    let seq = store::next_seq(c, user)?;
+                    store::insert(c, user, seq, ev.name, &data, now)?;
+                    out.push((user.clone(), seq, ev.name, data.clone()));
+                }
+            }
+        }
+        crate::realtime::notify::announce(c, node_id, &out)?;
+        Ok(out)
+    })?;
+    Ok(delivery)
 }

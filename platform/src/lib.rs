@@ -13,7 +13,9 @@ pub mod events;
 pub mod files;
 pub mod http;
 pub mod keys;
+pub mod messages;
 pub mod openapi;
+pub mod realtime;
 pub mod rotation;
 pub mod security;
 pub mod system;
@@ -45,6 +47,18 @@ pub struct AppState {
     pub storage: Arc<dyn seccollab_plugin_api::StorageBackend>,
     pub scanner: Arc<security::scan::ScanService>,
     pub events: events::EventBus,
+    pub hub: Arc<realtime::hub::Hub>,
+    /// Identifies this process among the nodes sharing a PostgreSQL database.
+    pub node_id: String,
+    pub send_limiter: Arc<messages::SendLimiter>,
+}
+
+impl AppState {
+    /// Sessions were revoked: forget them in the cache and close their WebSockets.
+    pub fn sessions_revoked(&self, sids: &[String]) {
+        self.sessions.forget(sids);
+        self.hub.close_sessions(sids);
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -78,6 +92,7 @@ pub fn api_routes() -> Vec<Route> {
     r.extend(auth::routes::routes());
     r.extend(auth::admin_routes::routes());
     r.extend(files::routes::routes());
+    r.extend(messages::routes::routes());
     r.extend(security::alerts::routes());
     r.extend(security::scan_routes::routes());
     r
@@ -117,7 +132,7 @@ pub fn build_rocket(state: AppState) -> Rocket<Build> {
         }))
         .manage(state)
         .mount("/api", api_routes())
-        .mount("/", rocket::routes![http::metrics::metrics])
+        .mount("/", rocket::routes![http::metrics::metrics, realtime::ws::ws])
         .register("/api", http::error::catchers())
 }
 
@@ -149,6 +164,10 @@ pub fn open_state(cfg: Config) -> Result<AppState, StartError> {
         .map_err(|e| StartError::Storage(e.to_string()))?;
     let yara = security::scan::YaraScanner::load(&cfg.security.policy_dir.join("yara")).map_err(StartError::Policy)?;
     let scanner = security::scan::ScanService::new(Arc::new(yara), policy.scan.max_bytes, policy.scan.workers);
+    let hub = Arc::new(realtime::hub::Hub::default());
+    let node_id = uuid::Uuid::now_v7().simple().to_string();
+    let events = events::EventBus::start(db.clone(), hub.clone(), node_id.clone(), cfg.realtime.writer_queue);
+    let send_limiter = Arc::new(messages::SendLimiter::new(cfg.messages.send_rate_per_sec, cfg.messages.send_burst));
     let state = AppState {
         config: Arc::new(cfg),
         db,
@@ -160,7 +179,10 @@ pub fn open_state(cfg: Config) -> Result<AppState, StartError> {
         sessions: Arc::new(auth::sessions::SessionCache::default()),
         storage: Arc::new(storage),
         scanner: Arc::new(scanner),
-        events: events::EventBus::default(),
+        events,
+        hub,
+        node_id,
+        send_limiter,
     };
     files::collect_orphans(&state).map_err(StartError::Storage)?;
     Ok(state)
@@ -174,6 +196,12 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     security::scan::ScanService::start(&state);
     security::scan_routes::reload_on_sighup(state.clone());
     files::start_scrub(state.clone(), state.config.files.scrub_interval_hours);
+    realtime::start_retention(state.clone());
+    if state.db.backend() == db::Backend::Postgres {
+        let url = state.config.database_url();
+        realtime::notify::start_listener(state.db.clone(), url, state.hub.clone(), state.node_id.clone());
+    }
+    let (hub, events) = (state.hub.clone(), state.events.clone());
     let rocket = build_rocket(state);
     let ignited = rocket.ignite().await.map_err(|e| StartError::Http(e.to_string()))?;
     let _ = audit
@@ -181,7 +209,13 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
             "version": env!("CARGO_PKG_VERSION"),
         })))
         .await;
+    let shutdown = ignited.shutdown();
+    tokio::spawn(async move {
+        shutdown.await;
+        hub.close_all(); // WebSocket clients get a close frame and can reconnect elsewhere
+    });
     let result = ignited.launch().await;
+    events.shutdown().await;
     let _ = audit.append(NewAuditEntry::new("system.stop", Outcome::Success)).await;
     audit.shutdown().await;
     tracing::info!("stopped; audit log flushed");

@@ -10,7 +10,7 @@ use crate::auth::{admin_token, get, open_server, post, user_token};
 use crate::both_backends;
 use crate::harness::{Backend, Resp, Server, TestDb};
 
-const BOUNDARY: &str = "sccollabTESTboundary7MA4YWxkTrZu0gW";
+pub const BOUNDARY: &str = "sccollabTESTboundary7MA4YWxkTrZu0gW";
 pub const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 
 pub fn multipart(name: &str, content_type: &str, data: &[u8], metadata: Option<&str>) -> Vec<u8> {

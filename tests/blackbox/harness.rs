@@ -206,8 +206,21 @@ impl Server {
 
     pub fn start_with(db: TestDb, extra_env: &[(&str, &str)]) -> Self {
         let mut env = db.env();
-        env.push(("SECCOLLAB_SERVER__PORT".into(), "0".into()));
         env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Self::spawn(db, env)
+    }
+
+    /// A second node on this server's database and data folder (keys included), as two
+    /// processes behind a load balancer would run.
+    pub fn start_peer(&self, extra_env: &[(&str, &str)]) -> Self {
+        let mut env = self.db.env();
+        env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        // The peer owns no database: its TestDb is an unused placeholder.
+        Self::spawn(TestDb::new(Backend::Sqlite), env)
+    }
+
+    fn spawn(db: TestDb, mut env: Vec<(String, String)>) -> Self {
+        env.push(("SECCOLLAB_SERVER__PORT".into(), "0".into()));
         let mut child = command(&env)
             .arg("serve")
             .stdout(Stdio::piped())

@@ -9,3 +9,4 @@ mod auth;
 mod cli;
 mod files;
 mod http_surface;
+mod realtime;

@@ -158,7 +158,7 @@ pub async fn disable(state: &State<AppState>, client: ClientInfo, admin: AdminUs
             sessions::revoke_all(c, &uid, None, "disabled").map_err(ApiError::from)
         })
         .await?;
-    state.sessions.forget(&revoked);
+    state.sessions_revoked(&revoked);
     state
         .audit
         .record(entry("admin.user_disable", Outcome::Success, &client).actor(Some(admin.0.id)).target("user", u.id))
@@ -179,7 +179,7 @@ pub async fn reset_mfa(state: &State<AppState>, client: ClientInfo, admin: Admin
             sessions::revoke_all(c, &uid, None, "mfa_reset").map_err(ApiError::from)
         })
         .await?;
-    state.sessions.forget(&revoked);
+    state.sessions_revoked(&revoked);
     state
         .audit
         .record(entry("admin.user_reset_mfa", Outcome::Success, &client).actor(Some(admin.0.id)).target("user", u.id))

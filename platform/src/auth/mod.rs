@@ -52,6 +52,13 @@ async fn authenticate(req: &Request<'_>) -> Result<AuthUser, ApiError> {
     let Some(token) = bearer(req) else {
         return Err(ApiError::unauthenticated("sign in first: this call needs a valid access token"));
     };
+    let user = authenticate_token(state, token).await?;
+    req.local_cache(|| CurrentActor(Some(user.id.clone())));
+    Ok(user)
+}
+
+/// Validates an access token and the live session it names.
+pub async fn authenticate_token(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
     let invalid = || {
         ApiError::new(
             rocket::http::Status::Unauthorized,
@@ -60,24 +67,48 @@ async fn authenticate(req: &Request<'_>) -> Result<AuthUser, ApiError> {
         )
     };
     let claims = tokens::validate(&state.keys.jwt_signing, token).ok_or_else(invalid)?;
-    let live = match state.sessions.get(&claims.sid) {
-        Some(cached) => cached,
-        None => {
-            let sid = claims.sid.clone();
-            let live = state
-                .db
-                .run(move |c| sessions::live(c, &sid, crate::time::now_micros()).map_err(ApiError::from))
-                .await?;
-            state.sessions.put(&claims.sid, live.clone());
-            live
-        }
-    };
-    match live {
-        Some(s) if s.user_id == claims.sub => {
-            req.local_cache(|| CurrentActor(Some(s.user_id.clone())));
-            Ok(AuthUser { id: s.user_id, sid: claims.sid, role: s.role })
-        }
+    match session_live(state, &claims.sid).await? {
+        Some(s) if s.user_id == claims.sub => Ok(AuthUser { id: s.user_id, sid: claims.sid, role: s.role }),
         _ => Err(invalid()),
+    }
+}
+
+/// Whether session `sid` is live (cached for a few seconds; revocation on this node clears it).
+pub async fn session_live(state: &AppState, sid: &str) -> Result<Option<sessions::LiveSession>, ApiError> {
+    if let Some(cached) = state.sessions.get(sid) {
+        return Ok(cached);
+    }
+    let id = sid.to_string();
+    let live = state.db.run(move |c| sessions::live(c, &id, crate::time::now_micros()).map_err(ApiError::from)).await?;
+    state.sessions.put(sid, live.clone());
+    Ok(live)
+}
+
+/// A signed-in user of a WebSocket upgrade: the token may also come as `?token=` (browsers
+/// cannot set headers on a WebSocket).
+#[derive(Debug, Clone)]
+pub struct WsUser(pub AuthUser);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for WsUser {
+    type Error = ();
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ()> {
+        let Some(state) = req.rocket().state::<AppState>() else {
+            return Outcome::Error((fail_with(req, ApiError::internal("guard", "no state")), ()));
+        };
+        let token = bearer(req).map(str::to_string).or_else(|| req.query_value::<String>("token").and_then(Result::ok));
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            let e = ApiError::unauthenticated("sign in first: pass the access token as ?token= or a bearer header");
+            return Outcome::Error((fail_with(req, e), ()));
+        };
+        match authenticate_token(state, &token).await {
+            Ok(u) => {
+                req.local_cache(|| CurrentActor(Some(u.id.clone())));
+                Outcome::Success(WsUser(u))
+            }
+            Err(e) => Outcome::Error((fail_with(req, e), ())),
+        }
     }
 }
 

@@ -505,7 +505,7 @@ pub async fn refresh(
             }))
         }
         Refresh::Reused { session_id, user_id } => {
-            state.sessions.forget(std::slice::from_ref(&session_id));
+            state.sessions_revoked(std::slice::from_ref(&session_id));
             state
                 .audit
                 .record(
@@ -537,7 +537,7 @@ pub async fn refresh(
 pub async fn logout(state: &State<AppState>, client: ClientInfo, user: AuthUser) -> ApiResult<Status> {
     let sid = user.sid.clone();
     state.db.run(move |c| sessions::revoke(c, &sid, "logout").map_err(ApiError::from)).await?;
-    state.sessions.forget(std::slice::from_ref(&user.sid));
+    state.sessions_revoked(std::slice::from_ref(&user.sid));
     state
         .audit
         .record(entry("auth.logout", Outcome::Success, &client).actor(Some(user.id)).target("session", user.sid))
@@ -605,7 +605,7 @@ pub async fn change_password(
             sessions::revoke_all(c, &uid, Some(&sid), "password_change").map_err(ApiError::from)
         })
         .await?;
-    state.sessions.forget(&revoked);
+    state.sessions_revoked(&revoked);
     state
         .audit
         .record(

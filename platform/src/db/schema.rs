@@ -161,4 +161,37 @@ diesel::table! {
 }
 
 diesel::joinable!(file_shares -> files (file_id));
-diesel::allow_tables_to_appear_in_same_query!(users, sessions, refresh_tokens, files, file_shares);
+diesel::allow_tables_to_appear_in_same_query!(users, sessions, refresh_tokens, files, file_shares, messages);
+
+diesel::table! {
+    /// Direct messages (`receiver_id`) and file discussions (`file_id`); exactly one is set.
+    messages (id) {
+        id -> Text,
+        sender_id -> Text,
+        receiver_id -> Nullable<Text>,
+        file_id -> Nullable<Text>,
+        content -> Text,
+        kind -> Text,
+        media_file_id -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// The last event `seq` handed out per user.
+    event_counters (user_id) {
+        user_id -> Text,
+        last_seq -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Persisted WebSocket events, per user and `seq`, replayed on `resume`.
+    user_events (user_id, seq) {
+        user_id -> Text,
+        seq -> BigInt,
+        name -> Text,
+        data -> Text,
+        created_at -> BigInt,
+    }
+}

@@ -176,7 +176,19 @@ pub fn share(
     permissions: &str,
     expires_at: Option<i64>,
 ) -> QueryResult<Result<Vec<ShareGrant>, String>> {
-    crate::db::write_transaction(conn, |conn| {
+    crate::db::write_transaction(conn, |conn| share_in(conn, file_id, by, user_ids, permissions, expires_at))
+}
+
+/// [`share`] inside the caller's write transaction.
+pub fn share_in(
+    conn: &mut DbConnection,
+    file_id: &str,
+    by: &str,
+    user_ids: &[String],
+    permissions: &str,
+    expires_at: Option<i64>,
+) -> QueryResult<Result<Vec<ShareGrant>, String>> {
+    {
         let found: Vec<String> = users::table
             .filter(users::id.eq_any(user_ids))
             .filter(users::disabled.eq(false))
@@ -207,7 +219,7 @@ pub fn share(
             });
         }
         Ok(Ok(grants))
-    })
+    }
 }
 
 pub fn unshare(conn: &mut DbConnection, file_id: &str, user_id: &str) -> QueryResult<bool> {
@@ -217,6 +229,16 @@ pub fn unshare(conn: &mut DbConnection, file_id: &str, user_id: &str) -> QueryRe
 /// Users who can see the file besides its owner (for events).
 pub fn audience(conn: &mut DbConnection, file_id: &str) -> QueryResult<Vec<String>> {
     fs_::table.filter(fs_::file_id.eq(file_id)).select(fs_::user_id).load(conn)
+}
+
+/// Users who can see the file now besides its owner (unexpired shares).
+pub fn live_audience(conn: &mut DbConnection, file_id: &str) -> QueryResult<Vec<String>> {
+    let now = crate::time::now_micros();
+    fs_::table
+        .filter(fs_::file_id.eq(file_id))
+        .filter(fs_::expires_at.is_null().or(fs_::expires_at.gt(now)))
+        .select(fs_::user_id)
+        .load(conn)
 }
 
 pub fn set_integrity(conn: &mut DbConnection, file_id: &str, integrity: &str) -> QueryResult<()> {

@@ -89,6 +89,36 @@ pub async fn upload(
     content_length: ContentLength,
     data: Data<'_>,
 ) -> ApiResult<(Status, Json<UploadResponse>)> {
+    let no_check =
+        |_: &UploadForm| -> futures_util::future::BoxFuture<'static, ApiResult<()>> { Box::pin(async { Ok(()) }) };
+    let (record, _) = receive_upload(state, &client, &user, ct, content_length, data, &["metadata"], no_check).await?;
+    Ok((Status::Created, Json(UploadResponse { file_id: record.id.clone(), file: FileView::from(&record) })))
+}
+
+/// The form fields of an upload besides `file`.
+#[derive(Debug, Default)]
+pub struct UploadForm {
+    /// From `metadata.description`.
+    pub description: String,
+    /// Other accepted text fields (as named by the caller of [`receive_upload`]).
+    pub fields: std::collections::HashMap<String, String>,
+}
+
+/// Receives a multipart upload: streams the one `file` part through type check, hashing and
+/// encryption into storage, collects the text fields named in `accepted` (`metadata` is parsed
+/// as `{description?}`), runs `check` on them, and only then records the file, queues the scan
+/// and audits. On any error nothing remains: no object, no record.
+#[allow(clippy::too_many_arguments)]
+pub async fn receive_upload(
+    state: &AppState,
+    client: &ClientInfo,
+    user: &AuthUser,
+    ct: Option<&ContentType>,
+    content_length: ContentLength,
+    data: Data<'_>,
+    accepted: &[&str],
+    check: impl FnOnce(&UploadForm) -> futures_util::future::BoxFuture<'static, ApiResult<()>>,
+) -> ApiResult<(FileRecord, UploadForm)> {
     let boundary = ct
         .filter(|ct| ct.is_form_data())
         .and_then(|ct| {
@@ -118,13 +148,13 @@ pub async fn upload(
         });
     let mut multipart = multer::Multipart::new(stream, boundary);
     let file_id = uuid::Uuid::now_v7().to_string();
-    let mut description = String::new();
+    let mut form = UploadForm::default();
     let mut stored: Option<(String, pipeline::Stored)> = None;
     let malformed = |e: multer::Error| ApiError::invalid("body", format!("malformed multipart: {e}"));
     let result: ApiResult<()> = async {
         while let Some(mut field) = multipart.next_field().await.map_err(malformed)? {
             match field.name() {
-                Some("metadata") => {
+                Some("metadata") if accepted.contains(&"metadata") => {
                     let mut text = Vec::new();
                     while let Some(chunk) = field.chunk().await.map_err(malformed)? {
                         text.extend_from_slice(&chunk);
@@ -134,8 +164,8 @@ pub async fn upload(
                     }
                     let m: UploadMetadata =
                         serde_json::from_slice(&text).map_err(|e| ApiError::invalid("metadata", e))?;
-                    description = m.description.unwrap_or_default();
-                    if description.chars().count() > 2000 {
+                    form.description = m.description.unwrap_or_default();
+                    if form.description.chars().count() > 2000 {
                         return Err(ApiError::invalid("metadata.description", "must be at most 2000 characters"));
                     }
                 }
@@ -193,10 +223,22 @@ pub async fn upload(
                     })?;
                     stored = Some((name, s));
                 }
+                Some(other) if accepted.contains(&other) && other != "file" => {
+                    let name = other.to_string();
+                    let mut text = Vec::new();
+                    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+                        text.extend_from_slice(&chunk);
+                        if text.len() > 64 * 1024 {
+                            return Err(ApiError::invalid(&name, "must be at most 64 KiB"));
+                        }
+                    }
+                    let text = String::from_utf8(text).map_err(|_| ApiError::invalid(&name, "must be UTF-8 text"))?;
+                    form.fields.insert(name, text);
+                }
                 Some(other) => {
                     return Err(ApiError::invalid(
                         other,
-                        "unexpected form field (send `file` and optionally `metadata`)",
+                        format!("unexpected form field (send `file` and optionally {})", accepted.join(", ")),
                     ))
                 }
                 None => return Err(ApiError::invalid("body", "a form field has no name")),
@@ -218,7 +260,7 @@ pub async fn upload(
         state
             .audit
             .record(
-                entry("file.upload", Outcome::Failure, &client)
+                entry("file.upload", Outcome::Failure, client)
                     .actor(Some(user.id.clone()))
                     .details(json!({"error": e.code})),
             )
@@ -228,6 +270,10 @@ pub async fn upload(
     let Some((name, s)) = stored else {
         return Err(ApiError::invalid("file", "the form has no file part"));
     };
+    if let Err(e) = check(&form).await {
+        let _ = cleanup(state, &s).await;
+        return Err(e);
+    }
     let record = FileRecord {
         id: file_id.clone(),
         owner_id: user.id.clone(),
@@ -237,7 +283,7 @@ pub async fn upload(
         sha256: s.sha256.clone(),
         scan_status: state.scanner.initial_status().into(),
         integrity: "ok".into(),
-        description,
+        description: form.description.clone(),
         storage_key: s.storage_key.clone(),
         wrapped_key: s.wrapped_key.clone(),
         key_id: state.keys.master_id.clone(),
@@ -260,7 +306,7 @@ pub async fn upload(
     state
         .audit
         .record(
-            entry("file.upload", Outcome::Success, &client)
+            entry("file.upload", Outcome::Success, client)
                 .actor(Some(user.id.clone()))
                 .target("file", file_id.clone())
                 .details(json!({
@@ -268,12 +314,15 @@ pub async fn upload(
                 })),
         )
         .await;
-    state.events.publish_to(
-        std::slice::from_ref(&user.id),
-        "file_update",
-        json!({"file": FileView::from(&record), "change": "uploaded"}),
-    );
-    Ok((Status::Created, Json(UploadResponse { file_id, file: FileView::from(&record) })))
+    state
+        .events
+        .publish_to(
+            std::slice::from_ref(&user.id),
+            "file_update",
+            json!({"file": FileView::from(&record), "change": "uploaded"}),
+        )
+        .await;
+    Ok((record, form))
 }
 
 // ---------- listing ----------
@@ -380,7 +429,7 @@ pub async fn delete_file(
         .await;
     let mut to = audience;
     to.push(user.id);
-    state.events.publish_to(&to, "file_update", json!({"file_id": f.id, "change": "deleted"}));
+    state.events.publish_to(&to, "file_update", json!({"file_id": f.id, "change": "deleted"})).await;
     Ok(Status::NoContent)
 }
 
@@ -456,11 +505,14 @@ pub async fn share(
             )
             .await;
     }
-    state.events.publish_to(
-        &req.user_ids,
-        "file_share",
-        json!({"file": FileView::from(&f), "shared_by": user.id, "permissions": req.permissions}),
-    );
+    state
+        .events
+        .publish_to(
+            &req.user_ids,
+            "file_share",
+            json!({"file": FileView::from(&f), "shared_by": user.id, "permissions": req.permissions}),
+        )
+        .await;
     Ok(Json(ShareResponse { shares: grants }))
 }
 
@@ -492,7 +544,7 @@ pub async fn unshare(
                 .details(json!({"user_id": user_id})),
         )
         .await;
-    state.events.publish_to(&[user_id.to_string()], "file_share", json!({"file_id": f.id, "revoked": true}));
+    state.events.publish_to(&[user_id.to_string()], "file_share", json!({"file_id": f.id, "revoked": true})).await;
     Ok(Status::NoContent)
 }
 
@@ -739,10 +791,15 @@ pub async fn check_integrity(state: &AppState, f: &FileRecord) -> ApiResult<Inte
         let details = json!({"file_id": f.id, "owner_id": f.owner_id, "reason": why});
         let fid = f.id.clone();
         let d = details.clone();
-        state
+        let (id, admins) = state
             .db
-            .q(move |c| crate::security::alerts::raise(c, "integrity_compromised", "high", Some(("file", &fid)), &d))
+            .q(move |c| {
+                let id = crate::security::alerts::raise(c, "integrity_compromised", "high", Some(("file", &fid)), &d)?;
+                Ok((id, crate::security::alerts::admins(c)?))
+            })
             .await?;
+        let ev = crate::security::alerts::event(&id, "integrity_compromised", "high", Some(("file", &f.id)), &details);
+        state.events.publish_to(&admins, "security_alert", ev).await;
         state
             .audit
             .record(

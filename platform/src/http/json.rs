@@ -31,9 +31,9 @@ impl<'r, T: DeserializeOwned> FromData<'r> for JsonBody<T> {
             }
         }
         let limit = req.rocket().state::<AppState>().map(|s| s.config.server.max_json_bytes).unwrap_or(1024 * 1024);
-        let bytes = match data.open(limit.bytes()).into_bytes().await {
-            Ok(b) if b.is_complete() => b.into_inner(),
-            Ok(_) => {
+        let bytes = match read_bounded(data, limit).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
                 let e = ApiError::new(
                     Status::PayloadTooLarge,
                     "payload_too_large",
@@ -58,4 +58,26 @@ impl<'r, T: DeserializeOwned> FromData<'r> for JsonBody<T> {
             }
         }
     }
+}
+
+/// How much of an oversized body is read and thrown away before answering 413. Answering while
+/// the client is still sending makes the server close a socket with unread data, which the
+/// kernel turns into a reset: most clients then report "connection reset" instead of the 413.
+/// Reading (not keeping) a bounded tail lets them see the answer; beyond the bound the
+/// connection is closed as before, so a huge body costs the server no more than this.
+const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Reads at most `limit` bytes of the body. `Ok(None)` when the body is longer (the rest is
+/// drained up to [`DRAIN_LIMIT`]).
+async fn read_bounded(data: Data<'_>, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use rocket::tokio::io::AsyncReadExt;
+    let mut stream = data.open((limit + DRAIN_LIMIT).bytes());
+    let mut body = Vec::new();
+    (&mut stream).take(limit + 1).read_to_end(&mut body).await?;
+    if body.len() as u64 <= limit {
+        return Ok(Some(body));
+    }
+    drop(body);
+    rocket::tokio::io::copy(&mut stream, &mut rocket::tokio::io::sink()).await?;
+    Ok(None)
 }

@@ -38,6 +38,27 @@ pub fn raise(
     Ok(id)
 }
 
+/// Enabled administrators: who receives `security_alert` events.
+pub fn admins(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
+    use crate::db::schema::users;
+    users::table.filter(users::role.eq("admin")).filter(users::disabled.eq(false)).select(users::id).load(conn)
+}
+
+/// The `security_alert` event data for an alert just raised.
+pub fn event(
+    id: &str,
+    kind: &str,
+    severity: &str,
+    subject: Option<(&str, &str)>,
+    details: &serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "kind": kind, "severity": severity,
+        "subject": subject.map(|(t, i)| serde_json::json!({"type": t, "id": i})),
+        "details": details,
+    })
+}
+
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = sa)]
 struct AlertRow {

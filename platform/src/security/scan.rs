@@ -284,15 +284,19 @@ pub fn scan_file(state: &AppState, file_id: &str, actor: Option<String>) -> Resu
     if status == "quarantined" {
         let severity =
             if verdict.matches.iter().any(|m| m.severity.as_deref() == Some("critical")) { "critical" } else { "high" };
-        crate::security::alerts::raise(&mut conn, "malware_detected", severity, Some(("file", &f.id)), &details)
+        let subject = Some(("file", f.id.as_str()));
+        let id = crate::security::alerts::raise(&mut conn, "malware_detected", severity, subject, &details)
             .map_err(|e| e.to_string())?;
+        let admins = crate::security::alerts::admins(&mut conn).unwrap_or_default();
+        let ev = crate::security::alerts::event(&id, "malware_detected", severity, subject, &details);
+        state.events.publish_blocking(&admins, "security_alert", ev);
     }
     state.audit.record_blocking(
         NewAuditEntry::new("file.scan", outcome).actor(actor).target("file", f.id.clone()).details(details),
     );
     let mut audience = files::audience(&mut conn, &f.id).unwrap_or_default();
     audience.push(f.owner_id.clone());
-    state.events.publish_to(
+    state.events.publish_blocking(
         &audience,
         "file_update",
         json!({"file_id": f.id, "change": "scanned", "scan_status": status}),

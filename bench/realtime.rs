@@ -1,0 +1,293 @@
+//! Real-time load benchmark against the real server binary (release build, SQLite):
+//! `cargo bench -p seccollab --bench realtime`.
+//!
+//! For each client count (default 1,000 and 10,000; `RT_BENCH_CLIENTS=1000,10000`) it opens that
+//! many authenticated WebSocket connections, measures the server's RSS growth per idle
+//! connection, then lets a share of the users (`RT_BENCH_SENDERS`, default 200) send text
+//! messages over HTTP keep-alive connections to other connected users for `RT_BENCH_SECS`
+//! (default 10) seconds. It reports messages persisted and delivered per second (a message
+//! counts when its receiver's socket got the `new_message`) and the send-to-receive latency
+//! percentiles (the send time travels in the message text).
+//!
+//! Users, sessions and tokens are written straight into the database through the library
+//! before the server starts: 10,000 argon2 sign-ins would take minutes and measure nothing
+//! this benchmark is about.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Server {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Seeds `n` users with sessions and returns (user ids, access tokens), then starts the server.
+fn start(n: usize) -> (Server, Vec<String>, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let mut cfg = seccollab::config::Config::default();
+    cfg.storage.data_dir = data.clone();
+    cfg.security.policy_dir = policies.clone();
+    let state = seccollab::open_state(cfg).expect("open state");
+    let mut ids = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(n);
+    {
+        let mut conn = state.db.get().unwrap();
+        seccollab::db::write_transaction(&mut conn, |c| -> Result<(), seccollab::db::DbError> {
+            for i in 0..n {
+                let u = seccollab::auth::users::create(
+                    c,
+                    &format!("user{i}@bench.example"),
+                    &format!("User {i}"),
+                    None,
+                    seccollab::auth::users::Role::User,
+                )
+                .map_err(|e| seccollab::db::DbError::Task(e.to_string()))?;
+                let (s, _) = seccollab::auth::sessions::create(c, &state.keys.master, &u.id, 3600, None, None)?;
+                tokens.push(seccollab::auth::tokens::issue(&state.keys.jwt_signing, &u.id, &s.id, 900));
+                ids.push(u.id);
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    state.events.shutdown_blocking();
+    state.audit.shutdown_blocking();
+    drop(state);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seccollab"))
+        .arg("serve")
+        .env("SECCOLLAB_STORAGE__DATA_DIR", &data)
+        .env("SECCOLLAB_SECURITY__POLICY_DIR", &policies)
+        .env("SECCOLLAB_SERVER__PORT", "0")
+        .env("SECCOLLAB_LOG__LEVEL", "warn")
+        .env("SECCOLLAB_MESSAGES__SEND_RATE_PER_SEC", "0")
+        // One audit entry per HTTP request is the default and part of the cost measured.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start server");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(a) = l.strip_prefix("SecCollab listening on http://") {
+                let _ = tx.send(a.to_string());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server started");
+    (Server { child, addr, _dir: dir }, ids, tokens)
+}
+
+/// A minimal HTTP/1.1 keep-alive client for `POST /api/messages/send`.
+struct Http {
+    r: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Http {
+    async fn connect(addr: &str) -> Http {
+        let s = TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let (r, w) = s.into_split();
+        Http { r: tokio::io::BufReader::new(r), w }
+    }
+
+    async fn post(&mut self, path: &str, token: &str, body: &str) -> u16 {
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.w.write_all(req.as_bytes()).await.unwrap();
+        let mut line = String::new();
+        self.r.read_line(&mut line).await.unwrap();
+        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).await.unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.r.read_exact(&mut body).await.unwrap();
+        status
+    }
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+async fn run(n: usize, senders: usize, secs: u64) {
+    let (srv, ids, tokens) = tokio::task::spawn_blocking(move || start(n)).await.unwrap();
+    let pid = srv.child.id();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = rss_kib(pid);
+    let epoch = Instant::now();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let lat = Arc::new(Mutex::new(Vec::<u64>::with_capacity(1 << 20)));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let t_connect = Instant::now();
+    let mut readers = Vec::with_capacity(n);
+    let mut ready = Vec::with_capacity(n);
+    for (i, tok) in tokens.iter().enumerate() {
+        let url = format!("ws://{}/ws?token={tok}", srv.addr);
+        let stream = TcpStream::connect(&srv.addr).await.expect("tcp connect");
+        let (ws, _) = tokio_tungstenite::client_async(url, stream).await.expect("ws handshake");
+        let me = ids[i].clone();
+        let (delivered, lat, measuring) = (delivered.clone(), lat.clone(), measuring.clone());
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        ready.push(ready_rx);
+        readers.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = ws.split();
+            let _ = ready_tx.send(());
+            let mut local = Vec::new();
+            while let Some(Ok(m)) = stream.next().await {
+                match m {
+                    tokio_tungstenite::tungstenite::Message::Text(t) => {
+                        if !t.starts_with(r#"{"event":"new_message""#) {
+                            continue;
+                        }
+                        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                        let msg = &v["data"]["message"];
+                        if msg["receiver_id"].as_str() != Some(me.as_str()) {
+                            continue; // the sender's own copy
+                        }
+                        let sent_us: u64 = msg["content"].as_str().unwrap_or("0").parse().unwrap_or(0);
+                        let now_us = epoch.elapsed().as_micros() as u64;
+                        if measuring.load(Ordering::Relaxed) {
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                            local.push(now_us.saturating_sub(sent_us));
+                            if local.len() >= 256 {
+                                lat.lock().unwrap().append(&mut local);
+                            }
+                        }
+                    }
+                    tokio_tungstenite::tungstenite::Message::Ping(p) => {
+                        let _ = sink.send(tokio_tungstenite::tungstenite::Message::Pong(p)).await;
+                    }
+                    tokio_tungstenite::tungstenite::Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            lat.lock().unwrap().append(&mut local);
+        }));
+    }
+    for r in ready {
+        let _ = r.await;
+    }
+    let connect_secs = t_connect.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_idle = rss_kib(pid);
+    println!(
+        "{n} connections opened in {connect_secs:.1} s; server RSS {:.0} MiB → {:.0} MiB idle: {:.1} KiB per connection",
+        rss_before as f64 / 1024.0,
+        rss_idle as f64 / 1024.0,
+        (rss_idle.saturating_sub(rss_before)) as f64 / n as f64
+    );
+
+    // Senders: user i sends to user (i + n/2) % n, as fast as the server answers.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..senders.min(n) {
+        let (addr, tok, to) = (srv.addr.clone(), tokens[i].clone(), ids[(i + n / 2) % n].clone());
+        let (stop, sent, failed, measuring) = (stop.clone(), sent.clone(), failed.clone(), measuring.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut http = Http::connect(&addr).await;
+            while !stop.load(Ordering::Relaxed) {
+                let ts = epoch.elapsed().as_micros() as u64;
+                let body = format!(r#"{{"receiver_id":"{to}","content":"{ts}","type":"text"}}"#);
+                let st = http.post("/api/messages/send", &tok, &body).await;
+                if measuring.load(Ordering::Relaxed) {
+                    if st == 201 {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await; // warm-up
+    measuring.store(true, Ordering::Relaxed);
+    let t = Instant::now();
+    let mut peak = 0;
+    while t.elapsed() < Duration::from_secs(secs) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        peak = peak.max(rss_kib(pid));
+    }
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let (d, s, f) = (delivered.load(Ordering::Relaxed), sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(srv); // closes every socket; readers flush their samples
+    for r in readers {
+        let _ = r.await;
+    }
+    let mut l = std::mem::take(&mut *lat.lock().unwrap());
+    l.sort_unstable();
+    println!(
+        "{n} connections, {senders} senders, {elapsed:.1} s: {:.0} messages/s stored (201), {:.0} messages/s delivered, {f} failed; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; peak RSS {:.0} MiB",
+        s as f64 / elapsed,
+        d as f64 / elapsed,
+        pct(&l, 0.50),
+        pct(&l, 0.99),
+        pct(&l, 1.0),
+        peak as f64 / 1024.0
+    );
+}
+
+fn main() {
+    let counts: Vec<usize> = std::env::var("RT_BENCH_CLIENTS")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let senders: usize = std::env::var("RT_BENCH_SENDERS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let secs: u64 = std::env::var("RT_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    for n in counts {
+        rt.block_on(run(n, senders, secs));
+    }
+}

@@ -1,0 +1,209 @@
+//! Messages: direct conversations between two users and discussions attached to a file.
+//!
+//! A message is stored together with its `new_message` / `file_message_update` events in one
+//! transaction of the event writer, so an acknowledged message is both in the history and in
+//! every recipient's replayable event stream.
+
+pub mod media;
+pub mod routes;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use diesel::prelude::*;
+use serde::Serialize;
+
+use crate::db::schema::{file_shares as fs_, files, messages as m, users};
+use crate::db::DbConnection;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = m)]
+pub struct MessageRow {
+    pub id: String,
+    pub sender_id: String,
+    pub receiver_id: Option<String>,
+    pub file_id: Option<String>,
+    pub content: String,
+    pub kind: String,
+    pub media_file_id: Option<String>,
+    pub created_at: i64,
+}
+
+/// The file a media message carries.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MediaView {
+    pub file_id: String,
+    pub name: String,
+    pub mime_type: String,
+    pub size: i64,
+}
+
+/// A message as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MessageView {
+    pub id: String,
+    pub sender_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiver_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
+    pub content: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaView>,
+    pub created_at: String,
+}
+
+impl MessageView {
+    pub fn new(r: &MessageRow, media: Option<MediaView>) -> Self {
+        Self {
+            id: r.id.clone(),
+            sender_id: r.sender_id.clone(),
+            receiver_id: r.receiver_id.clone(),
+            file_id: r.file_id.clone(),
+            content: r.content.clone(),
+            kind: r.kind.clone(),
+            media,
+            created_at: crate::time::micros_to_rfc3339(r.created_at),
+        }
+    }
+}
+
+/// Whether `id` is an existing, enabled account.
+pub fn active_user(conn: &mut DbConnection, id: &str) -> QueryResult<bool> {
+    let disabled: Option<bool> = users::table.find(id).select(users::disabled).first(conn).optional()?;
+    Ok(disabled == Some(false))
+}
+
+/// Messages between `a` and `b`: the `limit` newest before message id `before`, returned
+/// oldest first.
+pub fn conversation(
+    conn: &mut DbConnection,
+    a: &str,
+    b: &str,
+    before: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<MessageRow>> {
+    let mut q = m::table
+        .filter((m::sender_id.eq(a).and(m::receiver_id.eq(b))).or(m::sender_id.eq(b).and(m::receiver_id.eq(a))))
+        .into_boxed();
+    if let Some(before) = before {
+        q = q.filter(m::id.lt(before.to_string()));
+    }
+    let mut rows: Vec<MessageRow> = q.order(m::id.desc()).limit(limit).select(MessageRow::as_select()).load(conn)?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// A file's discussion, oldest first, after message id `after`.
+pub fn file_messages(
+    conn: &mut DbConnection,
+    file_id: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<MessageRow>> {
+    let mut q = m::table.filter(m::file_id.eq(file_id)).into_boxed();
+    if let Some(after) = after {
+        q = q.filter(m::id.gt(after.to_string()));
+    }
+    q.order(m::id.asc()).limit(limit).select(MessageRow::as_select()).load(conn)
+}
+
+/// The media of these messages, by message id.
+pub fn media_of(conn: &mut DbConnection, rows: &[MessageRow]) -> QueryResult<HashMap<String, MediaView>> {
+    let ids: Vec<String> = rows.iter().filter_map(|r| r.media_file_id.clone()).collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let found: Vec<(String, String, String, i64)> = files::table
+        .filter(files::id.eq_any(&ids))
+        .select((files::id, files::name, files::mime_type, files::size))
+        .load(conn)?;
+    let by_file: HashMap<String, MediaView> = found
+        .into_iter()
+        .map(|(file_id, name, mime_type, size)| (file_id.clone(), MediaView { file_id, name, mime_type, size }))
+        .collect();
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let f = r.media_file_id.as_ref()?;
+            Some((r.id.clone(), by_file.get(f)?.clone()))
+        })
+        .collect())
+}
+
+/// Everyone `user` has a conversation or a shared file with: who sees their presence.
+pub fn contacts(conn: &mut DbConnection, user: &str) -> QueryResult<Vec<String>> {
+    let mut set = BTreeSet::new();
+    let sent: Vec<Option<String>> =
+        m::table.filter(m::sender_id.eq(user)).select(m::receiver_id).distinct().load(conn)?;
+    set.extend(sent.into_iter().flatten());
+    let received: Vec<String> = m::table.filter(m::receiver_id.eq(user)).select(m::sender_id).distinct().load(conn)?;
+    set.extend(received);
+    let shared_with: Vec<String> = fs_::table
+        .inner_join(files::table)
+        .filter(files::owner_id.eq(user))
+        .select(fs_::user_id)
+        .distinct()
+        .load(conn)?;
+    set.extend(shared_with);
+    let shared_by: Vec<String> = fs_::table
+        .inner_join(files::table)
+        .filter(fs_::user_id.eq(user))
+        .select(files::owner_id)
+        .distinct()
+        .load(conn)?;
+    set.extend(shared_by);
+    set.remove(user);
+    Ok(set.into_iter().collect())
+}
+
+/// Per-user send rate: `rate` messages per second on average, bursts of `burst`.
+#[derive(Debug)]
+pub struct SendLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl SendLimiter {
+    pub fn new(rate: f64, burst: f64) -> Self {
+        Self { rate, burst: burst.max(1.0), buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes one send; `Err(seconds)` to wait when the user is over the rate.
+    pub fn take(&self, user: &str) -> Result<(), u64> {
+        if self.rate <= 0.0 {
+            return Ok(());
+        }
+        let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if b.len() > 100_000 {
+            let full = self.burst;
+            let rate = self.rate;
+            b.retain(|_, (t, at)| *t + at.elapsed().as_secs_f64() * rate < full);
+        }
+        let now = Instant::now();
+        let (tokens, at) = b.get(user).copied().unwrap_or((self.burst, now));
+        let tokens = (tokens + now.duration_since(at).as_secs_f64() * self.rate).min(self.burst);
+        if tokens >= 1.0 {
+            b.insert(user.to_string(), (tokens - 1.0, now));
+            Ok(())
+        } else {
+            b.insert(user.to_string(), (tokens, now));
+            Err(((1.0 - tokens) / self.rate).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn limiter_allows_the_burst_then_refuses_with_a_wait() {
+        let l = super::SendLimiter::new(2.0, 3.0);
+        assert!(l.take("a").is_ok() && l.take("a").is_ok() && l.take("a").is_ok());
+        assert_eq!(l.take("a"), Err(1));
+        assert!(l.take("b").is_ok(), "users have their own budget");
+    }
+}

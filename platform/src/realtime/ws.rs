@@ -1,0 +1,490 @@
+//! `GET /ws`: one task per connection.
+//!
+//! The task sends what the hub queues for it (stored events in `seq` order, exactly once per
+//! connection; ephemeral frames as they come), answers the client's frames (`typing_start`,
+//! `typing_stop`, `user_away`, `user_active`, `resume`, `ping`), pings every
+//! `heartbeat_secs` and closes after `idle_timeout_secs` without a frame from the client,
+//! re-checks the session every `session_check_secs` (and at once when this node revokes it),
+//! and gives up on a client that does not take a frame within `write_timeout_secs`.
+//!
+//! Ordering: the task remembers the last `seq` it sent. A stored event at or below it is a
+//! duplicate and skipped; one past a gap (events from another node, a full queue) first makes
+//! the task read the missing ones from the database. `resume {after}` replays from the
+//! database. `?after=N` on the URL does the same before anything else is sent.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rocket::futures::{SinkExt, StreamExt};
+use rocket::{get, Shutdown, State};
+use rocket_ws::frame::{CloseCode, CloseFrame};
+use rocket_ws::stream::DuplexStream;
+use rocket_ws::{Message, WebSocket};
+use serde_json::json;
+
+use super::hub::{ConnHandle, Kick, Out, Presence};
+use super::{ephemeral, store};
+use crate::auth::WsUser;
+use crate::http::error::ApiError;
+use crate::AppState;
+
+/// Events replayed per database read.
+const REPLAY_PAGE: i64 = 500;
+/// Largest frame a client may send.
+const MAX_CLIENT_FRAME: usize = 16 * 1024;
+
+/// Opens a WebSocket for the signed-in user (token by `?token=` or bearer header).
+#[get("/ws?<after>")]
+pub async fn ws(
+    state: &State<AppState>,
+    user: WsUser,
+    socket: WebSocket,
+    after: Option<&str>,
+    shutdown: Shutdown,
+) -> Result<rocket_ws::Channel<'static>, ApiError> {
+    let after = match after.map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            s.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ApiError::invalid("after", "must be a non-negative whole number"))?,
+        ),
+    };
+    let state = state.inner().clone();
+    let user = user.0;
+    let cfg = rocket_ws::Config {
+        max_message_size: Some(MAX_CLIENT_FRAME),
+        max_frame_size: Some(MAX_CLIENT_FRAME),
+        ..Default::default()
+    };
+    Ok(socket.config(cfg).channel(move |stream| {
+        Box::pin(async move {
+            let mut conn = Connection::open(state, user.id, user.sid, stream).await;
+            conn.run(after, shutdown).await;
+            conn.close().await;
+            Ok(())
+        })
+    }))
+}
+
+#[derive(Debug)]
+enum Stop {
+    ClientClosed,
+    Idle,
+    TooSlow,
+    Revoked,
+    Shutdown,
+}
+
+struct Connection {
+    state: AppState,
+    user_id: String,
+    sid: String,
+    stream: DuplexStream,
+    handle: Arc<ConnHandle>,
+    rx: tokio::sync::mpsc::Receiver<Out>,
+    /// The last stored `seq` sent on this connection.
+    last: i64,
+    /// `last` when the connection opened: a `resume` below it after live events went out
+    /// replays only what precedes them.
+    live_from: i64,
+    sent_stored: bool,
+    typing: HashMap<String, Instant>,
+    typing_targets: HashMap<String, bool>,
+    bucket: (f64, Instant),
+    stop: Option<Stop>,
+}
+
+impl Connection {
+    async fn open(state: AppState, user_id: String, sid: String, stream: DuplexStream) -> Self {
+        let queue = state.config.realtime.queue_capacity;
+        // Register before reading the counter: an event committed in between is then queued
+        // (and skipped as a duplicate if the counter already covers it), never missed.
+        let (handle, rx) = state.hub.register(&user_id, &sid, queue);
+        let uid = user_id.clone();
+        let last = state.db.q(move |c| store::last_seq(c, &uid)).await.unwrap_or(0);
+        Self {
+            state,
+            user_id,
+            sid,
+            stream,
+            handle,
+            rx,
+            last,
+            live_from: last,
+            sent_stored: false,
+            typing: HashMap::new(),
+            typing_targets: HashMap::new(),
+            bucket: (TYPING_BURST, Instant::now()),
+            stop: None,
+        }
+    }
+
+    async fn run(&mut self, after: Option<i64>, mut shutdown: Shutdown) {
+        if let Some(n) = after {
+            self.resume(n).await;
+        }
+        self.presence_changed().await;
+        self.send_contacts_presence().await;
+        let rt = self.state.config.realtime.clone();
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(rt.heartbeat_secs.max(1)));
+        heartbeat.tick().await;
+        let mut session_check = tokio::time::interval(Duration::from_secs(rt.session_check_secs.max(1)));
+        session_check.tick().await;
+        let mut typing_tick = tokio::time::interval(Duration::from_millis(500));
+        let idle = Duration::from_secs(rt.idle_timeout_secs.max(1));
+        let mut last_heard = Instant::now();
+        let kick = self.handle.kick.clone();
+        while self.stop.is_none() {
+            tokio::select! {
+                biased;
+                _ = kick.cancelled() => {
+                    self.stop = Some(match self.handle.kick_reason() {
+                        Kick::SessionRevoked => Stop::Revoked,
+                        _ => Stop::Shutdown,
+                    });
+                }
+                _ = &mut shutdown => self.stop = Some(Stop::Shutdown),
+                msg = self.stream.next() => match msg {
+                    Some(Ok(m)) => {
+                        last_heard = Instant::now();
+                        self.on_client_frame(m).await;
+                    }
+                    _ => self.stop = Some(Stop::ClientClosed),
+                },
+                out = self.rx.recv() => match out {
+                    Some(o) => self.on_out(o).await,
+                    None => self.stop = Some(Stop::Shutdown),
+                },
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > idle {
+                        self.stop = Some(Stop::Idle);
+                    } else {
+                        self.send(Message::Ping(Vec::new())).await;
+                    }
+                }
+                _ = session_check.tick() => {
+                    let live = crate::auth::session_live(&self.state, &self.sid).await;
+                    if matches!(live, Ok(None)) {
+                        self.stop = Some(Stop::Revoked);
+                    }
+                }
+                _ = typing_tick.tick() => self.expire_typing().await,
+            }
+        }
+    }
+
+    async fn close(mut self) {
+        let stop = self.stop.take().unwrap_or(Stop::ClientClosed);
+        self.state.hub.unregister(&self.handle);
+        let targets: Vec<String> = self.typing.drain().map(|(k, _)| k).collect();
+        for to in targets {
+            self.relay(&to, "typing_stop");
+        }
+        let (code, reason) = match stop {
+            Stop::ClientClosed | Stop::TooSlow => (None, ""),
+            Stop::Idle => (Some(CloseCode::Library(4408)), "idle_timeout"),
+            Stop::Revoked => (Some(CloseCode::Library(4401)), "session_revoked"),
+            Stop::Shutdown => (Some(CloseCode::Away), "server_shutdown"),
+        };
+        if let Some(code) = code {
+            let frame = CloseFrame { code, reason: reason.into() };
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.stream.close(Some(frame))).await;
+        }
+        // Offline only after the last connection is gone for the grace period.
+        let (state, user) = (self.state.clone(), self.user_id.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(state.config.realtime.presence_grace_secs)).await;
+            announce_presence(&state, &user).await;
+        });
+    }
+
+    /// Sends one frame; a client that does not take it within the write timeout is cut off.
+    async fn send(&mut self, m: Message) -> bool {
+        if self.stop.is_some() {
+            return false;
+        }
+        let limit = Duration::from_secs(self.state.config.realtime.write_timeout_secs.max(1));
+        let kick = self.handle.kick.clone();
+        let ok = tokio::select! {
+            r = tokio::time::timeout(limit, self.stream.send(m)) => matches!(r, Ok(Ok(()))),
+            _ = kick.cancelled() => false,
+        };
+        if !ok && self.stop.is_none() {
+            self.stop = Some(if kick.is_cancelled() { Stop::Revoked } else { Stop::TooSlow });
+            if matches!(self.stop, Some(Stop::TooSlow)) {
+                tracing::info!(user = %self.user_id, "websocket client too slow; disconnected (it can resume)");
+            }
+        }
+        ok
+    }
+
+    async fn send_text(&mut self, text: &str) -> bool {
+        self.send(Message::Text(text.to_string())).await
+    }
+
+    async fn on_out(&mut self, o: Out) {
+        match o {
+            Out::Persisted { seq, frame } => {
+                if seq <= self.last {
+                    return;
+                }
+                if seq > self.last + 1 {
+                    self.catch_up().await; // the ones in between are stored: read them
+                    if seq <= self.last {
+                        return;
+                    }
+                }
+                if self.send_text(&frame).await {
+                    self.last = seq;
+                    self.sent_stored = true;
+                }
+            }
+            Out::Ephemeral(f) => {
+                self.send_text(&f).await;
+            }
+            Out::Resync => self.catch_up().await,
+        }
+        if self.handle.lagged.swap(false, Ordering::Relaxed) {
+            self.catch_up().await;
+        }
+    }
+
+    /// Sends every stored event after `last`, in order.
+    async fn catch_up(&mut self) {
+        let upto = i64::MAX;
+        self.replay(self.last, upto, true).await;
+    }
+
+    /// Sends stored events in `(from, upto]`; `advance` moves `last` along.
+    async fn replay(&mut self, from: i64, upto: i64, advance: bool) {
+        let mut pos = from;
+        while self.stop.is_none() {
+            let uid = self.user_id.clone();
+            let rows = match self.state.db.q(move |c| store::after(c, &uid, pos, REPLAY_PAGE)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read events to replay");
+                    return;
+                }
+            };
+            let n = rows.len() as i64;
+            for r in rows {
+                if r.seq > upto {
+                    return;
+                }
+                if !self.send_text(&r.frame()).await {
+                    return;
+                }
+                pos = r.seq;
+                if advance {
+                    self.last = r.seq;
+                    self.sent_stored = true;
+                }
+            }
+            if n < REPLAY_PAGE {
+                return;
+            }
+        }
+    }
+
+    async fn resume(&mut self, after: i64) {
+        let uid = self.user_id.clone();
+        let (max, oldest) =
+            match self.state.db.q(move |c| Ok((store::last_seq(c, &uid)?, store::oldest_seq(c, &uid)?))).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the event counter");
+                    return;
+                }
+            };
+        if after > max {
+            let f = error_frame("invalid_resume", &format!("after ({after}) is beyond the last event ({max})"));
+            self.send_text(&f).await;
+            return;
+        }
+        if let Some(oldest) = oldest {
+            if oldest > after + 1 {
+                // Older events are past their retention: the client must reload by REST.
+                let f = ephemeral("resume_gap", json!({"after": after, "oldest_available": oldest}));
+                self.send_text(&f).await;
+            }
+        }
+        if !self.sent_stored {
+            self.last = after;
+            self.catch_up().await;
+        } else if after < self.live_from {
+            // Live events already went out: send only what precedes them (each exactly once).
+            let upto = self.live_from;
+            self.replay(after, upto, false).await;
+            self.live_from = after;
+        }
+    }
+
+    async fn on_client_frame(&mut self, m: Message) {
+        let text = match m {
+            Message::Text(t) => t,
+            Message::Close(_) => {
+                self.stop = Some(Stop::ClientClosed);
+                return;
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return,
+            Message::Binary(_) => {
+                let f = error_frame("invalid_frame", "send JSON text frames");
+                self.send_text(&f).await;
+                return;
+            }
+        };
+        let v: serde_json::Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                let f = error_frame("invalid_frame", &format!("not JSON: {e}"));
+                self.send_text(&f).await;
+                return;
+            }
+        };
+        let data = &v["data"];
+        match v["event"].as_str().unwrap_or("") {
+            "ping" => {
+                let f = ephemeral("pong", json!({}));
+                self.send_text(&f).await;
+            }
+            "resume" => match data["after"].as_i64().filter(|n| *n >= 0) {
+                Some(n) => self.resume(n).await,
+                None => {
+                    let f = error_frame("invalid_frame", "resume needs data.after, a non-negative number");
+                    self.send_text(&f).await;
+                }
+            },
+            ev @ ("typing_start" | "typing_stop") => {
+                let Some(to) = data["to"].as_str().map(str::to_string) else {
+                    let f = error_frame("invalid_frame", &format!("{ev} needs data.to, a user id"));
+                    self.send_text(&f).await;
+                    return;
+                };
+                self.on_typing(ev == "typing_start", to).await;
+            }
+            ev @ ("user_away" | "user_active") => {
+                self.state.hub.set_away(&self.handle, ev == "user_away");
+                self.presence_changed().await;
+            }
+            other => {
+                let f = error_frame("unknown_event", &format!("unknown event {other:?}"));
+                self.send_text(&f).await;
+            }
+        }
+    }
+
+    async fn on_typing(&mut self, start: bool, to: String) {
+        if !self.take_token() {
+            let f = error_frame("rate_limited", "typing events are limited; slow down");
+            self.send_text(&f).await;
+            return;
+        }
+        if to == self.user_id || !self.may_reach(&to).await {
+            let f = error_frame("invalid_frame", "data.to is not a user you can reach");
+            self.send_text(&f).await;
+            return;
+        }
+        if start {
+            let fresh = self.typing.insert(to.clone(), Instant::now()).is_none();
+            if fresh {
+                self.relay(&to, "typing_start");
+            }
+        } else if self.typing.remove(&to).is_some() {
+            self.relay(&to, "typing_stop");
+        }
+    }
+
+    /// Whether `to` is an active user (cached per connection).
+    async fn may_reach(&mut self, to: &str) -> bool {
+        if let Some(ok) = self.typing_targets.get(to) {
+            return *ok;
+        }
+        if self.typing_targets.len() > 1000 {
+            self.typing_targets.clear();
+        }
+        let id = to.to_string();
+        let ok = self.state.db.q(move |c| crate::messages::active_user(c, &id)).await.unwrap_or(false);
+        self.typing_targets.insert(to.to_string(), ok);
+        ok
+    }
+
+    fn relay(&self, to: &str, name: &str) {
+        let f: Arc<str> = ephemeral(name, json!({"user_id": self.user_id})).into();
+        self.state.hub.deliver_ephemeral(to, &f);
+        if self.state.db.backend() == crate::db::Backend::Postgres {
+            let (db, node, to, f) = (self.state.db.clone(), self.state.node_id.clone(), vec![to.to_string()], f);
+            tokio::task::spawn_blocking(move || super::notify::announce_ephemeral(&db, &node, &to, &f));
+        }
+    }
+
+    async fn expire_typing(&mut self) {
+        let ttl = Duration::from_secs(self.state.config.realtime.typing_expiry_secs.max(1));
+        let expired: Vec<String> =
+            self.typing.iter().filter(|(_, at)| at.elapsed() > ttl).map(|(k, _)| k.clone()).collect();
+        for to in expired {
+            self.typing.remove(&to);
+            self.relay(&to, "typing_stop");
+        }
+    }
+
+    /// A small token bucket for typing frames: `TYPING_RATE` per second, bursts of `TYPING_BURST`.
+    fn take_token(&mut self) -> bool {
+        let (tokens, at) = self.bucket;
+        let now = Instant::now();
+        let tokens = (tokens + at.elapsed().as_secs_f64() * TYPING_RATE).min(TYPING_BURST);
+        if tokens >= 1.0 {
+            self.bucket = (tokens - 1.0, now);
+            true
+        } else {
+            self.bucket = (tokens, now);
+            false
+        }
+    }
+
+    async fn presence_changed(&mut self) {
+        announce_presence(&self.state, &self.user_id).await;
+    }
+
+    /// Tells this client which of its contacts are online or away now.
+    async fn send_contacts_presence(&mut self) {
+        let uid = self.user_id.clone();
+        let contacts = self.state.db.q(move |c| crate::messages::contacts(c, &uid)).await.unwrap_or_default();
+        for c in contacts {
+            let p = self.state.hub.presence(&c);
+            if p != Presence::Offline {
+                let f = ephemeral("presence_update", json!({"user_id": c, "status": p.as_str()}));
+                self.send_text(&f).await;
+            }
+        }
+    }
+}
+
+const TYPING_RATE: f64 = 5.0;
+const TYPING_BURST: f64 = 10.0;
+
+fn error_frame(code: &str, message: &str) -> String {
+    ephemeral("error", json!({"code": code, "message": message}))
+}
+
+/// Pushes `presence_update` to the user's contacts when their presence changed.
+async fn announce_presence(state: &AppState, user: &str) {
+    let p = state.hub.presence(user);
+    if !state.hub.announce(user, p) {
+        return;
+    }
+    let uid = user.to_string();
+    let contacts = state.db.q(move |c| crate::messages::contacts(c, &uid)).await.unwrap_or_default();
+    let f: Arc<str> = ephemeral("presence_update", json!({"user_id": user, "status": p.as_str()})).into();
+    for c in &contacts {
+        state.hub.deliver_ephemeral(c, &f);
+    }
+    if state.db.backend() == crate::db::Backend::Postgres && !contacts.is_empty() {
+        let (db, node) = (state.db.clone(), state.node_id.clone());
+        tokio::task::spawn_blocking(move || super::notify::announce_ephemeral(&db, &node, &contacts, &f));
+    }
+}

@@ -1,0 +1,486 @@
+//! Real-time messaging through a real WebSocket client (tungstenite) against the real binary:
+//! live delivery, history, resume, file discussions, media messages, typing, presence,
+//! refusal of bad tokens, slow clients, and two nodes on one PostgreSQL database.
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::Message;
+
+use crate::auth::{get, open_server, post, user_token};
+use crate::both_backends;
+use crate::files::{multipart, scanned, upload};
+use crate::harness::{Backend, Server, TestDb};
+
+/// A signed-in user: id and access token.
+pub struct U {
+    pub id: String,
+    pub token: String,
+}
+
+pub fn user(srv: &Server, email: &str) -> U {
+    let t = user_token(srv, email);
+    U {
+        id: t["user"]["id"].as_str().expect("login answers the user").to_string(),
+        token: t["token"].as_str().unwrap().into(),
+    }
+}
+
+pub struct Ws {
+    sock: tungstenite::WebSocket<MaybeTlsStream<TcpStream>>,
+}
+
+fn ws_url(srv: &Server, query: &str) -> String {
+    format!("{}/ws{query}", srv.base.replacen("http://", "ws://", 1))
+}
+
+impl Ws {
+    pub fn connect(srv: &Server, token: &str) -> Ws {
+        Self::open(srv, &format!("?token={token}")).unwrap_or_else(|e| panic!("websocket refused: {e}"))
+    }
+
+    pub fn open(srv: &Server, query: &str) -> Result<Ws, Box<tungstenite::Error>> {
+        let (sock, _) = tungstenite::connect(ws_url(srv, query)).map_err(Box::new)?;
+        Ok(Ws { sock })
+    }
+
+    pub fn send(&mut self, v: Value) {
+        self.sock.send(Message::Text(v.to_string())).expect("send frame");
+    }
+
+    fn set_timeout(&mut self, d: Duration) {
+        if let MaybeTlsStream::Plain(s) = self.sock.get_mut() {
+            s.set_read_timeout(Some(d.max(Duration::from_millis(1)))).unwrap();
+        }
+    }
+
+    /// The next JSON frame within `within`, `None` on timeout. Panics when the server closed.
+    pub fn next(&mut self, within: Duration) -> Option<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.set_timeout(left);
+            match self.sock.read() {
+                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).expect("server frames are JSON")),
+                Ok(Message::Close(c)) => panic!("server closed the connection: {c:?}"),
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    return None
+                }
+                Err(e) => panic!("websocket error: {e}"),
+            }
+        }
+    }
+
+    /// The next frame named `event` (others are skipped), or panics after `within`.
+    pub fn expect(&mut self, event: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left) {
+                Some(f) if f["event"] == event => return f,
+                Some(_) => continue,
+                None => panic!("no {event} within {within:?}"),
+            }
+        }
+    }
+
+    /// Every frame named one of `events` that arrives until nothing came for `quiet`.
+    pub fn drain(&mut self, events: &[&str], quiet: Duration) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Some(f) = self.next(quiet) {
+            if events.iter().any(|e| f["event"] == *e) {
+                out.push(f);
+            }
+        }
+        out
+    }
+
+    /// Reads until the server ends the connection; returns the close code (if a close frame
+    /// came) and how many text frames arrived before it.
+    pub fn until_closed(&mut self, within: Duration) -> (Option<u16>, usize) {
+        let deadline = Instant::now() + within;
+        let mut frames = 0;
+        loop {
+            assert!(Instant::now() < deadline, "the server never closed the connection");
+            self.set_timeout(Duration::from_secs(1));
+            match self.sock.read() {
+                Ok(Message::Text(_)) => frames += 1,
+                Ok(Message::Close(c)) => return (c.map(|c| u16::from(c.code)), frames),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return (None, frames),
+            }
+        }
+    }
+
+    pub fn close(mut self) {
+        let _ = self.sock.close(None);
+        let _ = self.sock.flush();
+    }
+}
+
+const SEC: Duration = Duration::from_secs(1);
+const WAIT: Duration = Duration::from_secs(10);
+
+fn send_text(srv: &Server, from: &U, to: &U, content: &str) -> Value {
+    let r = post(
+        srv,
+        "/api/messages/send",
+        Some(&from.token),
+        json!({"receiver_id": to.id, "content": content, "type": "text"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["message"].clone()
+}
+
+fn unlimited(b: Backend, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![("SECCOLLAB_AUTH__REGISTRATION", "open"), ("SECCOLLAB_MESSAGES__SEND_RATE_PER_SEC", "0")];
+    env.extend_from_slice(extra);
+    Server::start_with(TestDb::new(b), &env)
+}
+
+both_backends!(message_is_delivered_live_paged_and_resumed_exactly_once, |b: Backend| {
+    let srv = unlimited(b, &[]);
+    let (alice, bob) = (user(&srv, "alice@example.org"), user(&srv, "bob@example.org"));
+    let mut bob_ws = Ws::connect(&srv, &bob.token);
+    let sent = send_text(&srv, &alice, &bob, "hello bob");
+    assert_eq!((sent["sender_id"].as_str(), sent["receiver_id"].as_str()), (Some(&*alice.id), Some(&*bob.id)));
+    assert_eq!((sent["type"].as_str(), sent["content"].as_str()), (Some("text"), Some("hello bob")));
+    let f = bob_ws.expect("new_message", WAIT);
+    assert_eq!(f["data"]["message"], sent, "the event carries the stored message");
+    let first_seq = f["seq"].as_i64().expect("stored events carry seq");
+
+    // History: newest page first, each page oldest first.
+    for i in 1..=5 {
+        send_text(
+            &srv,
+            if i % 2 == 0 { &bob } else { &alice },
+            if i % 2 == 0 { &alice } else { &bob },
+            &format!("m{i}"),
+        );
+    }
+    let page = get(&srv, &format!("/api/messages/{}?limit=4", alice.id), &bob.token).json();
+    let texts: Vec<&str> =
+        page["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["m2", "m3", "m4", "m5"]);
+    let cursor = page["next_cursor"].as_str().expect("more to come");
+    let older = get(&srv, &format!("/api/messages/{}?limit=4&before={cursor}", alice.id), &bob.token).json();
+    let texts: Vec<&str> =
+        older["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["hello bob", "m1"]);
+    assert!(older["next_cursor"].is_null());
+    // The same conversation from the other side.
+    let alice_view = get(&srv, &format!("/api/messages/{}?limit=200", bob.id), &alice.token).json();
+    assert_eq!(alice_view["messages"].as_array().unwrap().len(), 6);
+
+    // Drop the connection, miss 100 messages, resume: all 100, once, in order.
+    let seen = bob_ws.drain(&["new_message"], Duration::from_millis(500));
+    let last_seq = seen.last().map(|f| f["seq"].as_i64().unwrap()).unwrap_or(first_seq);
+    assert_eq!(last_seq, first_seq + 5, "bob saw his own sends too (other devices): {seen:?}");
+    bob_ws.close();
+    for i in 0..100 {
+        send_text(&srv, &alice, &bob, &format!("missed {i}"));
+    }
+    let mut again = Ws::connect(&srv, &bob.token);
+    again.send(json!({"event": "resume", "data": {"after": last_seq}}));
+    let got = again.drain(&["new_message"], Duration::from_millis(1500));
+    let contents: Vec<String> =
+        got.iter().map(|f| f["data"]["message"]["content"].as_str().unwrap().to_string()).collect();
+    let expected: Vec<String> = (0..100).map(|i| format!("missed {i}")).collect();
+    assert_eq!(contents, expected);
+    let seqs: Vec<i64> = got.iter().map(|f| f["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, ((last_seq + 1)..=(last_seq + 100)).collect::<Vec<_>>());
+    // A second resume from the same point on another device gives the same, and nothing twice.
+    let mut other = Ws::open(&srv, &format!("?token={}&after={last_seq}", bob.token)).unwrap();
+    assert_eq!(other.drain(&["new_message"], Duration::from_millis(1500)).len(), 100);
+});
+
+#[test]
+fn bad_messages_are_refused_and_change_nothing() {
+    let srv = Server::start_with(
+        TestDb::new(Backend::Sqlite),
+        &[
+            ("SECCOLLAB_AUTH__REGISTRATION", "open"),
+            ("SECCOLLAB_MESSAGES__SEND_BURST", "3"),
+            ("SECCOLLAB_MESSAGES__SEND_RATE_PER_SEC", "0.2"),
+        ],
+    );
+    let (alice, bob) = (user(&srv, "alice@example.org"), user(&srv, "bob@example.org"));
+    let send = |body: Value| post(&srv, "/api/messages/send", Some(&alice.token), body);
+    send(json!({"receiver_id": bob.id, "content": "   "})).assert_error(400, "invalid_input");
+    send(json!({"receiver_id": bob.id, "content": "x".repeat(10_001)})).assert_error(400, "invalid_input");
+    send(json!({"receiver_id": alice.id, "content": "me"})).assert_error(400, "invalid_input");
+    send(json!({"receiver_id": bob.id, "content": "hi", "type": "image"})).assert_error(400, "invalid_input");
+    send(json!({"receiver_id": bob.id, "content": "hi", "sender_id": bob.id})).assert_error(400, "invalid_json");
+    send(json!({"receiver_id": bob.id})).assert_error(400, "invalid_json");
+    post(&srv, "/api/messages/send", None, json!({"receiver_id": bob.id, "content": "hi"}))
+        .assert_error(401, "unauthenticated");
+    assert_eq!(srv.db.sql("SELECT count(*) FROM messages"), "0", "nothing stored by refused sends");
+    // Unknown receiver and history with an unknown user: 404.
+    send(json!({"receiver_id": "0190-nobody", "content": "hi"})).assert_error(404, "user_not_found");
+    get(&srv, "/api/messages/0190-nobody", &alice.token).assert_error(404, "user_not_found");
+    get(&srv, &format!("/api/messages/{}?limit=0", bob.id), &alice.token).assert_error(400, "invalid_input");
+    get(&srv, &format!("/api/messages/{}?before=zzz", bob.id), &alice.token).assert_error(400, "invalid_input");
+    // The send rate: a burst of 3. Invalid input costs nothing; the unknown receiver (a valid
+    // request) cost one; two more pass, then 429 with Retry-After.
+    send(json!({"receiver_id": bob.id, "content": "one"}));
+    send(json!({"receiver_id": bob.id, "content": "two"}));
+    let r = send(json!({"receiver_id": bob.id, "content": "three"}));
+    r.assert_error(429, "rate_limited");
+    let wait: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=5).contains(&wait), "{wait}");
+    assert_eq!(srv.db.sql("SELECT count(*) FROM messages"), "2");
+}
+
+both_backends!(file_discussion_reaches_exactly_the_users_with_access, |b: Backend| {
+    let srv = unlimited(b, &[]);
+    let owner = user(&srv, "owner@example.org");
+    let (viewer, revoked, stranger) =
+        (user(&srv, "viewer@example.org"), user(&srv, "revoked@example.org"), user(&srv, "stranger@example.org"));
+    let f = upload(&srv, &owner.token, "plan.txt", b"the plan");
+    let fid = f["file_id"].as_str().unwrap().to_string();
+    let share = |u: &U, p: &str| {
+        let r = post(
+            &srv,
+            "/api/files/share",
+            Some(&owner.token),
+            json!({"file_id": fid, "user_ids": [u.id], "permissions": p}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    share(&viewer, "view");
+    share(&revoked, "download");
+    let r = srv.request(
+        "DELETE",
+        &format!("/api/files/{fid}/shares/{}", revoked.id),
+        &[("Authorization", &format!("Bearer {}", owner.token))],
+        None,
+    );
+    assert_eq!(r.status, 204);
+    let mut sockets: Vec<(&str, Ws)> =
+        [("owner", &owner), ("viewer", &viewer), ("revoked", &revoked), ("stranger", &stranger)]
+            .into_iter()
+            .map(|(n, u)| (n, Ws::connect(&srv, &u.token)))
+            .collect();
+    // Let the connections settle (presence frames), then post as the viewer.
+    for (_, s) in sockets.iter_mut() {
+        s.drain(&[], Duration::from_millis(300));
+    }
+    let r = post(&srv, &format!("/api/files/{fid}/messages"), Some(&viewer.token), json!({"content": "looks good"}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let msg = r.json()["message"].clone();
+    assert_eq!((msg["file_id"].as_str(), msg["sender_id"].as_str()), (Some(fid.as_str()), Some(viewer.id.as_str())));
+    for (name, s) in sockets.iter_mut() {
+        let got = s.drain(&["file_message_update"], Duration::from_millis(1000));
+        match *name {
+            "owner" | "viewer" => {
+                assert_eq!(got.len(), 1, "{name} must get the update once: {got:?}");
+                assert_eq!(got[0]["data"]["message"], msg);
+                assert_eq!(got[0]["data"]["file_id"], fid.as_str());
+            }
+            _ => assert!(got.is_empty(), "{name} must not see the discussion: {got:?}"),
+        }
+    }
+    // Reading and posting follow the same access.
+    let list = get(&srv, &format!("/api/files/{fid}/messages"), &owner.token).json();
+    assert_eq!(list["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(list["messages"][0]["content"], "looks good");
+    for u in [&revoked, &stranger] {
+        get(&srv, &format!("/api/files/{fid}/messages"), &u.token).assert_error(404, "file_not_found");
+        post(&srv, &format!("/api/files/{fid}/messages"), Some(&u.token), json!({"content": "let me in"}))
+            .assert_error(404, "file_not_found");
+    }
+    post(&srv, &format!("/api/files/{fid}/messages"), Some(&owner.token), json!({"content": ""}))
+        .assert_error(400, "invalid_input");
+    assert_eq!(srv.db.sql("SELECT count(*) FROM messages"), "1");
+});
+
+/// A minimal valid PNG (1x1).
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4, 0x89, 0x00, 0x00, 0x00, 0x0D, 0x49,
+    0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0x00, 0x01, 0x00, 0x00, 0x05, 0x00, 0x01, 0x0D, 0x0A, 0x2D, 0xB4, 0x00, 0x00,
+    0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
+];
+
+fn media_form(receiver: &str, content: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut b = Vec::new();
+    let boundary = crate::files::BOUNDARY;
+    write!(b, "--{boundary}\r\nContent-Disposition: form-data; name=\"receiver_id\"\r\n\r\n{receiver}\r\n").unwrap();
+    write!(b, "--{boundary}\r\nContent-Disposition: form-data; name=\"content\"\r\n\r\n{content}\r\n").unwrap();
+    let file = multipart("dot.png", "image/png", data, None);
+    b.extend_from_slice(&file);
+    b
+}
+
+fn post_media(srv: &Server, token: &str, body: &[u8]) -> crate::harness::Resp {
+    let ct = format!("multipart/form-data; boundary={}", crate::files::BOUNDARY);
+    srv.request(
+        "POST",
+        "/api/messages/upload",
+        &[("Authorization", &format!("Bearer {token}")), ("Content-Type", &ct)],
+        Some(body),
+    )
+}
+
+#[test]
+fn media_message_is_downloadable_by_the_receiver_only() {
+    let srv = unlimited(Backend::Sqlite, &[]);
+    let (alice, bob, carol) =
+        (user(&srv, "alice@example.org"), user(&srv, "bob@example.org"), user(&srv, "carol@example.org"));
+    let mut bob_ws = Ws::connect(&srv, &bob.token);
+    let r = post_media(&srv, &alice.token, &media_form(&bob.id, "look at this", PNG));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let m = r.json()["message"].clone();
+    assert_eq!(m["type"], "image");
+    assert_eq!(m["content"], "look at this");
+    assert_eq!(m["media"]["mime_type"], "image/png");
+    assert_eq!(m["media"]["size"], PNG.len());
+    let fid = m["media"]["file_id"].as_str().unwrap().to_string();
+    let f = bob_ws.expect("new_message", WAIT);
+    assert_eq!(f["data"]["message"]["media"]["file_id"], fid.as_str());
+    assert_eq!(scanned(&srv, &alice.token, &fid), "clean");
+    let dl = |t: &str| {
+        srv.request("GET", &format!("/api/files/download/{fid}"), &[("Authorization", &format!("Bearer {t}"))], None)
+    };
+    let got = dl(&bob.token);
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.body, PNG);
+    dl(&carol.token).assert_error(404, "file_not_found");
+    // The history shows the media.
+    let h = get(&srv, &format!("/api/messages/{}", alice.id), &bob.token).json();
+    assert_eq!(h["messages"][0]["media"]["file_id"], fid.as_str());
+    // Refused: no receiver, unknown receiver; neither leaves a file or a message behind.
+    let files_before = srv.db.sql("SELECT count(*) FROM files");
+    let no_receiver = multipart("dot.png", "image/png", PNG, None);
+    post_media(&srv, &alice.token, &no_receiver).assert_error(400, "invalid_input");
+    post_media(&srv, &alice.token, &media_form("0190-nobody", "", PNG)).assert_error(404, "user_not_found");
+    assert_eq!(srv.db.sql("SELECT count(*) FROM files"), files_before);
+    assert_eq!(srv.db.sql("SELECT count(*) FROM messages"), "1");
+}
+
+#[test]
+fn typing_and_presence_reach_the_right_user_only() {
+    let srv = unlimited(
+        Backend::Sqlite,
+        &[("SECCOLLAB_REALTIME__TYPING_EXPIRY_SECS", "1"), ("SECCOLLAB_REALTIME__PRESENCE_GRACE_SECS", "1")],
+    );
+    let (alice, bob, carol) =
+        (user(&srv, "alice@example.org"), user(&srv, "bob@example.org"), user(&srv, "carol@example.org"));
+    send_text(&srv, &alice, &bob, "we are contacts now");
+    let mut bob_ws = Ws::connect(&srv, &bob.token);
+    let mut carol_ws = Ws::connect(&srv, &carol.token);
+    bob_ws.drain(&[], Duration::from_millis(300));
+    let mut alice_ws = Ws::connect(&srv, &alice.token);
+    // Alice comes online: her contact Bob is told, Carol (no contact) is not.
+    let p = bob_ws.expect("presence_update", WAIT);
+    assert_eq!(p["data"], json!({"user_id": alice.id, "status": "online"}));
+    // And Alice learns that Bob is online.
+    let p = alice_ws.expect("presence_update", WAIT);
+    assert_eq!(p["data"], json!({"user_id": bob.id, "status": "online"}));
+    alice_ws.send(json!({"event": "typing_start", "data": {"to": bob.id}}));
+    let t = bob_ws.expect("typing_start", WAIT);
+    assert_eq!(t["data"], json!({"user_id": alice.id}));
+    assert!(t.get("seq").is_none(), "typing is not stored");
+    // Not refreshed: it ends by itself.
+    let t = bob_ws.expect("typing_stop", Duration::from_secs(5));
+    assert_eq!(t["data"], json!({"user_id": alice.id}));
+    // Away, then gone (after the grace period).
+    alice_ws.send(json!({"event": "user_away", "data": {}}));
+    assert_eq!(bob_ws.expect("presence_update", WAIT)["data"]["status"], "away");
+    alice_ws.close();
+    assert_eq!(bob_ws.expect("presence_update", WAIT)["data"], json!({"user_id": alice.id, "status": "offline"}));
+    let carol_saw = carol_ws.drain(&["presence_update", "typing_start", "typing_stop"], Duration::from_millis(500));
+    assert!(carol_saw.is_empty(), "carol is nobody's contact: {carol_saw:?}");
+    // Bad frames get an error frame, not a dropped connection.
+    carol_ws.send(json!({"event": "typing_start", "data": {}}));
+    assert_eq!(carol_ws.expect("error", WAIT)["data"]["code"], "invalid_frame");
+    carol_ws.send(json!({"event": "no_such_thing"}));
+    assert_eq!(carol_ws.expect("error", WAIT)["data"]["code"], "unknown_event");
+    carol_ws.send(json!({"event": "ping"}));
+    carol_ws.expect("pong", WAIT);
+}
+
+#[test]
+fn unauthenticated_and_revoked_connections_are_refused() {
+    let srv = open_server(Backend::Sqlite);
+    let bob = user(&srv, "bob@example.org");
+    let status = |r: Result<Ws, Box<tungstenite::Error>>| match r.map_err(|e| *e) {
+        Err(tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("connection accepted"),
+    };
+    assert_eq!(status(Ws::open(&srv, "")), 401);
+    assert_eq!(status(Ws::open(&srv, "?token=abc.def.ghi")), 401);
+    assert_eq!(status(Ws::open(&srv, &format!("?token={}&after=-3", bob.token))), 400);
+    // A live connection is closed when its session is revoked (logout).
+    let mut live = Ws::connect(&srv, &bob.token);
+    let r = post(&srv, "/api/auth/logout", Some(&bob.token), json!({}));
+    assert!(r.status == 204 || r.status == 200, "{}", r.text());
+    let (code, _) = live.until_closed(WAIT);
+    assert_eq!(code, Some(4401), "closed as session_revoked");
+    assert_eq!(status(Ws::open(&srv, &format!("?token={}", bob.token))), 401);
+}
+
+#[test]
+fn a_client_that_never_reads_is_cut_off_while_others_keep_flowing() {
+    let srv = unlimited(
+        Backend::Sqlite,
+        &[
+            ("SECCOLLAB_REALTIME__WRITE_TIMEOUT_SECS", "2"),
+            ("SECCOLLAB_REALTIME__QUEUE_CAPACITY", "16"),
+            ("SECCOLLAB_MESSAGES__MAX_CONTENT_CHARS", "200000"),
+        ],
+    );
+    let (alice, bob) = (user(&srv, "alice@example.org"), user(&srv, "bob@example.org"));
+    let mut stalled = Ws::connect(&srv, &bob.token); // never reads until the end
+    let mut reader = Ws::connect(&srv, &bob.token);
+    let big = "z".repeat(150_000);
+    let n = 200; // 30 MB: far more than the socket buffers hold
+    let reader_thread = std::thread::spawn(move || {
+        let got = reader.drain(&["new_message"], Duration::from_secs(5));
+        got.iter().map(|f| f["seq"].as_i64().unwrap()).collect::<Vec<i64>>()
+    });
+    for _ in 0..n {
+        send_text(&srv, &alice, &bob, &big);
+    }
+    let seqs = reader_thread.join().unwrap();
+    assert_eq!(seqs.len(), n, "the reading device got everything");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "in order, once");
+    let (_, frames) = stalled.until_closed(Duration::from_secs(30));
+    assert!(frames < n, "the stalled client was cut off (it got {frames} of {n})");
+}
+
+#[test]
+fn two_nodes_on_one_postgres_deliver_in_order_once() {
+    let a = unlimited(Backend::Postgres, &[]);
+    let b = a.start_peer(&[("SECCOLLAB_MESSAGES__SEND_RATE_PER_SEC", "0")]);
+    let (alice, bob) = (user(&a, "alice@example.org"), user(&a, "bob@example.org"));
+    let mut bob_on_a = Ws::connect(&a, &bob.token);
+    bob_on_a.drain(&[], Duration::from_millis(300));
+    // Sent through node B (the token from node A works there: shared keys and database).
+    for i in 0..50 {
+        send_text(&b, &alice, &bob, &format!("via b {i}"));
+    }
+    let got = bob_on_a.drain(&["new_message"], Duration::from_secs(2));
+    let contents: Vec<&str> = got.iter().map(|f| f["data"]["message"]["content"].as_str().unwrap()).collect();
+    let expected: Vec<String> = (0..50).map(|i| format!("via b {i}")).collect();
+    assert_eq!(contents, expected);
+    let seqs: Vec<i64> = got.iter().map(|f| f["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    // Typing crosses nodes too.
+    let mut alice_on_b = Ws::connect(&b, &alice.token);
+    alice_on_b.send(json!({"event": "typing_start", "data": {"to": bob.id}}));
+    assert_eq!(bob_on_a.expect("typing_start", WAIT)["data"]["user_id"], alice.id.as_str());
+    let _ = SEC;
+}
