@@ -58,23 +58,21 @@ fn start(n: usize) -> (Server, Vec<String>, Vec<String>) {
     let mut tokens = Vec::with_capacity(n);
     {
         let mut conn = state.db.get().unwrap();
-        seccollab::db::write_transaction(&mut conn, |c| -> Result<(), seccollab::db::DbError> {
-            for i in 0..n {
-                let u = seccollab::auth::users::create(
-                    c,
-                    &format!("user{i}@bench.example"),
-                    &format!("User {i}"),
-                    None,
-                    seccollab::auth::users::Role::User,
-                )
-                .map_err(|e| seccollab::db::DbError::Task(e.to_string()))?;
-                let (s, _) = seccollab::auth::sessions::create(c, &state.keys.master, &u.id, 3600, None, None)?;
-                tokens.push(seccollab::auth::tokens::issue(&state.keys.jwt_signing, &u.id, &s.id, 900));
-                ids.push(u.id);
-            }
-            Ok(())
-        })
-        .unwrap();
+        // One commit per user (both calls open their own transactions): ~10k small commits.
+        let c = &mut *conn;
+        for i in 0..n {
+            let u = seccollab::auth::users::create(
+                c,
+                &format!("user{i}@bench.example"),
+                &format!("User {i}"),
+                None,
+                seccollab::auth::users::Role::User,
+            )
+            .expect("create user");
+            let (s, _) = seccollab::auth::sessions::create(c, &state.keys.master, &u.id, 3600, None, None).unwrap();
+            tokens.push(seccollab::auth::tokens::issue(&state.keys.jwt_signing, &u.id, &s.id, 900));
+            ids.push(u.id);
+        }
     }
     state.events.shutdown_blocking();
     state.audit.shutdown_blocking();

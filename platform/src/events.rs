@@ -12,6 +12,7 @@
 //! data is stored, as `POST /api/messages/send` does) or only for queue space
 //! ([`EventBus::publish_to`]); [`EventBus::shutdown`] commits whatever is queued.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -257,7 +258,10 @@ fn commit_with_retry(
                 }
             },
         };
-        match commit_once(c, node_id, jobs) {
+        let gate = crate::db::writer_gate(c);
+        let result = commit_once(c, node_id, jobs);
+        drop(gate);
+        match result {
             Ok(d) => return Ok(d),
             Err(e) => {
                 last = e.to_string();
@@ -283,6 +287,20 @@ fn commit_with_retry(
 fn commit_once(conn: &mut DbConnection, node_id: &str, jobs: &[&Job]) -> Result<Delivery, DbError> {
     let now = crate::time::now_micros();
     let delivery = write_transaction(conn, |c| -> Result<Delivery, DbError> {
+        // One counter update per user per batch (not per event): reserve each user's seqs.
+        let mut need: HashMap<&str, i64> = HashMap::new();
+        for job in jobs {
+            for ev in &job.events {
+                for user in &ev.to {
+                    *need.entry(user.as_str()).or_default() += 1;
+                }
+            }
+        }
+        let mut next: HashMap<&str, i64> = HashMap::with_capacity(need.len());
+        for (user, n) in need {
+            let last = store::reserve(c, user, n)?;
+            next.insert(user, last - n + 1);
+        }
         let mut out = Vec::new();
         for job in jobs {
             if let Some(rows) = &job.rows {
@@ -291,7 +309,7 @@ fn commit_once(conn: &mut DbConnection, node_id: &str, jobs: &[&Job]) -> Result<
             for ev in &job.events {
                 let data: Arc<str> = ev.data.to_string().into();
                 for user in &ev.to {
-                    let seq = store::next_seq(c, user)?;
+                    let seq = next.get_mut(user.as_str()).map(|s| std::mem::replace(s, *s + 1)).unwrap_or_default();
                     store::insert(c, user, seq, ev.name, &data, now)?;
                     out.push((user.clone(), seq, ev.name, data.clone()));
                 }

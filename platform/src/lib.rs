@@ -51,6 +51,7 @@ pub struct AppState {
     /// Identifies this process among the nodes sharing a PostgreSQL database.
     pub node_id: String,
     pub send_limiter: Arc<messages::SendLimiter>,
+    pub active_users: Arc<messages::ActiveUsers>,
 }
 
 impl AppState {
@@ -183,6 +184,7 @@ pub fn open_state(cfg: Config) -> Result<AppState, StartError> {
         hub,
         node_id,
         send_limiter,
+        active_users: Arc::new(messages::ActiveUsers::default()),
     };
     files::collect_orphans(&state).map_err(StartError::Storage)?;
     Ok(state)
@@ -197,6 +199,7 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     security::scan_routes::reload_on_sighup(state.clone());
     files::start_scrub(state.clone(), state.config.files.scrub_interval_hours);
     realtime::start_retention(state.clone());
+    state.db.start_checkpointer();
     if state.db.backend() == db::Backend::Postgres {
         let url = state.config.database_url();
         realtime::notify::start_listener(state.db.clone(), url, state.hub.clone(), state.node_id.clone());

@@ -314,6 +314,24 @@ both_backends!(permission_matrix, |b: Backend| {
     download(&srv, &s, &id, None).assert_error(404, "file_not_found");
     download(&srv, &admin, &id, None).assert_error(404, "file_not_found");
 
+    // The file's discussion: owner and live shares (view or download) read and post; an
+    // expired share, a stranger and an admin see a file that does not exist.
+    let mpath = format!("/api/files/{id}/messages");
+    for (who, tok) in [("owner", &o), ("viewer", &v), ("loader", &l)] {
+        let r = post(&srv, &mpath, Some(tok), json!({"content": format!("{who} was here")}));
+        assert_eq!(r.status, 201, "{who}: {}", r.text());
+    }
+    for tok in [&o, &v, &l] {
+        let list = get(&srv, &mpath, tok).json();
+        let said: Vec<&str> =
+            list["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+        assert_eq!(said, ["owner was here", "viewer was here", "loader was here"]);
+    }
+    for tok in [&e, &s, &admin] {
+        get(&srv, &mpath, tok).assert_error(404, "file_not_found");
+        post(&srv, &mpath, Some(tok), json!({"content": "hello?"})).assert_error(404, "file_not_found");
+    }
+
     // Shared lists.
     let sv = get(&srv, "/api/files/shared", &v).json();
     assert_eq!(sv["files"][0]["id"], id.as_str());

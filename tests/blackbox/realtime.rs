@@ -484,3 +484,55 @@ fn two_nodes_on_one_postgres_deliver_in_order_once() {
     assert_eq!(bob_on_a.expect("typing_start", WAIT)["data"]["user_id"], alice.id.as_str());
     let _ = SEC;
 }
+
+#[test]
+fn file_events_reach_the_owner_the_sharee_and_admins() {
+    let srv = unlimited(Backend::Sqlite, &[]);
+    let admin_tok = crate::auth::admin_token(&srv);
+    let (owner, friend, other) =
+        (user(&srv, "owner@example.org"), user(&srv, "friend@example.org"), user(&srv, "other@example.org"));
+    let mut admin_ws = Ws::connect(&srv, &admin_tok);
+    let mut owner_ws = Ws::connect(&srv, &owner.token);
+    let mut friend_ws = Ws::connect(&srv, &friend.token);
+    let mut other_ws = Ws::connect(&srv, &other.token);
+    // Upload: the owner hears of it, then of the scan verdict.
+    let f = upload(&srv, &owner.token, "notes.txt", b"plain notes");
+    let fid = f["file_id"].as_str().unwrap().to_string();
+    let up = owner_ws.expect("file_update", WAIT);
+    assert_eq!(
+        (up["data"]["change"].as_str(), up["data"]["file"]["id"].as_str()),
+        (Some("uploaded"), Some(fid.as_str()))
+    );
+    let scan = owner_ws.expect("file_update", WAIT);
+    assert_eq!(
+        (scan["data"]["change"].as_str(), scan["data"]["scan_status"].as_str()),
+        (Some("scanned"), Some("clean"))
+    );
+    // Share: the friend is told, with the permission.
+    let r = post(
+        &srv,
+        "/api/files/share",
+        Some(&owner.token),
+        json!({"file_id": fid, "user_ids": [friend.id], "permissions": "view"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sh = friend_ws.expect("file_share", WAIT);
+    assert_eq!(
+        (sh["data"]["file"]["id"].as_str(), sh["data"]["permissions"].as_str()),
+        (Some(fid.as_str()), Some("view"))
+    );
+    // Malware: quarantined, and every admin gets a security_alert; users do not.
+    let bad = upload(&srv, &owner.token, "eicar.txt", crate::files::EICAR.as_bytes());
+    let bad_id = bad["file_id"].as_str().unwrap().to_string();
+    assert_eq!(scanned(&srv, &owner.token, &bad_id), "quarantined");
+    let alert = admin_ws.expect("security_alert", WAIT);
+    assert_eq!(alert["data"]["kind"], "malware_detected");
+    assert_eq!(alert["data"]["subject"], json!({"type": "file", "id": bad_id}));
+    assert!(alert["seq"].as_i64().is_some(), "alerts are stored for resume");
+    for (name, ws) in [("owner", &mut owner_ws), ("friend", &mut friend_ws)] {
+        let seen = ws.drain(&["security_alert"], Duration::from_millis(300));
+        assert!(seen.is_empty(), "{name} must not get admin alerts");
+    }
+    let other_seen = other_ws.drain(&["security_alert", "file_update", "file_share"], Duration::from_millis(300));
+    assert!(other_seen.is_empty(), "other has nothing to do with these files: {other_seen:?}");
+}

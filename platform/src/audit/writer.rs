@@ -235,7 +235,10 @@ fn commit_with_retry(
             }
         }
         let c = conn.as_mut().expect("connection present");
-        match commit_batch(c, entries) {
+        let gate = crate::db::writer_gate(c);
+        let result = commit_batch(c, entries);
+        drop(gate);
+        match result {
             Ok(()) => return Ok(()),
             Err(e) => {
                 last = e.to_string();

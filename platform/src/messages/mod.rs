@@ -160,6 +160,34 @@ pub fn contacts(conn: &mut DbConnection, user: &str) -> QueryResult<Vec<String>>
     Ok(set.into_iter().collect())
 }
 
+/// A few seconds' memory of which accounts are active, so a busy sender does not pay a
+/// database round trip per message. Disabling an account reaches messaging within [`ActiveUsers::TTL`];
+/// a deleted account is still refused by the foreign key when the message is stored.
+#[derive(Debug, Default)]
+pub struct ActiveUsers {
+    map: Mutex<HashMap<String, (Instant, bool)>>,
+}
+
+impl ActiveUsers {
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+    pub async fn check(&self, db: &crate::db::Db, id: &str) -> Result<bool, crate::db::DbError> {
+        if let Some((at, ok)) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+            if at.elapsed() < Self::TTL {
+                return Ok(*ok);
+            }
+        }
+        let uid = id.to_string();
+        let ok = db.q(move |c| active_user(c, &uid)).await?;
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 100_000 {
+            map.retain(|_, (at, _)| at.elapsed() < Self::TTL);
+        }
+        map.insert(id.to_string(), (Instant::now(), ok));
+        Ok(ok)
+    }
+}
+
 /// Per-user send rate: `rate` messages per second on average, bursts of `burst`.
 #[derive(Debug)]
 pub struct SendLimiter {

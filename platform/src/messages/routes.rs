@@ -69,8 +69,7 @@ pub async fn receiver(state: &AppState, sender: &str, receiver_id: &str) -> ApiR
     if receiver_id == sender {
         return Err(ApiError::invalid("receiver_id", "you cannot send a message to yourself"));
     }
-    let id = receiver_id.to_string();
-    if !state.db.q(move |c| super::active_user(c, &id)).await? {
+    if !state.active_users.check(&state.db, receiver_id).await? {
         return Err(ApiError::new(Status::NotFound, "user_not_found", "no such user"));
     }
     Ok(())

@@ -23,18 +23,25 @@ impl StoredEvent {
     }
 }
 
-/// Hands out the next `seq` of `user`. Call inside a write transaction: the counter row stays
-/// locked until commit, so another writer of the same user's events (on any node) waits, and
-/// every user's seqs are gapless and committed in order.
-pub fn next_seq(conn: &mut DbConnection, user: &str) -> QueryResult<i64> {
-    let updated = diesel::update(ec::table.find(user)).set(ec::last_seq.eq(ec::last_seq + 1)).execute(conn)?;
-    if updated == 0 {
-        // First event of this user. Two nodes racing here make one transaction fail on the
-        // primary key; the writer retries the batch and then takes the update path.
-        diesel::insert_into(ec::table).values((ec::user_id.eq(user), ec::last_seq.eq(1i64))).execute(conn)?;
-        return Ok(1);
+/// Reserves the next `n` seqs of `user` and returns the last of them (the first is
+/// `last - n + 1`). Call inside a write transaction: the counter row stays locked until commit,
+/// so another writer of the same user's events (on any node) waits, and every user's seqs are
+/// gapless and committed in order.
+pub fn reserve(conn: &mut DbConnection, user: &str, n: i64) -> QueryResult<i64> {
+    let last: Option<i64> = diesel::update(ec::table.find(user))
+        .set(ec::last_seq.eq(ec::last_seq + n))
+        .returning(ec::last_seq)
+        .get_result(conn)
+        .optional()?;
+    match last {
+        Some(l) => Ok(l),
+        None => {
+            // First event of this user. Two nodes racing here make one transaction fail on
+            // the primary key; the writer retries and then takes the update path.
+            diesel::insert_into(ec::table).values((ec::user_id.eq(user), ec::last_seq.eq(n))).execute(conn)?;
+            Ok(n)
+        }
     }
-    ec::table.find(user).select(ec::last_seq).first(conn)
 }
 
 /// The last `seq` handed out to `user` (0 before the first event).
