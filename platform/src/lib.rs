@@ -199,7 +199,6 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     security::scan_routes::reload_on_sighup(state.clone());
     files::start_scrub(state.clone(), state.config.files.scrub_interval_hours);
     realtime::start_retention(state.clone());
-    state.db.start_checkpointer();
     if state.db.backend() == db::Backend::Postgres {
         let url = state.config.database_url();
         realtime::notify::start_listener(state.db.clone(), url, state.hub.clone(), state.node_id.clone());

@@ -60,7 +60,7 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqlitePragmas {
         if let DbConnection::Sqlite(c) = conn {
             c.batch_execute(&format!(
                 "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
-                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 8000;",
+                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
                 self.busy_timeout_ms
             ))
             .map_err(diesel::r2d2::Error::QueryError)?;
@@ -156,27 +156,6 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    /// SQLite: copies the WAL back into the database once a second on a thread of its own, so
-    /// the fsync of a checkpoint is not paid by whichever request commits the 1000th page
-    /// (automatic checkpoints remain as a backstop at 8000 pages).
-    pub fn start_checkpointer(&self) {
-        if self.backend != Backend::Sqlite {
-            return;
-        }
-        let pool = self.pool.clone();
-        let spawned = std::thread::Builder::new().name("wal-checkpoint".into()).spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(1));
-            if let Ok(mut c) = pool.get() {
-                if let Err(e) = c.batch_execute("PRAGMA wal_checkpoint(PASSIVE);") {
-                    tracing::debug!(error = %e, "WAL checkpoint skipped");
-                }
-            }
-        });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start the WAL checkpoint thread");
-        }
     }
 
     /// A connection for blocking code (CLI, background threads).
