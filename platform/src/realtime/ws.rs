@@ -127,8 +127,11 @@ impl Connection {
         if let Some(n) = after {
             self.resume(n).await;
         }
-        self.presence_changed().await;
-        self.send_contacts_presence().await;
+        // One contacts lookup serves both: announce this user, and show them their contacts.
+        let uid = self.user_id.clone();
+        let contacts = self.state.db.q(move |c| crate::messages::contacts(c, &uid)).await.unwrap_or_default();
+        announce_presence_to(&self.state, &self.user_id, Some(contacts.clone())).await;
+        self.send_contacts_presence(contacts).await;
         let rt = self.state.config.realtime.clone();
         let mut heartbeat = tokio::time::interval(Duration::from_secs(rt.heartbeat_secs.max(1)));
         heartbeat.tick().await;
@@ -451,9 +454,7 @@ impl Connection {
     }
 
     /// Tells this client which of its contacts are online or away now.
-    async fn send_contacts_presence(&mut self) {
-        let uid = self.user_id.clone();
-        let contacts = self.state.db.q(move |c| crate::messages::contacts(c, &uid)).await.unwrap_or_default();
+    async fn send_contacts_presence(&mut self, contacts: Vec<String>) {
         for c in contacts {
             let p = self.state.hub.presence(&c);
             if p != Presence::Offline {
@@ -473,12 +474,22 @@ fn error_frame(code: &str, message: &str) -> String {
 
 /// Pushes `presence_update` to the user's contacts when their presence changed.
 async fn announce_presence(state: &AppState, user: &str) {
+    announce_presence_to(state, user, None).await;
+}
+
+/// [`announce_presence`] with the contacts already looked up, if they were.
+async fn announce_presence_to(state: &AppState, user: &str, contacts: Option<Vec<String>>) {
     let p = state.hub.presence(user);
     if !state.hub.announce(user, p) {
         return;
     }
-    let uid = user.to_string();
-    let contacts = state.db.q(move |c| crate::messages::contacts(c, &uid)).await.unwrap_or_default();
+    let contacts = match contacts {
+        Some(c) => c,
+        None => {
+            let uid = user.to_string();
+            state.db.q(move |c| crate::messages::contacts(c, &uid)).await.unwrap_or_default()
+        }
+    };
     let f: Arc<str> = ephemeral("presence_update", json!({"user_id": user, "status": p.as_str()})).into();
     for c in &contacts {
         state.hub.deliver_ephemeral(c, &f);
