@@ -266,14 +266,18 @@ fn commit_with_retry(
             Err(e) => {
                 last = e.to_string();
                 // A failure that is the data's fault fails again: do not retry it.
+                // (`NotFound` is what a job's rows return when they refuse, e.g. access gone.)
                 if matches!(
                     e,
-                    DbError::Query(diesel::result::Error::DatabaseError(
-                        diesel::result::DatabaseErrorKind::ForeignKeyViolation
-                            | diesel::result::DatabaseErrorKind::CheckViolation
-                            | diesel::result::DatabaseErrorKind::NotNullViolation,
-                        _,
-                    ))
+                    DbError::Query(
+                        diesel::result::Error::NotFound
+                            | diesel::result::Error::DatabaseError(
+                                diesel::result::DatabaseErrorKind::ForeignKeyViolation
+                                    | diesel::result::DatabaseErrorKind::CheckViolation
+                                    | diesel::result::DatabaseErrorKind::NotNullViolation,
+                                _,
+                            )
+                    )
                 ) {
                     break;
                 }

@@ -128,7 +128,6 @@ impl Ws {
     }
 }
 
-const SEC: Duration = Duration::from_secs(1);
 const WAIT: Duration = Duration::from_secs(10);
 
 fn send_text(srv: &Server, from: &U, to: &U, content: &str) -> Value {
@@ -482,7 +481,6 @@ fn two_nodes_on_one_postgres_deliver_in_order_once() {
     let mut alice_on_b = Ws::connect(&b, &alice.token);
     alice_on_b.send(json!({"event": "typing_start", "data": {"to": bob.id}}));
     assert_eq!(bob_on_a.expect("typing_start", WAIT)["data"]["user_id"], alice.id.as_str());
-    let _ = SEC;
 }
 
 #[test]

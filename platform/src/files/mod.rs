@@ -226,13 +226,8 @@ pub fn unshare(conn: &mut DbConnection, file_id: &str, user_id: &str) -> QueryRe
     Ok(diesel::delete(fs_::table.filter(fs_::file_id.eq(file_id)).filter(fs_::user_id.eq(user_id))).execute(conn)? > 0)
 }
 
-/// Users who can see the file besides its owner (for events).
+/// Users who can see the file now besides its owner (unexpired shares): who hears of it.
 pub fn audience(conn: &mut DbConnection, file_id: &str) -> QueryResult<Vec<String>> {
-    fs_::table.filter(fs_::file_id.eq(file_id)).select(fs_::user_id).load(conn)
-}
-
-/// Users who can see the file now besides its owner (unexpired shares).
-pub fn live_audience(conn: &mut DbConnection, file_id: &str) -> QueryResult<Vec<String>> {
     let now = crate::time::now_micros();
     fs_::table
         .filter(fs_::file_id.eq(file_id))

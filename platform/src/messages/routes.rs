@@ -1,5 +1,6 @@
 //! `/api/messages/*` (direct messages) and `/api/files/{id}/messages` (file discussions).
 
+use diesel::{QueryDsl, RunQueryDsl};
 use rocket::http::Status;
 use rocket::serde::json::Json;
 use rocket::{get, post, routes, Route, State};
@@ -165,8 +166,6 @@ pub async fn conversation(
     Ok(Json(MessageList { messages, next_cursor }))
 }
 
-use diesel::{QueryDsl, RunQueryDsl};
-
 fn file_not_found() -> ApiError {
     ApiError::new(Status::NotFound, "file_not_found", "no such file, or it is not shared with you")
 }
@@ -224,7 +223,7 @@ pub async fn post_file_message(
         .db
         .q(move |c| {
             let Some((f, _)) = crate::files::visible(c, &fid, &uid)? else { return Ok(None) };
-            let mut to = crate::files::live_audience(c, &f.id)?;
+            let mut to = crate::files::audience(c, &f.id)?;
             to.push(f.owner_id);
             Ok(Some(to))
         })
