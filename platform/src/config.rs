@@ -159,6 +159,20 @@ pub struct SmtpConfig {
     pub username: String,
     /// Secret: redacted by `config check`.
     pub password: String,
+    /// Seconds for connecting and for each SMTP command.
+    pub timeout_secs: u64,
+    /// Delivery workers (each keeps its own pooled SMTP connection).
+    pub workers: usize,
+    /// First retry after a transient failure; doubles per attempt (with jitter) up to `retry_max_secs`.
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+    /// Attempts before a message is marked `failed`.
+    pub max_attempts: u32,
+    /// A message claimed by a worker that did not finish (crashed node) is retried after this
+    /// long. On SQLite (one node) claims are released at start instead.
+    pub claim_timeout_secs: u64,
+    /// Base URL of the web interface used in links of e-mails (empty: `http://address:port`).
+    pub public_url: String,
 }
 
 impl Default for SmtpConfig {
@@ -170,6 +184,13 @@ impl Default for SmtpConfig {
             from: "SecCollab <seccollab@localhost>".into(),
             username: String::new(),
             password: String::new(),
+            timeout_secs: 30,
+            workers: 2,
+            retry_base_secs: 30,
+            retry_max_secs: 3600,
+            max_attempts: 10,
+            claim_timeout_secs: 300,
+            public_url: String::new(),
         }
     }
 }
@@ -351,6 +372,29 @@ impl Config {
         {
             return bad("database.url", "must start with sqlite:// or postgres://");
         }
+        if !self.smtp.host.is_empty() {
+            if self.smtp.from.parse::<lettre::message::Mailbox>().is_err() {
+                return bad("smtp.from", "is not an e-mail address (e.g. `SecCollab <noreply@example.org>`)");
+            }
+            if self.smtp.workers == 0 || self.smtp.workers > 64 {
+                return bad("smtp.workers", "must be between 1 and 64");
+            }
+            if self.smtp.max_attempts == 0 {
+                return bad("smtp.max_attempts", "must be at least 1");
+            }
+            if self.smtp.retry_base_secs == 0 || self.smtp.retry_max_secs < self.smtp.retry_base_secs {
+                return bad("smtp.retry_base_secs / smtp.retry_max_secs", "need 0 < base <= max");
+            }
+            if self.smtp.timeout_secs == 0 || self.smtp.claim_timeout_secs <= self.smtp.timeout_secs {
+                return bad("smtp.timeout_secs / smtp.claim_timeout_secs", "need 0 < timeout < claim timeout");
+            }
+        }
+        if !self.smtp.public_url.is_empty()
+            && !self.smtp.public_url.starts_with("https://")
+            && !self.smtp.public_url.starts_with("http://")
+        {
+            return bad("smtp.public_url", "must start with http:// or https://");
+        }
         if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return bad("log.level", "is not a valid tracing filter (try `info`)");
         }
@@ -364,6 +408,15 @@ impl Config {
         } else {
             self.database.url.clone()
         }
+    }
+
+    /// Base URL for links in e-mails.
+    pub fn public_url(&self) -> String {
+        if !self.smtp.public_url.is_empty() {
+            return self.smtp.public_url.trim_end_matches('/').to_string();
+        }
+        let scheme = if self.server.tls_enabled() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.server.address, self.server.port)
     }
 
     pub fn keys_dir(&self) -> PathBuf {

@@ -38,7 +38,19 @@ pub struct Event {
 struct Job {
     rows: Option<Rows>,
     events: Vec<Event>,
-    ack: Option<oneshot::Sender<Result<(), String>>>,
+    ack: Option<oneshot::Sender<Result<(), CommitError>>>,
+}
+
+/// Why a job was not stored (nothing of it was).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// The job's own rows refused (returned `NotFound`: the thing they change is gone or no
+    /// longer in the state they expect). Retrying will not help.
+    #[error("refused: the record is gone or changed")]
+    Refused,
+    /// The database failed or the writer stopped.
+    #[error("{0}")]
+    Failed(String),
 }
 
 enum Cmd {
@@ -86,10 +98,19 @@ impl EventBus {
 
     /// Stores `rows` and `events` in one transaction, delivers the events, and returns once
     /// committed. An error means nothing of the job was stored.
-    pub async fn commit(&self, rows: Option<Rows>, events: Vec<Event>) -> Result<(), String> {
+    pub async fn commit(&self, rows: Option<Rows>, events: Vec<Event>) -> Result<(), CommitError> {
         let (ack, done) = oneshot::channel();
-        self.tx.send(Cmd::Job(Job { rows, events, ack: Some(ack) })).await.map_err(|_| "event writer stopped")?;
-        done.await.map_err(|_| "event writer stopped".to_string())?
+        let stopped = || CommitError::Failed("event writer stopped".into());
+        self.tx.send(Cmd::Job(Job { rows, events, ack: Some(ack) })).await.map_err(|_| stopped())?;
+        done.await.map_err(|_| stopped())?
+    }
+
+    /// [`EventBus::commit`] for blocking code (delivery workers).
+    pub fn commit_blocking(&self, rows: Option<Rows>, events: Vec<Event>) -> Result<(), CommitError> {
+        let (ack, done) = oneshot::channel();
+        let stopped = || CommitError::Failed("event writer stopped".into());
+        self.tx.blocking_send(Cmd::Job(Job { rows, events, ack: Some(ack) })).map_err(|_| stopped())?;
+        done.blocking_recv().map_err(|_| stopped())?
     }
 
     /// Queues an event for `to` without waiting for the commit (only for queue space).
@@ -242,7 +263,7 @@ fn commit_with_retry(
     conn: &mut Option<crate::db::PooledConn>,
     node_id: &str,
     jobs: &[&Job],
-) -> Result<Delivery, String> {
+) -> Result<Delivery, CommitError> {
     let mut last = String::new();
     for attempt in 0..COMMIT_ATTEMPTS {
         if attempt > 0 {
@@ -263,6 +284,7 @@ fn commit_with_retry(
         drop(gate);
         match result {
             Ok(d) => return Ok(d),
+            Err(DbError::Query(diesel::result::Error::NotFound)) => return Err(CommitError::Refused),
             Err(e) => {
                 last = e.to_string();
                 // A failure that is the data's fault fails again: do not retry it.
@@ -285,7 +307,7 @@ fn commit_with_retry(
             }
         }
     }
-    Err(last)
+    Err(CommitError::Failed(last))
 }
 
 fn commit_once(conn: &mut DbConnection, node_id: &str, jobs: &[&Job]) -> Result<Delivery, DbError> {

@@ -14,9 +14,11 @@ pub mod files;
 pub mod http;
 pub mod keys;
 pub mod messages;
+pub mod notify;
 pub mod openapi;
 pub mod realtime;
 pub mod rotation;
+pub mod schedules;
 pub mod security;
 pub mod system;
 pub mod time;
@@ -52,6 +54,8 @@ pub struct AppState {
     pub node_id: String,
     pub send_limiter: Arc<messages::SendLimiter>,
     pub active_users: Arc<messages::ActiveUsers>,
+    /// E-mail delivery workers (idle when `smtp.host` is empty).
+    pub mailer: Arc<notify::email::Mailer>,
 }
 
 impl AppState {
@@ -94,6 +98,8 @@ pub fn api_routes() -> Vec<Route> {
     r.extend(auth::admin_routes::routes());
     r.extend(files::routes::routes());
     r.extend(messages::routes::routes());
+    r.extend(schedules::routes::routes());
+    r.extend(notify::routes::routes());
     r.extend(security::alerts::routes());
     r.extend(security::scan_routes::routes());
     r
@@ -169,6 +175,7 @@ pub fn open_state(cfg: Config) -> Result<AppState, StartError> {
     let node_id = uuid::Uuid::now_v7().simple().to_string();
     let events = events::EventBus::start(db.clone(), hub.clone(), node_id.clone(), cfg.realtime.writer_queue);
     let send_limiter = Arc::new(messages::SendLimiter::new(cfg.messages.send_rate_per_sec, cfg.messages.send_burst));
+    let mailer = Arc::new(notify::email::Mailer::new(&cfg));
     let state = AppState {
         config: Arc::new(cfg),
         db,
@@ -185,6 +192,7 @@ pub fn open_state(cfg: Config) -> Result<AppState, StartError> {
         node_id,
         send_limiter,
         active_users: Arc::new(messages::ActiveUsers::default()),
+        mailer,
     };
     files::collect_orphans(&state).map_err(StartError::Storage)?;
     Ok(state)
@@ -199,11 +207,12 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     security::scan_routes::reload_on_sighup(state.clone());
     files::start_scrub(state.clone(), state.config.files.scrub_interval_hours);
     realtime::start_retention(state.clone());
+    notify::email::Mailer::start(&state);
     if state.db.backend() == db::Backend::Postgres {
         let url = state.config.database_url();
         realtime::notify::start_listener(state.db.clone(), url, state.hub.clone(), state.node_id.clone());
     }
-    let (hub, events) = (state.hub.clone(), state.events.clone());
+    let (hub, events, mailer) = (state.hub.clone(), state.events.clone(), state.mailer.clone());
     let rocket = build_rocket(state);
     let ignited = rocket.ignite().await.map_err(|e| StartError::Http(e.to_string()))?;
     let _ = audit
@@ -217,6 +226,8 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
         hub.close_all(); // WebSocket clients get a close frame and can reconnect elsewhere
     });
     let result = ignited.launch().await;
+    // Mail workers finish the message in hand; what is left stays queued for the next start.
+    let _ = tokio::task::spawn_blocking(move || mailer.shutdown()).await;
     events.shutdown().await;
     let _ = audit.append(NewAuditEntry::new("system.stop", Outcome::Success)).await;
     audit.shutdown().await;

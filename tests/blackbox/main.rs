@@ -10,3 +10,4 @@ mod cli;
 mod files;
 mod http_surface;
 mod realtime;
+mod schedules;

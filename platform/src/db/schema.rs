@@ -195,3 +195,78 @@ diesel::table! {
         created_at -> BigInt,
     }
 }
+
+diesel::table! {
+    /// Meetings; times in microseconds UTC; `sequence` is the iCalendar SEQUENCE.
+    schedules (id) {
+        id -> Text,
+        creator_id -> Text,
+        title -> Text,
+        description -> Text,
+        start_time -> BigInt,
+        end_time -> BigInt,
+        status -> Text,
+        sequence -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Who is invited to a meeting and what they answered.
+    schedule_participants (schedule_id, user_id) {
+        schedule_id -> Text,
+        user_id -> Text,
+        status -> Text,
+        responded_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// In-app notifications.
+    notifications (id) {
+        id -> Text,
+        user_id -> Text,
+        kind -> Text,
+        title -> Text,
+        body -> Text,
+        data -> Text,
+        created_at -> BigInt,
+        read_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// Per-user notification channels (no row: all on).
+    notification_preferences (user_id) {
+        user_id -> Text,
+        email -> Bool,
+        in_app -> Bool,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Durable e-mail outbox.
+    email_outbox (id) {
+        id -> Text,
+        message_id -> Text,
+        user_id -> Nullable<Text>,
+        to_addr -> Text,
+        to_name -> Text,
+        subject -> Text,
+        content -> Text,
+        kind -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> BigInt,
+        claimed_by -> Nullable<Text>,
+        claimed_at -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+        created_at -> BigInt,
+        sent_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::joinable!(schedule_participants -> schedules (schedule_id));
+diesel::allow_tables_to_appear_in_same_query!(schedules, schedule_participants, users);

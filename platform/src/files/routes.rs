@@ -505,14 +505,13 @@ pub async fn share(
             )
             .await;
     }
-    state
-        .events
-        .publish_to(
-            &req.user_ids,
-            "file_share",
-            json!({"file": FileView::from(&f), "shared_by": user.id, "permissions": req.permissions}),
-        )
-        .await;
+    // `file_share` event, in-app notification and e-mail (per the sharee's preferences), stored
+    // together. The shares themselves are committed already, so a failure here is logged only.
+    if let Err(e) =
+        crate::notify::file_shared(state, &FileView::from(&f), &user.id, &req.user_ids, &req.permissions).await
+    {
+        tracing::error!(error = %e, file_id = %f.id, "file-share notices not stored");
+    }
     Ok(Json(ShareResponse { shares: grants }))
 }
 

@@ -251,7 +251,7 @@ pub async fn post_file_message(
     });
     let ev = Event { to: audience, name: "file_message_update", data: json!({"file_id": file_id, "message": view}) };
     state.events.commit(Some(insert), vec![ev]).await.map_err(|e| {
-        if e.contains("Record not found") {
+        if e == crate::events::CommitError::Refused {
             return file_not_found();
         }
         tracing::error!(error = %e, "file message not stored");

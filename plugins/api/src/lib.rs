@@ -108,6 +108,65 @@ pub trait Scanner: Send + Sync {
     fn scan(&self, data: &[u8]) -> Result<ScanReport, String>;
 }
 
+/// Why a notifier could not deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyError {
+    /// Worth retrying later (connection refused, timeout, a 4xx SMTP reply, HTTP 5xx).
+    Transient(String),
+    /// Retrying will not help (a 5xx SMTP reply, an address that does not exist).
+    Permanent(String),
+}
+
+impl std::fmt::Display for NotifyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotifyError::Transient(m) => write!(f, "transient: {m}"),
+            NotifyError::Permanent(m) => write!(f, "permanent: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for NotifyError {}
+
+/// A file attached to a notification (an iCalendar invitation, say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub filename: String,
+    /// Full MIME type with parameters, e.g. `text/calendar; method=REQUEST; charset=UTF-8`.
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
+/// One rendered notification for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    /// Stable across retries (e-mail uses it as the Message-ID), so a receiver can drop a
+    /// duplicate delivered after a crash.
+    pub id: String,
+    /// What happened: `meeting_invitation`, `meeting_updated`, `meeting_cancelled`,
+    /// `file_share`, ...
+    pub kind: String,
+    pub user_id: Option<String>,
+    /// Channel address of the recipient (an e-mail address for e-mail).
+    pub address: String,
+    pub display_name: String,
+    /// One line, no control characters.
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    pub attachments: Vec<Attachment>,
+}
+
+/// Delivers notifications on one channel (`email`, `in_app`, `webhook`, ...). The host calls
+/// [`Notifier::deliver`] from its delivery workers, retries [`NotifyError::Transient`] failures
+/// with back-off and gives up on [`NotifyError::Permanent`] ones. Calls are blocking.
+pub trait Notifier: Send + Sync {
+    fn name(&self) -> &str;
+    /// The channel this notifier serves.
+    fn channel(&self) -> &str;
+    fn deliver(&self, message: &Outbound) -> Result<(), NotifyError>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
