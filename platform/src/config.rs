@@ -173,6 +173,9 @@ pub struct SmtpConfig {
     pub claim_timeout_secs: u64,
     /// Base URL of the web interface used in links of e-mails (empty: `http://address:port`).
     pub public_url: String,
+    /// PEM file with an extra CA to trust for the SMTP server's certificate (an internal CA);
+    /// the system roots are trusted as well.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for SmtpConfig {
@@ -191,6 +194,7 @@ impl Default for SmtpConfig {
             max_attempts: 10,
             claim_timeout_secs: 300,
             public_url: String::new(),
+            ca_file: None,
         }
     }
 }
@@ -384,6 +388,11 @@ impl Config {
             }
             if self.smtp.retry_base_secs == 0 || self.smtp.retry_max_secs < self.smtp.retry_base_secs {
                 return bad("smtp.retry_base_secs / smtp.retry_max_secs", "need 0 < base <= max");
+            }
+            if let Some(ca) = &self.smtp.ca_file {
+                if std::fs::metadata(ca).is_err() {
+                    return bad("smtp.ca_file", "cannot be read");
+                }
             }
             if self.smtp.timeout_secs == 0 || self.smtp.claim_timeout_secs <= self.smtp.timeout_secs {
                 return bad("smtp.timeout_secs / smtp.claim_timeout_secs", "need 0 < timeout < claim timeout");

@@ -22,6 +22,11 @@ pub struct Sink {
     pub port: u16,
     child: Option<Child>,
     delay: f64,
+    /// `--tls MODE --ca-out FILE --auth USER:PASSWORD` when asked for.
+    extra: Vec<String>,
+    /// The CA a TLS sink's certificate chains to (outside `dir`, which holds messages only).
+    pub ca: Option<PathBuf>,
+    _ca_dir: tempfile::TempDir,
 }
 
 fn python() -> String {
@@ -30,7 +35,24 @@ fn python() -> String {
 
 impl Sink {
     pub fn start(delay: f64) -> Sink {
-        let mut s = Sink { dir: tempfile::tempdir().unwrap(), port: 0, child: None, delay };
+        Self::start_with(delay, None, None)
+    }
+
+    /// A sink that speaks TLS (`starttls` or `tls`) with a throw-away CA, optionally requiring
+    /// AUTH with `user:password`.
+    pub fn start_with(delay: f64, tls: Option<&str>, auth: Option<&str>) -> Sink {
+        let ca_dir = tempfile::tempdir().unwrap();
+        let mut extra = Vec::new();
+        let mut ca = None;
+        if let Some(mode) = tls {
+            let path = ca_dir.path().join("ca.pem");
+            extra.extend(["--tls".into(), mode.into(), "--ca-out".into(), path.to_str().unwrap().into()]);
+            ca = Some(path);
+        }
+        if let Some(a) = auth {
+            extra.extend(["--auth".into(), a.into()]);
+        }
+        let mut s = Sink { dir: tempfile::tempdir().unwrap(), port: 0, child: None, delay, extra, ca, _ca_dir: ca_dir };
         s.spawn();
         s
     }
@@ -40,6 +62,7 @@ impl Sink {
         cmd.arg(repo_root().join("tests/support/smtp_sink.py"))
             .args(["--dir", self.dir.path().to_str().unwrap(), "--port", &self.port.to_string()])
             .args(["--delay", &self.delay.to_string()])
+            .args(&self.extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("start the SMTP sink (python3 with aiosmtpd; ./tests/run installs it)");
@@ -392,7 +415,10 @@ both_backends!(smtp_outage_delays_but_loses_and_duplicates_nothing, |b| {
 
 #[test]
 fn kill_9_mid_delivery_then_restart_sends_each_email_exactly_once() {
-    // Slow SMTP server (0.3 s per message): the kill lands while messages are in flight.
+    // Slow SMTP server (0.3 s per recipient), so transactions are open long enough to kill the
+    // sender in the middle of one. (A kill in the instant between the server's final 250 and
+    // the commit of `sent` would duplicate that one e-mail, with the same Message-ID: no SMTP
+    // client can close that window; see docs/notifications.md.)
     let sink = Sink::start(0.3);
     let mut srv = start(Backend::Sqlite, &sink);
     let alice = user(&srv, "alice@example.org");
@@ -403,6 +429,14 @@ fn kill_9_mid_delivery_then_restart_sends_each_email_exactly_once() {
     }
     let total = 4 * 6;
     sink.wait_for(3, Duration::from_secs(30));
+    // Kill while the SMTP server holds a transaction open (it marks that with `inflight`): the
+    // e-mail in hand was claimed but not delivered, others are claimed and waiting.
+    let marker = sink.dir.path().join("inflight");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "no SMTP transaction in progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     srv.kill9();
     let before = sink.messages().len();
     assert!(before < total, "all {total} e-mails went out before the kill; the test proves nothing");
@@ -560,3 +594,69 @@ both_backends!(changes_reinvite_and_preferences_are_honoured, |b| {
     assert_eq!(n["notifications"][0]["data"]["file_id"], fid);
     assert_eq!(r.status, 200);
 });
+
+#[test]
+fn starttls_and_tls_with_authentication_deliver_and_bad_credentials_fail_visibly() {
+    for mode in ["starttls", "tls"] {
+        let sink = Sink::start_with(0.0, Some(mode), Some("mailer:s3cret-pass"));
+        let ca = sink.ca.clone().unwrap();
+        let mut env = sink.env();
+        env.retain(|(k, _)| k != "SECCOLLAB_SMTP__TLS");
+        env.extend([
+            ("SECCOLLAB_SMTP__TLS".to_string(), mode.to_string()),
+            ("SECCOLLAB_SMTP__CA_FILE".to_string(), ca.to_str().unwrap().to_string()),
+            ("SECCOLLAB_SMTP__USERNAME".to_string(), "mailer".to_string()),
+            ("SECCOLLAB_SMTP__PASSWORD".to_string(), "s3cret-pass".to_string()),
+        ]);
+        let e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let srv = Server::start_with(TestDb::new(Backend::Sqlite), &e);
+        let (alice, bob) = (user(&srv, "alice@example.org"), user(&srv, "bob@example.org"));
+        assert_eq!(meeting(&srv, &alice, "Encrypted hop", &[&bob]).status, 201);
+        let m = sink.wait_for(1, WAIT);
+        assert_eq!(m[0]["rcpt_tos"], json!(["bob@example.org"]), "{mode}");
+        drop(srv);
+
+        // Wrong password: the server refuses (535, permanent) → `failed` at once, audited, and
+        // bob hears of it in the app instead.
+        for (k, v) in env.iter_mut() {
+            if k == "SECCOLLAB_SMTP__PASSWORD" {
+                *v = "wrong".into();
+            }
+        }
+        let e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let srv = Server::start_with(TestDb::new(Backend::Sqlite), &e);
+        let (alice, bob) = (user(&srv, "alice@example.org"), user(&srv, "bob@example.org"));
+        assert_eq!(meeting(&srv, &alice, "Doomed", &[&bob]).status, 201);
+        let admin = admin_token(&srv);
+        let deadline = Instant::now() + WAIT;
+        let failed = loop {
+            let o = get(&srv, "/api/admin/email/outbox?status=failed", &admin).json();
+            if let Some(m) = o["messages"].as_array().unwrap().first() {
+                break m.clone();
+            }
+            assert!(Instant::now() < deadline, "the e-mail never failed: {o}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(failed["attempts"], 1, "an authentication failure is not retried");
+        assert!(failed["last_error"].as_str().unwrap().contains("535"), "{failed}");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let n = get(&srv, "/api/notifications", &bob.token).json();
+            let kinds: Vec<&str> =
+                n["notifications"].as_array().unwrap().iter().map(|x| x["kind"].as_str().unwrap()).collect();
+            if kinds.contains(&"email_failed") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no fallback notice: {kinds:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let audit = get(&srv, "/api/admin/logs?action=notification.delivery_failed", &admin).json();
+        assert_eq!(audit["entries"].as_array().unwrap().len(), 1, "{audit}");
+        // An admin can queue it again (it fails again: the password is still wrong).
+        let id = failed["id"].as_str().unwrap();
+        let r = post(&srv, &format!("/api/admin/email/outbox/{id}/retry"), Some(&admin), json!({}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["message"]["status"], "queued");
+        assert_eq!(sink.messages().len(), 1, "nothing got through with the wrong password");
+    }
+}

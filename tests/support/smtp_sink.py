@@ -7,10 +7,14 @@ headers, text and HTML bodies as Python's own `email` package parses them, and e
 parsers read, not what SecCollab meant to write.
 
   smtp_sink.py --dir D [--port P] [--delay SECONDS] [--reject-rcpt ADDR]...
+               [--tls starttls|tls --ca-out FILE] [--auth USER:PASSWORD]
 
-Prints `listening on PORT` when ready. `--delay` holds each message for that long after its
-data arrived and accepts it only if the client is still connected (an MTA that has not said 250
-has not taken the message), which gives a test a window to kill a sender mid-delivery.
+With `--tls` it makes a throw-away CA and a certificate for 127.0.0.1 (the `trustme` package),
+writes the CA to `--ca-out` for the client to trust, and requires STARTTLS (`starttls`) or speaks
+TLS from the first byte (`tls`). With `--auth` it requires AUTH PLAIN/LOGIN with those
+credentials (over TLS only). `--delay` holds each recipient (RCPT TO) for that long before answering, as a slow server or a
+slow recipient check would, and marks the transaction in progress with a file `<dir>/inflight`
+while it waits: a test can kill the sender mid-transaction, before the message data was sent.
 """
 import argparse
 import asyncio
@@ -63,16 +67,22 @@ class Sink:
         self.counter = itertools.count(max(existing, default=0) + 1)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.delay:
+            marker = os.path.join(self.folder, "inflight")
+            open(marker, "w").close()
+            try:
+                await asyncio.sleep(self.delay)
+            finally:
+                try:
+                    os.remove(marker)
+                except FileNotFoundError:
+                    pass
         if address in self.reject:
             return "550 5.1.1 no such mailbox"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        if self.delay:
-            await asyncio.sleep(self.delay)
-            if server.transport is None or server.transport.is_closing():
-                return "451 4.3.0 client went away"
         raw = envelope.original_content or envelope.content
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         info = {
@@ -110,9 +120,33 @@ class Sink:
         return "250 2.0.0 accepted"
 
 
+class Authenticator:
+    def __init__(self, user, password):
+        self.user, self.password = user.encode(), password.encode()
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+        ok = isinstance(auth_data, LoginPassword) and auth_data.login == self.user and auth_data.password == self.password
+        return AuthResult(success=ok, handled=False)
+
+
 class QuietController(Controller):
+    def __init__(self, handler, starttls_context=None, authenticator=None, **kw):
+        self.starttls_context = starttls_context
+        self.authenticator = authenticator
+        # With implicit TLS aiosmtpd does not know the socket is encrypted, so it would never
+        # offer AUTH if told to require TLS for it.
+        self.implicit_tls = kw.get("ssl_context") is not None
+        super().__init__(handler, **kw)
+
     def factory(self):
-        return SMTP(self.handler, data_size_limit=64 * 1024 * 1024, enable_SMTPUTF8=True, timeout=30)
+        extra = {}
+        if self.starttls_context is not None:
+            extra.update(tls_context=self.starttls_context, require_starttls=True)
+        if self.authenticator is not None:
+            extra.update(authenticator=self.authenticator, auth_required=True,
+                         auth_require_tls=not self.implicit_tls)
+        return SMTP(self.handler, data_size_limit=64 * 1024 * 1024, enable_SMTPUTF8=True, timeout=30, **extra)
 
 
 def main():
@@ -121,6 +155,9 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--reject-rcpt", action="append", default=[])
+    ap.add_argument("--tls", choices=["starttls", "tls"])
+    ap.add_argument("--ca-out")
+    ap.add_argument("--auth")
     a = ap.parse_args()
     os.makedirs(a.dir, exist_ok=True)
     port = a.port
@@ -130,7 +167,23 @@ def main():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         s.close()
-    ctl = QuietController(Sink(a.dir, a.delay, a.reject_rcpt), hostname="127.0.0.1", port=port)
+    kw = {}
+    if a.tls:
+        import ssl
+        import trustme
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        ca.cert_pem.write_to_path(a.ca_out)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(ctx)
+        if a.tls == "starttls":
+            kw["starttls_context"] = ctx
+        else:
+            kw["ssl_context"] = ctx
+    if a.auth:
+        user, _, password = a.auth.partition(":")
+        kw["authenticator"] = Authenticator(user, password)
+    ctl = QuietController(Sink(a.dir, a.delay, a.reject_rcpt), hostname="127.0.0.1", port=port, **kw)
     ctl.start()
     print(f"listening on {port}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: (ctl.stop(), sys.exit(0)))

@@ -110,6 +110,24 @@ impl Metrics {
                 "counter",
                 stats.failed.load(Ordering::Relaxed),
             ),
+            (
+                "seccollab_email_sent_total",
+                "E-mails accepted by the SMTP server.",
+                "counter",
+                state.mailer.stats.sent.load(Ordering::Relaxed),
+            ),
+            (
+                "seccollab_email_retried_total",
+                "E-mail attempts that failed transiently and were rescheduled.",
+                "counter",
+                state.mailer.stats.retried.load(Ordering::Relaxed),
+            ),
+            (
+                "seccollab_email_failed_total",
+                "E-mails given up on (permanent failure or attempts exhausted).",
+                "counter",
+                state.mailer.stats.failed.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, kind, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");

@@ -24,6 +24,7 @@ use diesel::prelude::*;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{Message, SmtpTransport, Transport};
 use rand::Rng;
@@ -289,12 +290,25 @@ impl std::fmt::Debug for EmailNotifier {
 
 impl EmailNotifier {
     pub fn new(cfg: &SmtpConfig) -> Result<Self, String> {
-        let builder = match cfg.tls {
-            SmtpTls::None => SmtpTransport::builder_dangerous(&cfg.host),
-            SmtpTls::Starttls => SmtpTransport::starttls_relay(&cfg.host).map_err(|e| e.to_string())?,
-            SmtpTls::Tls => SmtpTransport::relay(&cfg.host).map_err(|e| e.to_string())?,
+        let tls = if cfg.tls == SmtpTls::None {
+            Tls::None
+        } else {
+            let mut params = TlsParameters::builder(cfg.host.clone());
+            if let Some(ca) = &cfg.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| format!("smtp.ca_file {}: {e}", ca.display()))?;
+                let cert = Certificate::from_pem(&pem).map_err(|e| format!("smtp.ca_file {}: {e}", ca.display()))?;
+                params = params.add_root_certificate(cert);
+            }
+            let params = params.build().map_err(|e| format!("TLS: {e}"))?;
+            // STARTTLS is required, never opportunistic: no silent fallback to plain text.
+            if cfg.tls == SmtpTls::Starttls {
+                Tls::Required(params)
+            } else {
+                Tls::Wrapper(params)
+            }
         };
-        let mut builder = builder
+        let mut builder = SmtpTransport::builder_dangerous(&cfg.host)
+            .tls(tls)
             .port(cfg.port)
             .timeout(Some(Duration::from_secs(cfg.timeout_secs)))
             .pool_config(PoolConfig::new().max_size(1).idle_timeout(Duration::from_secs(60)));
