@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod crypto;
@@ -194,7 +195,6 @@ pub fn open_state(cfg: Config) -> Result<AppState, StartError> {
         active_users: Arc::new(messages::ActiveUsers::default()),
         mailer,
     };
-    files::collect_orphans(&state).map_err(StartError::Storage)?;
     Ok(state)
 }
 
@@ -202,6 +202,16 @@ pub fn open_state(cfg: Config) -> Result<AppState, StartError> {
 pub async fn serve(cfg: Config) -> Result<(), StartError> {
     let state =
         tokio::task::spawn_blocking(move || open_state(cfg)).await.map_err(|e| StartError::Http(e.to_string()))??;
+    // Objects without a record are left by uploads a crash interrupted. Only `serve` on SQLite
+    // collects them: there it is the only process writing objects. (A CLI command or a second
+    // PostgreSQL node could otherwise delete the object of an upload in flight elsewhere.)
+    if state.db.backend() == db::Backend::Sqlite {
+        let st = state.clone();
+        tokio::task::spawn_blocking(move || files::collect_orphans(&st))
+            .await
+            .map_err(|e| StartError::Http(e.to_string()))?
+            .map_err(StartError::Storage)?;
+    }
     let audit = state.audit.clone();
     security::scan::ScanService::start(&state);
     security::scan_routes::reload_on_sighup(state.clone());

@@ -6,6 +6,7 @@ mod harness;
 mod access;
 mod audit_chain;
 mod auth;
+mod backup;
 mod cli;
 mod files;
 mod http_surface;

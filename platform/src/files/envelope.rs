@@ -8,10 +8,37 @@
 //! The counter in the nonce detects reordered or dropped segments, the last flag a truncated
 //! object, the tag any flipped bit, and the header as associated data a swapped header.
 //! Each file has its own random 256-bit data key, stored wrapped under the master key.
+//!
+//! The segments are sealed with `ring`'s AES-256-GCM (VAES/AVX-512 or AES-NI+PCLMUL code paths),
+//! measured several times faster per core than the `aes-gcm` crate on the same segments by
+//! `cargo bench --bench files`; the format is the same AES-256-GCM, and a test decrypts stored
+//! objects with the `aes-gcm` crate to prove it.
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+
+/// AES-256-GCM under one data key.
+struct Cipher(LessSafeKey);
+
+impl Cipher {
+    fn new(dek: &[u8; 32]) -> Self {
+        Cipher(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, dek).expect("a 32-byte key is valid for AES-256")))
+    }
+
+    /// Encrypts `buf` in place; returns the tag.
+    fn seal(&self, n: [u8; 12], aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], ()> {
+        let tag =
+            self.0.seal_in_place_separate_tag(Nonce::assume_unique_for_key(n), Aad::from(aad), buf).map_err(|_| ())?;
+        let mut t = [0u8; TAG_LEN];
+        t.copy_from_slice(tag.as_ref());
+        Ok(t)
+    }
+
+    /// Decrypts `ct ‖ tag` in place; on success the plaintext is `buf[..buf.len() - TAG_LEN]`.
+    fn open(&self, n: [u8; 12], aad: &[u8], buf: &mut [u8]) -> Result<(), ()> {
+        self.0.open_in_place(Nonce::assume_unique_for_key(n), Aad::from(aad), buf).map(|_| ()).map_err(|_| ())
+    }
+}
 
 pub const MAGIC: &[u8; 4] = b"SCF1";
 pub const VERSION: u8 = 1;
@@ -58,7 +85,7 @@ pub fn unwrap_key(master: &[u8; 32], file_id: &str, wrapped: &str) -> Option<[u8
 
 /// Streaming encryptor: feed plaintext with [`Encryptor::push`], end with [`Encryptor::finish`].
 pub struct Encryptor {
-    cipher: Aes256Gcm,
+    cipher: Cipher,
     header: [u8; HEADER_LEN],
     prefix: [u8; 7],
     counter: u32,
@@ -77,7 +104,7 @@ impl Encryptor {
         header[6..10].copy_from_slice(&(SEGMENT_SIZE as u32).to_be_bytes());
         header[10..].copy_from_slice(&prefix);
         Self {
-            cipher: Aes256Gcm::new(dek.into()),
+            cipher: Cipher::new(dek),
             header,
             prefix,
             counter: 0,
@@ -91,10 +118,7 @@ impl Encryptor {
         // Encrypted in place at the end of `out`: no allocation per segment.
         let start = out.len();
         out.extend_from_slice(plain);
-        let tag = self
-            .cipher
-            .encrypt_in_place_detached(Nonce::from_slice(&n), &self.header, &mut out[start..])
-            .map_err(|_| EnvelopeError::TooLarge)?;
+        let tag = self.cipher.seal(n, &self.header, &mut out[start..]).map_err(|_| EnvelopeError::TooLarge)?;
         out.extend_from_slice(&tag);
         self.counter = self.counter.checked_add(1).ok_or(EnvelopeError::TooLarge)?;
         Ok(())
@@ -140,7 +164,7 @@ pub fn object_len(plain_len: u64) -> u64 {
 /// Streaming decryptor; `first_segment` lets a ranged read start mid-object (the caller
 /// positions the ciphertext at that segment and passes the header separately).
 pub struct Decryptor {
-    cipher: Aes256Gcm,
+    cipher: Cipher,
     header: Option<[u8; HEADER_LEN]>,
     prefix: [u8; 7],
     counter: u32,
@@ -150,14 +174,7 @@ pub struct Decryptor {
 
 impl Decryptor {
     pub fn new(dek: &[u8; 32]) -> Self {
-        Self {
-            cipher: Aes256Gcm::new(dek.into()),
-            header: None,
-            prefix: [0; 7],
-            counter: 0,
-            buf: Vec::new(),
-            done: false,
-        }
+        Self { cipher: Cipher::new(dek), header: None, prefix: [0; 7], counter: 0, buf: Vec::new(), done: false }
     }
 
     /// Starts at segment `first_segment` of an object whose header is `header`.
@@ -190,15 +207,15 @@ impl Decryptor {
         if seg.len() < TAG_LEN {
             return Err(EnvelopeError::Truncated);
         }
-        let (ct, tag) = seg.split_at(seg.len() - TAG_LEN);
-        // Decrypted in place at the end of `out`; on failure nothing is left there.
+        // Decrypted in place at the end of `out` (then the tag is cut off); on failure nothing
+        // is left there.
         let start = out.len();
-        out.extend_from_slice(ct);
-        if self.cipher.decrypt_in_place_detached(Nonce::from_slice(&n), &header, &mut out[start..], tag.into()).is_err()
-        {
+        out.extend_from_slice(seg);
+        if self.cipher.open(n, &header, &mut out[start..]).is_err() {
             out.truncate(start);
             return Err(EnvelopeError::Corrupt(self.counter as u64));
         }
+        out.truncate(out.len() - TAG_LEN);
         self.counter = self.counter.checked_add(1).ok_or(EnvelopeError::TooLarge)?;
         Ok(())
     }

@@ -367,7 +367,10 @@ impl EmailNotifier {
         match self.transport.send(&msg) {
             Ok(_) => Ok(()),
             Err(e) if e.is_permanent() => Err(NotifyError::Permanent(e.to_string())),
-            Err(e) => Err(NotifyError::Transient(e.to_string())),
+            // A 4xx reply: the server is there and said "later" about this message.
+            Err(e) if e.is_transient() => Err(NotifyError::Transient(e.to_string())),
+            // No connection, TLS or a timeout: the server is not there for anyone.
+            Err(e) => Err(NotifyError::Unavailable(e.to_string())),
         }
     }
 }
@@ -399,7 +402,7 @@ impl Notifier for InAppNotifier {
         let mut d = super::Delivery::default();
         d.notify(user, &m.kind, m.subject.clone(), m.text.clone(), serde_json::json!({"notice_id": m.id}));
         let (rows, events) = d.into_job(None);
-        self.events.commit_blocking(Some(rows), events).map_err(|e| NotifyError::Transient(e.to_string()))
+        self.events.commit_blocking(Some(rows), events).map_err(|e| NotifyError::Unavailable(e.to_string()))
     }
 }
 
@@ -461,6 +464,22 @@ impl Mailer {
             return;
         }
         let _ = self.cv.wait_timeout(g, POLL);
+    }
+
+    /// Sleeps for `d` (the channel is down), waking early only to stop.
+    fn pause(&self, d: Duration) {
+        let deadline = std::time::Instant::now() + d;
+        let Ok(mut g) = self.generation.lock() else { return };
+        while !self.stop.load(Ordering::Relaxed) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.cv.wait_timeout(g, left) {
+                Ok((guard, _)) => g = guard,
+                Err(_) => return,
+            }
+        }
     }
 
     fn generation(&self) -> u64 {
@@ -562,6 +581,8 @@ pub fn backoff(cfg: &SmtpConfig, attempt: i32) -> Duration {
 enum Attempt {
     Sent,
     Retry(String, Duration),
+    /// The server was unavailable: queued again for after the pause, no attempt spent.
+    Deferred(String, Duration),
     Failed(String),
 }
 
@@ -571,6 +592,8 @@ fn worker(state: AppState, idx: usize) {
     let mailer = state.mailer.clone();
     let mut notifier: Option<EmailNotifier> = None;
     let mut last_release = std::time::Instant::now();
+    // Circuit breaker: consecutive "server unavailable" results of this worker.
+    let mut down = 0i32;
     while !mailer.stop.load(Ordering::Relaxed) {
         let seen = mailer.generation();
         if idx == 0 && last_release.elapsed() > Duration::from_secs(5) {
@@ -605,6 +628,7 @@ fn worker(state: AppState, idx: usize) {
             continue;
         }
         let mut rows = rows.into_iter();
+        let mut pause = None;
         for row in rows.by_ref() {
             if notifier.is_none() {
                 match EmailNotifier::new(&cfg) {
@@ -617,7 +641,19 @@ fn worker(state: AppState, idx: usize) {
                 Some(n) => {
                     let created = UNIX_EPOCH + Duration::from_micros(row.created_at.max(0) as u64);
                     match n.deliver_at(&row.outbound(), created) {
-                        Ok(()) => Attempt::Sent,
+                        Ok(()) => {
+                            down = 0;
+                            Attempt::Sent
+                        }
+                        Err(NotifyError::Unavailable(e)) => {
+                            // The server is down: this message waits like the channel does
+                            // (attempts are not spent on an outage), and the worker pauses.
+                            down += 1;
+                            // Capped at a minute: the breaker probes at least that often.
+                            let wait = backoff(&cfg, down).min(Duration::from_secs(60));
+                            pause = Some(wait);
+                            Attempt::Deferred(e, wait)
+                        }
                         Err(NotifyError::Transient(e)) if row.attempts + 1 < cfg.max_attempts as i32 => {
                             Attempt::Retry(e, backoff(&cfg, row.attempts + 1))
                         }
@@ -626,11 +662,11 @@ fn worker(state: AppState, idx: usize) {
                 }
             };
             record(&state, &me, &row, outcome);
-            if mailer.stop.load(Ordering::Relaxed) {
+            if mailer.stop.load(Ordering::Relaxed) || pause.is_some() {
                 break;
             }
         }
-        // Stopping with rows still claimed: hand them back for the next start.
+        // Stopping, or the server is down, with rows still claimed: hand them back untouched.
         let left: Vec<String> = rows.map(|r| r.id).collect();
         if !left.is_empty() {
             if let Ok(mut c) = state.db.get() {
@@ -638,6 +674,19 @@ fn worker(state: AppState, idx: usize) {
                     .set((eo::status.eq("queued"), eo::claimed_by.eq(None::<String>)))
                     .execute(&mut c);
             }
+        }
+        if let Some(wait) = pause {
+            if down == 1 || down % 10 == 0 {
+                tracing::warn!(
+                    worker = idx,
+                    pause_secs = wait.as_secs_f64(),
+                    consecutive = down,
+                    "SMTP server unavailable; pausing delivery"
+                );
+            }
+            // A transport whose connection broke is rebuilt after the pause.
+            notifier = None;
+            mailer.pause(wait);
         }
     }
 }
@@ -671,6 +720,14 @@ fn record(state: &AppState, me: &str, row: &OutboxRow, outcome: Attempt) {
                     eo::claimed_by.eq(None::<String>),
                 ))
                 .execute(&mut c),
+            Attempt::Deferred(e, wait) => q
+                .set((
+                    eo::status.eq("queued"),
+                    eo::last_error.eq(truncate(e, 1000)),
+                    eo::next_attempt_at.eq(now + wait.as_micros() as i64),
+                    eo::claimed_by.eq(None::<String>),
+                ))
+                .execute(&mut c),
             Attempt::Failed(e) => q
                 .set((
                     eo::status.eq("failed"),
@@ -689,6 +746,9 @@ fn record(state: &AppState, me: &str, row: &OutboxRow, outcome: Attempt) {
     match outcome {
         Attempt::Sent => {
             state.mailer.stats.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        Attempt::Deferred(..) => {
+            state.mailer.stats.retried.fetch_add(1, Ordering::Relaxed);
         }
         Attempt::Retry(e, wait) => {
             state.mailer.stats.retried.fetch_add(1, Ordering::Relaxed);

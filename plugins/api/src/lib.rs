@@ -115,6 +115,9 @@ pub enum NotifyError {
     Transient(String),
     /// Retrying will not help (a 5xx SMTP reply, an address that does not exist).
     Permanent(String),
+    /// The channel itself is down (no connection, TLS failure, timeout): every message would
+    /// fail now. The host retries this one later and pauses the channel with back-off.
+    Unavailable(String),
 }
 
 impl std::fmt::Display for NotifyError {
@@ -122,6 +125,7 @@ impl std::fmt::Display for NotifyError {
         match self {
             NotifyError::Transient(m) => write!(f, "transient: {m}"),
             NotifyError::Permanent(m) => write!(f, "permanent: {m}"),
+            NotifyError::Unavailable(m) => write!(f, "unavailable: {m}"),
         }
     }
 }
@@ -159,7 +163,9 @@ pub struct Outbound {
 
 /// Delivers notifications on one channel (`email`, `in_app`, `webhook`, ...). The host calls
 /// [`Notifier::deliver`] from its delivery workers, retries [`NotifyError::Transient`] failures
-/// with back-off and gives up on [`NotifyError::Permanent`] ones. Calls are blocking.
+/// with back-off, gives up on [`NotifyError::Permanent`] ones, and on
+/// [`NotifyError::Unavailable`] pauses the whole channel (a circuit breaker) instead of trying
+/// every queued message against a server that is down. Calls are blocking.
 pub trait Notifier: Send + Sync {
     fn name(&self) -> &str;
     /// The channel this notifier serves.
