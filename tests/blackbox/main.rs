@@ -10,5 +10,6 @@ mod backup;
 mod cli;
 mod files;
 mod http_surface;
+mod packaging;
 mod realtime;
 mod schedules;
