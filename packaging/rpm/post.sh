@@ -5,7 +5,8 @@ install -d -m 0755 -o root -g root /usr/lib/seccollab/plugins
 chown root:seccollab /etc/seccollab /etc/seccollab/seccollab.toml
 chmod 0750 /etc/seccollab
 chmod 0640 /etc/seccollab/seccollab.toml
-chown -R root:seccollab /etc/seccollab/policies
+chown root:seccollab /etc/seccollab/policies /etc/seccollab/policies/yara \
+    /etc/seccollab/policies/security.toml /etc/seccollab/policies/yara/*.yar
 systemctl daemon-reload >/dev/null 2>&1 || true
 if [ "$1" = "2" ] && systemctl is-active --quiet seccollab.service; then
     systemctl restart seccollab.service || true
