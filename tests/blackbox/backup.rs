@@ -141,3 +141,37 @@ fn restore_refuses_a_damaged_backup_and_the_wrong_backend() {
     assert_ne!(code, 0);
     assert!(err.contains("manifest.json"), "{err}");
 }
+
+both_backends!(a_failed_migration_leaves_the_previous_schema_in_place, |b| {
+    // An installation one version back: everything up to the messaging migration, data in it.
+    let db = TestDb::new(b);
+    let (code, _, err) = run_cli(&db.env(), &["migrate"], None);
+    assert_eq!(code, 0, "{err}");
+    db.sql(
+        "DROP TABLE email_outbox; DROP TABLE notification_preferences; DROP TABLE notifications; \
+         DROP TABLE schedule_participants; DROP TABLE schedules; \
+         DELETE FROM __diesel_schema_migrations WHERE version LIKE '20261125000006%';",
+    );
+    let before = db.sql("SELECT count(*) FROM __diesel_schema_migrations");
+    // Something the new migration does not expect is in the way (an operator's table, say), so
+    // the upgrade's migration fails half-way: `schedules` would be created, `notifications` not.
+    db.sql("CREATE TABLE notifications (something_else TEXT)");
+    let (code, _, err) = run_cli(&db.env(), &["migrate"], None);
+    assert_ne!(code, 0, "the migration should have failed");
+    assert!(err.to_lowercase().contains("notifications"), "the error names what is in the way: {err}");
+    // Nothing of the failed migration is left: the previous version's schema is intact.
+    assert_eq!(db.sql("SELECT count(*) FROM __diesel_schema_migrations"), before);
+    let schedules_exists = match b {
+        Backend::Sqlite => db.sql("SELECT count(*) FROM sqlite_master WHERE name = 'schedules'"),
+        Backend::Postgres => db.sql("SELECT count(*) FROM information_schema.tables WHERE table_name = 'schedules'"),
+    };
+    assert_eq!(schedules_exists, "0", "a half-applied migration was left behind");
+    // The server refuses to start on it, saying why, instead of running on a half schema.
+    let (code, _, err) = run_cli(&db.env(), &["serve"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("migration"), "{err}");
+    // Once the obstacle is gone, the upgrade completes.
+    db.sql("DROP TABLE notifications");
+    let (code, out, err) = run_cli(&db.env(), &["migrate"], None);
+    assert_eq!(code, 0, "{out} {err}");
+});
