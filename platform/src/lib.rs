@@ -205,7 +205,14 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     // Objects without a record are left by uploads a crash interrupted. Only `serve` on SQLite
     // collects them: there it is the only process writing objects. (A CLI command or a second
     // PostgreSQL node could otherwise delete the object of an upload in flight elsewhere.)
-    if state.db.backend() == db::Backend::Sqlite {
+    // Partial objects of interrupted uploads: all of them on SQLite (this is the only writer),
+    // on PostgreSQL only those idle for an hour (another node may be writing its own).
+    let single = state.db.backend() == db::Backend::Sqlite;
+    let objects = state.config.storage.data_dir.join("objects");
+    files::local::LocalStorage::open(&objects)
+        .and_then(|s| s.remove_partials((!single).then(|| std::time::Duration::from_secs(3600))))
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    if single {
         let st = state.clone();
         tokio::task::spawn_blocking(move || files::collect_orphans(&st))
             .await

@@ -35,19 +35,36 @@ pub struct LocalStorage {
 }
 
 impl LocalStorage {
-    /// Opens (creating) the store and removes temporary files left by interrupted writes.
+    /// Opens (creating) the store. Opening never touches other writers' temporary files: a CLI
+    /// command or a second node may open the store while a server is writing to it.
     pub fn open(root: &Path) -> Result<Self, StorageError> {
         fs::create_dir_all(root.join("tmp")).map_err(io)?;
+        Ok(Self { root: root.to_path_buf() })
+    }
+
+    /// Removes temporary files left by interrupted writes: all of them (`None`: the caller is
+    /// the only writer, e.g. `serve` on SQLite at start) or those not written to for `idle`
+    /// (an upload in progress keeps touching its file).
+    pub fn remove_partials(&self, idle: Option<std::time::Duration>) -> Result<usize, StorageError> {
         let mut removed = 0;
-        for e in fs::read_dir(root.join("tmp")).map_err(io)?.flatten() {
-            if fs::remove_file(e.path()).is_ok() {
+        for e in fs::read_dir(self.root.join("tmp")).map_err(io)?.flatten() {
+            let stale = match idle {
+                None => true,
+                Some(d) => e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > d),
+            };
+            if stale && fs::remove_file(e.path()).is_ok() {
                 removed += 1;
             }
         }
         if removed > 0 {
             tracing::info!(removed, "removed partial objects of interrupted uploads");
         }
-        Ok(Self { root: root.to_path_buf() })
+        Ok(removed)
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -179,5 +196,22 @@ mod tests {
         assert!(s.put("../../etc/passwd").is_err());
         s.delete(key).unwrap();
         assert!(matches!(s.get(key, 0), Err(StorageError::NotFound)));
+    }
+
+    #[test]
+    fn opening_leaves_writes_in_progress_alone_and_cleanup_spares_fresh_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::open(dir.path()).unwrap();
+        let mut w = s.put("abcdefabcdefabcdef").unwrap();
+        w.write(b"in progress").unwrap();
+        // Another process opening the store (a CLI command, a second node) must not break it.
+        let other = LocalStorage::open(dir.path()).unwrap();
+        assert_eq!(other.remove_partials(Some(std::time::Duration::from_secs(3600))).unwrap(), 0);
+        assert_eq!(w.commit().unwrap(), 11);
+        let mut w = s.put("bcdefabcdefabcdefa").unwrap();
+        w.write(b"left by a crash").unwrap();
+        std::mem::forget(w);
+        assert_eq!(s.remove_partials(None).unwrap(), 1);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 }
