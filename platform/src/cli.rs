@@ -238,7 +238,11 @@ fn audit_verify(cfg: Config) -> ExitCode {
             last_shown = n;
         }
     };
-    match crate::audit::verify(&db, &mut progress) {
+    let keys = match crate::keys::Keys::load_or_create(&cfg.keys_dir()) {
+        Ok(k) => k,
+        Err(e) => return fail(e),
+    };
+    match crate::audit::anchor::verify_all(&db, &keys, &cfg.storage.data_dir, &mut progress) {
         Ok(report) => {
             if tty {
                 eprintln!();

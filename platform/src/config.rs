@@ -237,11 +237,14 @@ pub struct AuditConfig {
     pub batch_max: usize,
     /// Entries that may wait for the writer before callers are slowed down.
     pub queue_capacity: usize,
+    /// Seconds between anchors of the chain head outside the database (`audit-anchor.json`);
+    /// also written at shutdown. 0 turns anchoring off.
+    pub anchor_interval_secs: u64,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { log_requests: true, batch_max: 4096, queue_capacity: 65536 }
+        Self { log_requests: true, batch_max: 4096, queue_capacity: 65536, anchor_interval_secs: 60 }
     }
 }
 

@@ -224,12 +224,14 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     security::scan_routes::reload_on_sighup(state.clone());
     files::start_scrub(state.clone(), state.config.files.scrub_interval_hours);
     realtime::start_retention(state.clone());
+    audit::anchor::start(state.clone());
     notify::email::Mailer::start(&state);
     if state.db.backend() == db::Backend::Postgres {
         let url = state.config.database_url();
         realtime::notify::start_listener(state.db.clone(), url, state.hub.clone(), state.node_id.clone());
     }
     let (hub, events, mailer) = (state.hub.clone(), state.events.clone(), state.mailer.clone());
+    let anchor_state = state.clone();
     let rocket = build_rocket(state);
     let ignited = rocket.ignite().await.map_err(|e| StartError::Http(e.to_string()))?;
     let _ = audit
@@ -248,6 +250,16 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     events.shutdown().await;
     let _ = audit.append(NewAuditEntry::new("system.stop", Outcome::Success)).await;
     audit.shutdown().await;
+    // The final head, anchored outside the database.
+    if anchor_state.config.audit.anchor_interval_secs > 0 {
+        let st = anchor_state;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = audit::anchor::write(&st.db, &st.keys, &st.config.storage.data_dir) {
+                tracing::error!(error = %e, "audit head not anchored at shutdown");
+            }
+        })
+        .await;
+    }
     tracing::info!("stopped; audit log flushed");
     result.map(|_| ()).map_err(|e| StartError::Http(e.to_string()))
 }

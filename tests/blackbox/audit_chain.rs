@@ -116,3 +116,64 @@ both_backends!(inserted_and_truncated_rows_are_found, |b: Backend| {
     assert_eq!(r["checked"], 98);
     assert!(r["reason"].as_str().unwrap().contains("removed from the end"), "{r}");
 });
+
+both_backends!(anchored_head_catches_a_clean_truncation_and_an_older_database, |b: Backend| {
+    use crate::auth::user_token;
+    use crate::harness::Server;
+    // A real server writes entries and anchors the head (outside the database) at shutdown.
+    let mut srv = Server::start_with(TestDb::new(b), &[("SECCOLLAB_AUTH__REGISTRATION", "open")]);
+    user_token(&srv, "first@example.org");
+    assert_eq!(srv.stop(), 0);
+    let db = srv.take_db();
+    let anchor_file = db.dir.path().join("data/audit-anchor.json");
+    let first: serde_json::Value = serde_json::from_slice(&std::fs::read(&anchor_file).unwrap()).unwrap();
+    // An older copy of the database (SQLite: the file itself).
+    let old_copy = db.dir.path().join("old.db");
+    if b == Backend::Sqlite {
+        std::fs::copy(db.sqlite_path(), &old_copy).unwrap();
+    }
+    let mut srv = Server::start_with(db, &[("SECCOLLAB_AUTH__REGISTRATION", "open")]);
+    for i in 0..3 {
+        user_token(&srv, &format!("more{i}@example.org"));
+    }
+    assert_eq!(srv.stop(), 0);
+    let db = srv.take_db();
+    let anchor: serde_json::Value = serde_json::from_slice(&std::fs::read(&anchor_file).unwrap()).unwrap();
+    let head = anchor["seq"].as_i64().unwrap();
+    assert!(head > first["seq"].as_i64().unwrap(), "the anchor follows the head");
+    let (code, r) = verify(&db);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["anchor"]["status"], "ok");
+    assert_eq!(r["anchor"]["seq"], head);
+
+    // Cut the last 5 entries and move the recorded head back with them: the chain alone is
+    // consistent again, the anchor is not.
+    let cut = head - 5;
+    let new_hash = db.sql(&format!("SELECT hash FROM audit_log WHERE seq = {cut}"));
+    db.sql(&format!("DELETE FROM audit_log WHERE seq > {cut}"));
+    db.sql(&format!("UPDATE audit_head SET seq = {cut}, hash = '{new_hash}'"));
+    let (code, r) = verify(&db);
+    assert_eq!(code, 1, "{r}");
+    assert_eq!(r["ok"], false);
+    assert_eq!(r["anchor"]["status"], "mismatch");
+    assert!(r["reason"].as_str().unwrap().contains("removed from the end"), "{r}");
+
+    if b == Backend::Sqlite {
+        // The whole database swapped for the older copy.
+        for ext in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", db.sqlite_path().display()));
+        }
+        std::fs::copy(&old_copy, db.sqlite_path()).unwrap();
+        let (code, r) = verify(&db);
+        assert_eq!(code, 1, "{r}");
+        assert_eq!(r["anchor"]["status"], "mismatch", "{r}");
+    }
+
+    // A forged anchor file (moved forward by hand) does not verify either.
+    let mut forged = anchor.clone();
+    forged["seq"] = serde_json::json!(1);
+    std::fs::write(&anchor_file, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let (code, r) = verify(&db);
+    assert_eq!(code, 1, "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("does not verify"), "{r}");
+});

@@ -118,6 +118,9 @@ pub struct VerifyReport {
     pub first_bad_id: Option<String>,
     /// What is wrong, in words; absent when `ok`.
     pub reason: Option<String>,
+    /// The comparison with the anchored head kept outside the database (see `audit::anchor`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<super::anchor::AnchorCheck>,
 }
 
 const VERIFY_BATCH: i64 = 20_000;
@@ -171,6 +174,7 @@ pub fn verify(db: &Db, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, Db
             checked: 0,
             first_bad_id: Some(id),
             reason: Some(format!("expected position 1 but found {seq}: entries were inserted before the start")),
+            anchor: None,
         });
     }
     let lo = 1i64;
@@ -225,6 +229,7 @@ pub fn verify(db: &Db, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, Db
         checked,
         first_bad_id: Some(id.to_string()),
         reason: Some(why),
+        anchor: None,
     };
     let mut prev = GENESIS_HASH;
     let mut expected_seq = 1i64;
@@ -287,7 +292,8 @@ pub fn verify(db: &Db, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, Db
                 "the log ends at position {last_seq} (entry {}) but the recorded head is at {head_seq}: entries were removed from the end",
                 last_id.as_deref().unwrap_or("none")
             )),
+            anchor: None,
         });
     }
-    Ok(VerifyReport { ok: true, checked, first_bad_id: None, reason: None })
+    Ok(VerifyReport { ok: true, checked, first_bad_id: None, reason: None, anchor: None })
 }

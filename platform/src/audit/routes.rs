@@ -190,8 +190,11 @@ pub async fn logs(
 pub async fn verify(_admin: AdminUser, state: &State<AppState>) -> ApiResult<Json<VerifyReport>> {
     state.audit.flush().await;
     let db = state.db.clone();
-    let report = tokio::task::spawn_blocking(move || super::verify(&db, &mut |_| {}))
-        .await
-        .map_err(|e| ApiError::internal("audit verify task", e))??;
+    let (keys, dir) = (state.keys.clone(), state.config.storage.data_dir.clone());
+    let report = tokio::task::spawn_blocking(move || {
+        super::anchor::verify_all(&db, &keys, &dir, &mut |_| {}).map_err(|e| ApiError::internal("audit verify", e))
+    })
+    .await
+    .map_err(|e| ApiError::internal("audit verify task", e))??;
     Ok(Json(report))
 }
