@@ -253,6 +253,19 @@ fn notify_participants(
     }
 }
 
+/// Records a successful act on meeting `id` by `user`.
+async fn audit(
+    state: &AppState,
+    client: &ClientInfo,
+    user: &AuthUser,
+    action: &str,
+    id: &str,
+    details: serde_json::Value,
+) {
+    let e = entry(action, Outcome::Success, client).actor(Some(user.id.clone())).target("schedule", id.to_string());
+    state.audit.record(e.details(details)).await;
+}
+
 async fn prefs(state: &AppState, ids: Vec<String>) -> ApiResult<HashMap<String, Prefs>> {
     Ok(state.db.q(move |c| crate::notify::prefs_of(c, &ids)).await?)
 }
@@ -351,18 +364,18 @@ pub async fn create(
         Ok(())
     });
     crate::notify::commit(state, d, Some(extra)).await.map_err(unavailable)?;
-    state
-        .audit
-        .record(
-            entry("schedule.create", Outcome::Success, &client)
-                .actor(Some(user.id.clone()))
-                .target("schedule", full.row.id.clone())
-                .details(json!({
-                    "participants": req.participants, "notify_via": channels, "emails_queued": emails,
-                    "start_time": crate::time::micros_to_rfc3339(start),
-                })),
-        )
-        .await;
+    audit(
+        state,
+        &client,
+        &user,
+        "schedule.create",
+        &full.row.id,
+        json!({
+            "participants": req.participants, "notify_via": channels, "emails_queued": emails,
+            "start_time": crate::time::micros_to_rfc3339(start),
+        }),
+    )
+    .await;
     Ok((Status::Created, Json(ScheduleResponse { schedule: full.view(&user.id) })))
 }
 
@@ -520,15 +533,15 @@ pub async fn update(
         }
         e => unavailable(e),
     })?;
-    state
-        .audit
-        .record(
-            entry("schedule.update", Outcome::Success, &client)
-                .actor(Some(user.id.clone()))
-                .target("schedule", full.row.id.clone())
-                .details(json!({"changed": changed, "sequence": full.row.sequence})),
-        )
-        .await;
+    audit(
+        state,
+        &client,
+        &user,
+        "schedule.update",
+        &full.row.id,
+        json!({"changed": changed, "sequence": full.row.sequence}),
+    )
+    .await;
     Ok(Json(ScheduleResponse { schedule: full.view(&user.id) }))
 }
 
@@ -601,15 +614,7 @@ pub async fn respond(
         CommitError::Refused => cancelled_conflict(),
         e => unavailable(e),
     })?;
-    state
-        .audit
-        .record(
-            entry("schedule.respond", Outcome::Success, &client)
-                .actor(Some(user.id.clone()))
-                .target("schedule", full.row.id.clone())
-                .details(json!({"status": status})),
-        )
-        .await;
+    audit(state, &client, &user, "schedule.respond", &full.row.id, json!({"status": status})).await;
     Ok(Json(ScheduleResponse { schedule: full.view(&user.id) }))
 }
 
@@ -668,15 +673,7 @@ pub async fn cancel(state: &State<AppState>, client: ClientInfo, user: AuthUser,
         }
         Err(e) => return Err(unavailable(e)),
     }
-    state
-        .audit
-        .record(
-            entry("schedule.cancel", Outcome::Success, &client)
-                .actor(Some(user.id.clone()))
-                .target("schedule", full.row.id.clone())
-                .details(json!({"participants": to.len()})),
-        )
-        .await;
+    audit(state, &client, &user, "schedule.cancel", &full.row.id, json!({"participants": to.len()})).await;
     Ok(Status::NoContent)
 }
 
