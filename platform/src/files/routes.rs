@@ -303,6 +303,16 @@ pub async fn receive_upload(
         let _ = cleanup(state, &s).await;
         return Err(e.into());
     }
+    // "uploaded" is queued to the event writer before the scan is, so the scan's verdict (its
+    // own event) can never overtake it.
+    state
+        .events
+        .publish_to(
+            std::slice::from_ref(&user.id),
+            "file_update",
+            json!({"file": FileView::from(&record), "change": "uploaded"}),
+        )
+        .await;
     state.scanner.enqueue(file_id.clone());
     state
         .audit
@@ -313,14 +323,6 @@ pub async fn receive_upload(
                 .details(json!({
                     "size": s.size, "mime_type": s.mime_type, "sha256": s.sha256,
                 })),
-        )
-        .await;
-    state
-        .events
-        .publish_to(
-            std::slice::from_ref(&user.id),
-            "file_update",
-            json!({"file": FileView::from(&record), "change": "uploaded"}),
         )
         .await;
     Ok((record, form))
