@@ -63,6 +63,39 @@ pub struct Summary {
     pub seconds: f64,
 }
 
+impl Summary {
+    fn of(dir: &Path, manifest: Manifest, bytes: u64, started: Instant) -> Self {
+        Summary {
+            dir: dir.display().to_string(),
+            backend: manifest.backend,
+            objects: manifest.objects.len(),
+            bytes,
+            missing: manifest.missing.len(),
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// Reads `from` to the end in 256 KiB blocks, handing each to `to`; returns (bytes, SHA-256 hex).
+fn copy_hashed(
+    from: &mut dyn Read,
+    what: &str,
+    to: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(u64, String), String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = from.read(&mut buf).map_err(|e| format!("{what}: {e}"))?;
+        if n == 0 {
+            return Ok((size, hex::encode(h.finalize())));
+        }
+        h.update(&buf[..n]);
+        to(&buf[..n])?;
+        size += n as u64;
+    }
+}
+
 fn io(ctx: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> String {
     move |e| format!("{ctx}: {e}")
 }
@@ -222,21 +255,11 @@ pub fn backup(cfg: &Config, dir: &Path) -> Result<Summary, String> {
         };
         let path = partial.join("objects").join(key);
         let mut out = std::io::BufWriter::new(private_file(&path)?);
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut size = 0u64;
-        loop {
-            let n = reader.read(&mut buf).map_err(io(format!("object {key}")))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(io(path.display()))?;
-            size += n as u64;
-        }
+        let (size, sha256) =
+            copy_hashed(&mut reader, &format!("object {key}"), &mut |b| out.write_all(b).map_err(io(path.display())))?;
         out.into_inner().map_err(|e| format!("{}: {e}", path.display()))?.sync_all().map_err(io(path.display()))?;
         bytes += size;
-        objects.push(ObjectEntry { key: key.clone(), size, sha256: hex::encode(h.finalize()) });
+        objects.push(ObjectEntry { key: key.clone(), size, sha256 });
         progress.tick("copied", i + 1, keys.len(), bytes);
     }
     let manifest = Manifest {
@@ -252,14 +275,7 @@ pub fn backup(cfg: &Config, dir: &Path) -> Result<Summary, String> {
     let mut f = private_file(&partial.join("manifest.json"))?;
     f.write_all(&m).and_then(|_| f.sync_all()).map_err(io("manifest.json"))?;
     fs::rename(&partial, dir).map_err(io(dir.display()))?;
-    Ok(Summary {
-        dir: dir.display().to_string(),
-        backend: manifest.backend,
-        objects: manifest.objects.len(),
-        bytes,
-        missing: manifest.missing.len(),
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(Summary::of(dir, manifest, bytes, started))
 }
 
 /// Restores the backup in `dir` into the configured installation, which must be empty: no
@@ -353,19 +369,20 @@ pub fn restore(cfg: &Config, dir: &Path) -> Result<Summary, String> {
         let p = dir.join("objects").join(&o.key);
         let mut f = fs::File::open(&p).map_err(io(p.display()))?;
         let mut w = store.put(&o.key).map_err(|e| format!("object {}: {e}", o.key))?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = f.read(&mut buf).map_err(io(p.display()))?;
-            if n == 0 {
-                break;
+        // A failed or damaged copy is aborted: no partial object is left in the store.
+        let copied = copy_hashed(&mut f, &p.display().to_string(), &mut |b| {
+            w.write(b).map_err(|e| format!("object {}: {e}", o.key))
+        });
+        match copied {
+            Ok((_, sha)) if sha == o.sha256 => {}
+            Ok(_) => {
+                w.abort();
+                return Err(format!("{}: checksum differs from the manifest (the backup is damaged)", p.display()));
             }
-            h.update(&buf[..n]);
-            w.write(&buf[..n]).map_err(|e| format!("object {}: {e}", o.key))?;
-        }
-        if hex::encode(h.finalize()) != o.sha256 {
-            w.abort();
-            return Err(format!("{}: checksum differs from the manifest (the backup is damaged)", p.display()));
+            Err(e) => {
+                w.abort();
+                return Err(e);
+            }
         }
         bytes += w.commit().map_err(|e| format!("object {}: {e}", o.key))?;
         progress.tick("restored", i + 1, manifest.objects.len(), bytes);
@@ -373,12 +390,5 @@ pub fn restore(cfg: &Config, dir: &Path) -> Result<Summary, String> {
     // 4. Bring the schema up to this version.
     let db = Db::open(cfg).map_err(|e| e.to_string())?;
     db.migrate().map_err(|e| e.to_string())?;
-    Ok(Summary {
-        dir: dir.display().to_string(),
-        backend: manifest.backend,
-        objects: manifest.objects.len(),
-        bytes,
-        missing: manifest.missing.len(),
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(Summary::of(dir, manifest, bytes, started))
 }
