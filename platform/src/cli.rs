@@ -1,5 +1,5 @@
 //! The command line: `serve`, `migrate`, `user add|list|disable`, `audit verify`, `config check`,
-//! `keys rotate`, `scan --all`, `backup DIR`, `restore DIR`.
+//! `keys rotate`, `scan --all`, `backup DIR`, `restore DIR`, `plugins list|check FILE`.
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -49,6 +49,9 @@ enum Command {
         /// A folder made by `seccollab backup`.
         dir: PathBuf,
     },
+    /// Inspect plugin libraries.
+    #[command(subcommand)]
+    Plugins(PluginsCmd),
     /// Rescan stored files with the current YARA rules (e.g. after a rule change).
     Scan {
         /// Every file (the only mode for now).
@@ -88,6 +91,16 @@ enum AuditCmd {
 enum KeysCmd {
     /// Re-wrap every data key (and TOTP secret) under a new master key; resumable.
     Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginsCmd {
+    /// Load every configured plugin as `serve` would and show each one's state (JSON lines);
+    /// exit 1 when any failed.
+    List,
+    /// Check one library without enabling it: permissions, entry point, ABI, kind, name,
+    /// version and SHA-256 (for pinning). Exit 1 when it would be refused.
+    Check { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +151,32 @@ pub fn main() -> ExitCode {
         Command::User(cmd) => user(cfg, cmd),
         Command::Audit(AuditCmd::Verify) => audit_verify(cfg),
         Command::Scan { all: _ } => scan_all(cfg),
+        Command::Plugins(PluginsCmd::List) => {
+            let reg = crate::plugins::Registry::load(&cfg);
+            let list = reg.list();
+            for p in &list {
+                println!("{}", serde_json::to_string(p).expect("json"));
+            }
+            if list.iter().any(|p| p.health == "failed") {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Plugins(PluginsCmd::Check { file }) => match crate::plugins::inspect(&file) {
+            Ok((lib, sha)) => {
+                let (major, minor) = lib.abi();
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "file": lib.path().display().to_string(), "name": lib.name(), "kind": lib.kind().as_str(),
+                        "version": lib.version(), "abi_version": format!("{major}.{minor}"), "sha256": sha,
+                    })
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
         Command::Keys(KeysCmd::Rotate) => keys_rotate(cfg),
         Command::Backup { dir } => backup_restore(cfg, &dir, true),
         Command::Restore { dir } => backup_restore(cfg, &dir, false),
@@ -261,7 +300,7 @@ fn audit_verify(cfg: Config) -> ExitCode {
 }
 
 fn scan_all(cfg: Config) -> ExitCode {
-    let state = match crate::open_state(cfg) {
+    let state = match crate::open_state_with_plugins(cfg) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };

@@ -37,6 +37,7 @@ pub struct Config {
     pub messages: MessagesConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub plugins: PluginsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -333,6 +334,80 @@ pub struct MetricsConfig {
     pub token: String,
 }
 
+/// Plugin libraries (`docs/plugins.md`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Where plugin files named by `file` are found.
+    pub dir: PathBuf,
+    /// Longest a scanner, notifier or OAuth provider call may take before it counts as failed.
+    pub call_timeout_secs: u64,
+    /// Consecutive failures after which a plugin is paused (its circuit breaker opens).
+    pub breaker_failures: u32,
+    /// How long the first pause lasts; it doubles on each failed trial, up to ten minutes.
+    pub breaker_cooldown_secs: u64,
+    /// The plugins to load, by name: `[plugins.enabled.<name>]`.
+    pub enabled: std::collections::BTreeMap<String, PluginEntry>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/usr/lib/seccollab/plugins"),
+            call_timeout_secs: 30,
+            breaker_failures: 5,
+            breaker_cooldown_secs: 30,
+            enabled: Default::default(),
+        }
+    }
+}
+
+/// One enabled plugin.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginEntry {
+    /// The library, relative to `plugins.dir` (or absolute). Default `libseccollab_<name>.so`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// When set, the library is loaded only if its SHA-256 (hex) is this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The plugin's own configuration table, handed to it as JSON. Values under keys that
+    /// name a secret (`secret`, `password`, `token`, `key`) are redacted by `config check`.
+    #[serde(default = "empty_table")]
+    pub settings: serde_json::Value,
+}
+
+fn empty_table() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+impl PluginEntry {
+    /// The library's path.
+    pub fn path(&self, name: &str, dir: &Path) -> PathBuf {
+        let file = self.file.clone().unwrap_or_else(|| format!("libseccollab_{name}.so"));
+        dir.join(file)
+    }
+}
+
+/// Replaces every value under a secret-sounding key (recursively).
+fn redact_settings(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                let k = k.to_ascii_lowercase();
+                if ["secret", "password", "token", "key"].iter().any(|s| k.contains(s)) && !v.is_object() {
+                    *v = serde_json::Value::String(REDACTED.into());
+                } else {
+                    redact_settings(v);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact_settings),
+        _ => {}
+    }
+}
+
 const REDACTED: &str = "<redacted>";
 
 impl Config {
@@ -409,6 +484,22 @@ impl Config {
         {
             return bad("smtp.public_url", "must start with http:// or https://");
         }
+        if self.plugins.call_timeout_secs == 0 || self.plugins.breaker_failures == 0 {
+            return bad("plugins.call_timeout_secs / plugins.breaker_failures", "must be at least 1");
+        }
+        for (name, p) in &self.plugins.enabled {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return bad(&format!("plugins.enabled.{name}"), "a plugin name is letters, digits, `_` and `-`");
+            }
+            if !p.settings.is_object() {
+                return bad(&format!("plugins.enabled.{name}.settings"), "must be a table");
+            }
+            if let Some(h) = &p.sha256 {
+                if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return bad(&format!("plugins.enabled.{name}.sha256"), "must be 64 hex digits");
+                }
+            }
+        }
         if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return bad("log.level", "is not a valid tracing filter (try `info`)");
         }
@@ -446,6 +537,9 @@ impl Config {
         }
         if !c.metrics.token.is_empty() {
             c.metrics.token = REDACTED.into();
+        }
+        for p in c.plugins.enabled.values_mut() {
+            redact_settings(&mut p.settings);
         }
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod messages;
 pub mod notify;
 pub mod openapi;
+pub mod plugins;
 pub mod realtime;
 pub mod rotation;
 pub mod schedules;
@@ -57,6 +58,10 @@ pub struct AppState {
     pub active_users: Arc<messages::ActiveUsers>,
     /// E-mail delivery workers (idle when `smtp.host` is empty).
     pub mailer: Arc<notify::email::Mailer>,
+    /// Built-in and loaded plugins.
+    pub plugins: Arc<plugins::Registry>,
+    /// Delivery threads of the notifier plugins.
+    pub plugin_notify: Arc<plugins::Dispatcher>,
 }
 
 impl AppState {
@@ -103,6 +108,7 @@ pub fn api_routes() -> Vec<Route> {
     r.extend(notify::routes::routes());
     r.extend(security::alerts::routes());
     r.extend(security::scan_routes::routes());
+    r.extend(plugins::routes::routes());
     r
 }
 
@@ -157,8 +163,18 @@ pub fn init_tracing(cfg: &Config) {
     };
 }
 
-/// Opens keys, database (migrated) and audit writer: what `serve` and the CLI share.
+/// Opens keys, database (migrated) and audit writer: what `serve` and the CLI share. Plugins
+/// are not loaded (see [`open_state_with_plugins`]).
 pub fn open_state(cfg: Config) -> Result<AppState, StartError> {
+    open_state_inner(cfg, false)
+}
+
+/// [`open_state`] with the configured plugins loaded: for `serve` and `scan --all`.
+pub fn open_state_with_plugins(cfg: Config) -> Result<AppState, StartError> {
+    open_state_inner(cfg, true)
+}
+
+fn open_state_inner(cfg: Config, with_plugins: bool) -> Result<AppState, StartError> {
     let keys = Keys::load_or_create(&cfg.keys_dir())?;
     let policy = security::SecurityPolicy::load(&cfg.security.policy_dir).map_err(StartError::Policy)?;
     let hasher = auth::password::PasswordHasherPool::new(&policy.argon2).map_err(StartError::Policy)?;
@@ -171,7 +187,10 @@ pub fn open_state(cfg: Config) -> Result<AppState, StartError> {
     let storage = files::local::LocalStorage::open(&cfg.storage.data_dir.join("objects"))
         .map_err(|e| StartError::Storage(e.to_string()))?;
     let yara = security::scan::YaraScanner::load(&cfg.security.policy_dir.join("yara")).map_err(StartError::Policy)?;
-    let scanner = security::scan::ScanService::new(Arc::new(yara), policy.scan.max_bytes, policy.scan.workers);
+    let plugins = if with_plugins { plugins::Registry::load(&cfg) } else { plugins::Registry::builtins() };
+    let scanner = security::scan::ScanService::new(Arc::new(yara), policy.scan.max_bytes, policy.scan.workers)
+        .with_plugins(&plugins.scanners);
+    let plugin_notify = Arc::new(plugins::Dispatcher::start(&plugins.notifiers));
     let hub = Arc::new(realtime::hub::Hub::default());
     let node_id = uuid::Uuid::now_v7().simple().to_string();
     let events = events::EventBus::start(db.clone(), hub.clone(), node_id.clone(), cfg.realtime.writer_queue);
@@ -194,14 +213,17 @@ pub fn open_state(cfg: Config) -> Result<AppState, StartError> {
         send_limiter,
         active_users: Arc::new(messages::ActiveUsers::default()),
         mailer,
+        plugins: Arc::new(plugins),
+        plugin_notify,
     };
     Ok(state)
 }
 
 /// Runs the server until SIGTERM/SIGINT, then drains requests and flushes the audit log.
 pub async fn serve(cfg: Config) -> Result<(), StartError> {
-    let state =
-        tokio::task::spawn_blocking(move || open_state(cfg)).await.map_err(|e| StartError::Http(e.to_string()))??;
+    let state = tokio::task::spawn_blocking(move || open_state_with_plugins(cfg))
+        .await
+        .map_err(|e| StartError::Http(e.to_string()))??;
     // Objects without a record are left by uploads a crash interrupted. Only `serve` on SQLite
     // collects them: there it is the only process writing objects. (A CLI command or a second
     // PostgreSQL node could otherwise delete the object of an upload in flight elsewhere.)

@@ -63,6 +63,7 @@ use utoipa::OpenApi;
         crate::security::alerts::ack,
         crate::security::scan_routes::security_scan,
         crate::security::scan_routes::reload,
+        crate::plugins::routes::list,
     ),
     modifiers(&BearerAuth)
 )]

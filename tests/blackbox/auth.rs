@@ -9,7 +9,14 @@ pub const PASSWORD: &str = "violet tractor sings at noon";
 
 /// Registration open; a temp policy dir can be given.
 pub fn open_server(b: Backend) -> Server {
-    Server::start_with(TestDb::new(b), &[("SECCOLLAB_AUTH__REGISTRATION", "open")])
+    open_server_env(b, &[])
+}
+
+/// [`open_server`] with more environment.
+pub fn open_server_env(b: Backend, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![("SECCOLLAB_AUTH__REGISTRATION", "open")];
+    env.extend_from_slice(extra);
+    Server::start_with(TestDb::new(b), &env)
 }
 
 pub fn post(srv: &Server, path: &str, token: Option<&str>, body: Value) -> crate::harness::Resp {

@@ -11,5 +11,6 @@ mod cli;
 mod files;
 mod http_surface;
 mod packaging;
+mod plugins;
 mod realtime;
 mod schedules;

@@ -801,6 +801,7 @@ pub async fn check_integrity(state: &AppState, f: &FileRecord) -> ApiResult<Inte
             })
             .await?;
         let ev = crate::security::alerts::event(&id, "integrity_compromised", "high", Some(("file", &f.id)), &details);
+        state.plugin_notify.send(&crate::plugins::alert_message(&ev));
         state.events.publish_to(&admins, "security_alert", ev).await;
         state
             .audit

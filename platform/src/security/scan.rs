@@ -177,6 +177,13 @@ impl ScanService {
         Self { chain, tx, rx: std::sync::Mutex::new(Some(rx)), yara, max_bytes, workers: workers.max(1) }
     }
 
+    /// Chains plugin scanners after YARA-X, in configuration order. They see files up to
+    /// `max_bytes`; larger files are scanned by YARA-X alone, block by block.
+    pub fn with_plugins(mut self, scanners: &[Arc<dyn Scanner>]) -> Self {
+        self.chain.extend(scanners.iter().cloned());
+        self
+    }
+
     /// Every new upload starts unscanned: downloads answer 423 until the chain has run.
     pub fn initial_status(&self) -> &'static str {
         "pending"
@@ -289,6 +296,7 @@ pub fn scan_file(state: &AppState, file_id: &str, actor: Option<String>) -> Resu
             .map_err(|e| e.to_string())?;
         let admins = crate::security::alerts::admins(&mut conn).unwrap_or_default();
         let ev = crate::security::alerts::event(&id, "malware_detected", severity, subject, &details);
+        state.plugin_notify.send(&crate::plugins::alert_message(&ev));
         state.events.publish_blocking(&admins, "security_alert", ev);
     }
     state.audit.record_blocking(

@@ -1,15 +1,103 @@
 //! The stable interface SecCollab plugins are written against.
 //!
-//! Four kinds of plugin exist: scanner, storage backend, notifier and OAuth provider. This crate
-//! holds their Rust traits as they land; the versioned C-ABI wire under them (one exported entry
-//! symbol, `#[repr(C)]` declarations, bytes and status codes across the line) comes with the
-//! plugin-system work. Built-in implementations (local storage, ...) implement the same traits,
-//! so the host sees one kind of object whether it came from a library or not.
+//! Four kinds of plugin exist: scanner, storage backend, notifier and OAuth provider. Each is a
+//! Rust trait here ([`Scanner`], [`StorageBackend`], [`Notifier`], [`OAuthProvider`]); under
+//! them lies a versioned C-ABI wire ([`abi`]: one exported entry symbol, `#[repr(C)]`
+//! declarations, only bytes, status codes and opaque handles across the line) so plugins are
+//! shared libraries built apart from the server, in Rust with [`declare_plugin!`] or in any
+//! language that can export a C function (`include/seccollab_plugin.h`). The built-ins (local
+//! storage, YARA-X, e-mail, in-app) implement the same traits, so the host treats a plugin and a
+//! built-in alike.
+//!
+//! # A complete plugin
+//! `Cargo.toml`:
+//! ```toml
+//! [package]
+//! name = "seccollab-shout"
+//! version = "1.0.0"
+//! edition = "2021"
+//!
+//! [lib]
+//! crate-type = ["cdylib"]
+//!
+//! [dependencies]
+//! seccollab-plugin-api = "0.1"
+//! ```
+//! `src/lib.rs`, a scanner that flags files containing a configured word:
+//! ```
+//! use seccollab_plugin_api::{declare_plugin, ScanMatch, ScanReport, Scanner};
+//!
+//! pub struct Shout {
+//!     word: Vec<u8>,
+//! }
+//!
+//! impl Shout {
+//!     /// Receives the plugin's table from the server's configuration, as JSON.
+//!     fn from_config(cfg: &serde_json::Value) -> Result<Self, String> {
+//!         let word = cfg["word"].as_str().ok_or("set `word` to the text to flag")?;
+//!         Ok(Shout { word: word.as_bytes().to_vec() })
+//!     }
+//! }
+//!
+//! impl Scanner for Shout {
+//!     fn name(&self) -> &str {
+//!         "shout"
+//!     }
+//!
+//!     fn scan(&self, data: &[u8]) -> Result<ScanReport, String> {
+//!         let found = data.windows(self.word.len().max(1)).any(|w| w == self.word.as_slice());
+//!         let matches = found
+//!             .then(|| ScanMatch {
+//!                 rule: "word".into(),
+//!                 namespace: "shout".into(),
+//!                 tags: vec![],
+//!                 severity: Some("low".into()),
+//!                 description: Some("contains the configured word".into()),
+//!             })
+//!             .into_iter()
+//!             .collect();
+//!         Ok(ScanReport { engine: "shout 1.0".into(), matches })
+//!     }
+//! }
+//!
+//! declare_plugin! {
+//!     kind: Scanner,
+//!     type: Shout,
+//!     name: "shout",
+//!     version: "1.0.0",
+//!     init: Shout::from_config,
+//! }
+//! # fn main() {
+//! #     let s = Shout::from_config(&serde_json::json!({"word": "LOUD"})).unwrap();
+//! #     assert_eq!(s.scan(b"a LOUD file").unwrap().matches.len(), 1);
+//! #     assert!(!seccollab_plugin_entry().is_null());
+//! # }
+//! ```
+//! Build with `cargo build --release`, copy `target/release/libseccollab_shout.so` into the
+//! plugin directory and enable it in the server's configuration (`docs/plugins.md`):
+//! ```toml
+//! [plugins.enabled.shout]
+//! file = "libseccollab_shout.so"
+//! settings = { word = "LOUD" }
+//! ```
+//!
+//! Instances are shared between threads and called concurrently; calls block (the host runs
+//! them off its async workers, with a timeout and a circuit breaker). A panic is caught at the
+//! boundary and reported as an error; it never crosses into the server.
+
+pub mod abi;
+#[cfg(feature = "host")]
+pub mod host;
 
 use std::io::Read;
 
+use serde::{Deserialize, Serialize};
+
+#[doc(hidden)]
+pub use serde_json;
+
 /// Version of the plugin ABI. A plugin built for another major version is refused at load.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = abi::ABI_MAJOR;
 
 /// The kinds of plugin the host loads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -81,22 +169,26 @@ pub trait StorageBackend: Send + Sync {
 }
 
 /// One rule that matched.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanMatch {
     pub rule: String,
     pub namespace: String,
+    #[serde(default)]
     pub tags: Vec<String>,
     /// From the rule's `severity` metadata, when it has one.
+    #[serde(default)]
     pub severity: Option<String>,
     /// From the rule's `description` metadata, when it has one.
+    #[serde(default)]
     pub description: Option<String>,
 }
 
 /// What one scanner found in one file.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ScanReport {
     /// Engine name and version, e.g. `yara-x 1.22.1`.
     pub engine: String,
+    #[serde(default)]
     pub matches: Vec<ScanMatch>,
 }
 
@@ -133,7 +225,7 @@ impl std::fmt::Display for NotifyError {
 impl std::error::Error for NotifyError {}
 
 /// A file attached to a notification (an iCalendar invitation, say).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     pub filename: String,
     /// Full MIME type with parameters, e.g. `text/calendar; method=REQUEST; charset=UTF-8`.
@@ -142,7 +234,7 @@ pub struct Attachment {
 }
 
 /// One rendered notification for one recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outbound {
     /// Stable across retries (e-mail uses it as the Message-ID), so a receiver can drop a
     /// duplicate delivered after a crash.
@@ -157,7 +249,9 @@ pub struct Outbound {
     /// One line, no control characters.
     pub subject: String,
     pub text: String,
+    #[serde(default)]
     pub html: Option<String>,
+    #[serde(default)]
     pub attachments: Vec<Attachment>,
 }
 
@@ -171,6 +265,73 @@ pub trait Notifier: Send + Sync {
     /// The channel this notifier serves.
     fn channel(&self) -> &str;
     fn deliver(&self, message: &Outbound) -> Result<(), NotifyError>;
+}
+
+/// Why an OpenID Connect / OAuth sign-in failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OAuthError {
+    /// The provider or the plugin refused: a bad code, a wrong nonce, a forged token. The
+    /// user sees a sign-in failure.
+    Refused(String),
+    /// The provider could not be reached; worth trying again later.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OAuthError::Refused(m) => write!(f, "sign-in refused: {m}"),
+            OAuthError::Unavailable(m) => write!(f, "provider unavailable: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for OAuthError {}
+
+/// What the host asks for when a browser starts a sign-in: the host made `state`, `nonce` and
+/// the PKCE verifier and bound them to the browser; the plugin builds the provider's URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationRequest {
+    pub redirect_uri: String,
+    pub state: String,
+    pub nonce: String,
+    /// `BASE64URL(SHA-256(verifier))`; the method is always `S256`.
+    pub pkce_challenge: String,
+}
+
+/// The provider sent the browser back with `code`: the plugin exchanges it and checks the ID
+/// token (signature, issuer, audience, expiry and that its nonce is `nonce`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeExchange {
+    pub code: String,
+    pub redirect_uri: String,
+    pub pkce_verifier: String,
+    pub nonce: String,
+}
+
+/// Who signed in, as the provider vouches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthIdentity {
+    /// The ID token's `iss`.
+    pub issuer: String,
+    /// The ID token's `sub`: stable for this user at this issuer.
+    pub subject: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub email_verified: bool,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Signs users in through an external identity provider (OpenID Connect). Calls block.
+pub trait OAuthProvider: Send + Sync {
+    /// The name in `/api/auth/login/{provider}`.
+    fn name(&self) -> &str;
+    /// What the sign-in button says (`Google`).
+    fn display_name(&self) -> &str;
+    fn authorization_url(&self, req: &AuthorizationRequest) -> Result<String, OAuthError>;
+    fn exchange(&self, req: &CodeExchange) -> Result<OAuthIdentity, OAuthError>;
 }
 
 #[cfg(test)]
