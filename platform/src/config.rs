@@ -366,7 +366,12 @@ impl Default for PluginsConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginEntry {
-    /// The library, relative to `plugins.dir` (or absolute). Default `libseccollab_<name>.so`.
+    /// The name the library declares, when this instance is named differently (two OpenID
+    /// Connect providers from the one `oidc` library: `[plugins.enabled.google] plugin = "oidc"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// The library, relative to `plugins.dir` (or absolute). Default
+    /// `libseccollab_<plugin or name>.so`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// When set, the library is loaded only if its SHA-256 (hex) is this.
@@ -385,8 +390,13 @@ fn empty_table() -> serde_json::Value {
 impl PluginEntry {
     /// The library's path.
     pub fn path(&self, name: &str, dir: &Path) -> PathBuf {
-        let file = self.file.clone().unwrap_or_else(|| format!("libseccollab_{name}.so"));
+        let file = self.file.clone().unwrap_or_else(|| format!("libseccollab_{}.so", self.declared(name)));
         dir.join(file)
+    }
+
+    /// The name the library must declare.
+    pub fn declared<'a>(&'a self, name: &'a str) -> &'a str {
+        self.plugin.as_deref().unwrap_or(name)
     }
 }
 

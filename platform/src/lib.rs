@@ -101,6 +101,7 @@ pub fn api_routes() -> Vec<Route> {
     r.extend(system::routes());
     r.extend(audit::routes::routes());
     r.extend(auth::routes::routes());
+    r.extend(rocket::routes![auth::oauth::providers, auth::oauth::login, auth::oauth::callback]);
     r.extend(auth::admin_routes::routes());
     r.extend(files::routes::routes());
     r.extend(messages::routes::routes());

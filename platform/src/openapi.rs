@@ -64,6 +64,9 @@ use utoipa::OpenApi;
         crate::security::scan_routes::security_scan,
         crate::security::scan_routes::reload,
         crate::plugins::routes::list,
+        crate::auth::oauth::providers,
+        crate::auth::oauth::login,
+        crate::auth::oauth::callback,
     ),
     modifiers(&BearerAuth)
 )]

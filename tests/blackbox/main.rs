@@ -10,6 +10,7 @@ mod backup;
 mod cli;
 mod files;
 mod http_surface;
+mod oidc;
 mod packaging;
 mod plugins;
 mod realtime;

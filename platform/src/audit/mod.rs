@@ -57,7 +57,9 @@ pub struct NewAuditEntry {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub outcome: Outcome,
-    pub details: serde_json::Value,
+    /// The details as canonical JSON text (serialised by [`NewAuditEntry::details`], on the
+    /// caller's thread rather than the single writer's).
+    pub details: String,
 }
 
 impl NewAuditEntry {
@@ -73,7 +75,7 @@ impl NewAuditEntry {
             ip: None,
             user_agent: None,
             outcome,
-            details: serde_json::Value::Object(Default::default()),
+            details: "{}".to_string(),
         }
     }
 
@@ -96,7 +98,9 @@ impl NewAuditEntry {
     }
 
     pub fn details(mut self, details: serde_json::Value) -> Self {
-        self.details = details;
+        // serde_json sorts object keys, so this text is canonical; it is stored and hashed
+        // verbatim and never re-serialised.
+        self.details = details.to_string();
         self
     }
 }
@@ -134,9 +138,7 @@ impl AuditRow {
             ip: entry.ip.clone(),
             user_agent: entry.user_agent.clone(),
             outcome: entry.outcome.as_str().to_string(),
-            // serde_json sorts object keys, so this text is canonical; it is stored and hashed
-            // verbatim and never re-serialised.
-            details: entry.details.to_string(),
+            details: entry.details.clone(),
             prev_hash: hex::encode(prev_hash),
             hash: String::new(),
         };
@@ -148,11 +150,78 @@ impl AuditRow {
     /// SHA-256 over the domain tag, the previous hash and every field, each length-prefixed
     /// (absent fields marked apart from empty ones) so no two entries encode alike.
     pub fn compute_hash(&self, prev_hash: &[u8; 32]) -> [u8; 32] {
+        RowRef::of(self).compute_hash(prev_hash)
+    }
+}
+
+/// An entry's fields borrowed, placed at `seq`: what the writer inserts (no copies of the
+/// entry's strings) and what the hash is computed over.
+#[derive(Debug, diesel::Insertable)]
+#[diesel(table_name = audit_log)]
+pub(crate) struct RowRef<'a> {
+    pub seq: i64,
+    pub id: &'a str,
+    pub at: i64,
+    pub actor_id: Option<&'a str>,
+    pub action: &'a str,
+    pub target_type: Option<&'a str>,
+    pub target_id: Option<&'a str>,
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub outcome: &'a str,
+    pub details: &'a str,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl<'a> RowRef<'a> {
+    fn of(r: &'a AuditRow) -> Self {
+        Self {
+            seq: r.seq,
+            id: &r.id,
+            at: r.at,
+            actor_id: r.actor_id.as_deref(),
+            action: &r.action,
+            target_type: r.target_type.as_deref(),
+            target_id: r.target_id.as_deref(),
+            ip: r.ip.as_deref(),
+            user_agent: r.user_agent.as_deref(),
+            outcome: &r.outcome,
+            details: &r.details,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    /// Places `e` after `prev_hash` at `seq`; returns the row (with both hashes in hex) and
+    /// its hash.
+    pub(crate) fn chain(e: &'a NewAuditEntry, seq: i64, prev_hash: &[u8; 32]) -> (Self, [u8; 32]) {
+        let mut row = Self {
+            seq,
+            id: &e.id,
+            at: e.at,
+            actor_id: e.actor_id.as_deref(),
+            action: &e.action,
+            target_type: e.target_type.as_deref(),
+            target_id: e.target_id.as_deref(),
+            ip: e.ip.as_deref(),
+            user_agent: e.user_agent.as_deref(),
+            outcome: e.outcome.as_str(),
+            details: &e.details,
+            prev_hash: hex::encode(prev_hash),
+            hash: String::new(),
+        };
+        let hash = row.compute_hash(prev_hash);
+        row.hash = hex::encode(hash);
+        (row, hash)
+    }
+
+    fn compute_hash(&self, prev_hash: &[u8; 32]) -> [u8; 32] {
         fn text(h: &mut Sha256, s: &str) {
             h.update((s.len() as u32).to_be_bytes());
             h.update(s.as_bytes());
         }
-        fn opt(h: &mut Sha256, s: &Option<String>) {
+        fn opt(h: &mut Sha256, s: Option<&str>) {
             match s {
                 Some(s) => text(h, s),
                 None => h.update(u32::MAX.to_be_bytes()),
@@ -162,16 +231,16 @@ impl AuditRow {
         h.update(DOMAIN);
         h.update(prev_hash);
         h.update(self.seq.to_be_bytes());
-        text(&mut h, &self.id);
+        text(&mut h, self.id);
         h.update(self.at.to_be_bytes());
-        opt(&mut h, &self.actor_id);
-        text(&mut h, &self.action);
-        opt(&mut h, &self.target_type);
-        opt(&mut h, &self.target_id);
-        opt(&mut h, &self.ip);
-        opt(&mut h, &self.user_agent);
-        text(&mut h, &self.outcome);
-        text(&mut h, &self.details);
+        opt(&mut h, self.actor_id);
+        text(&mut h, self.action);
+        opt(&mut h, self.target_type);
+        opt(&mut h, self.target_id);
+        opt(&mut h, self.ip);
+        opt(&mut h, self.user_agent);
+        text(&mut h, self.outcome);
+        text(&mut h, self.details);
         h.finalize().into()
     }
 }

@@ -137,7 +137,9 @@ struct Checked {
 
 fn begin_snapshot(conn: &mut DbConnection) -> Result<(), DbError> {
     let begin = match conn {
-        DbConnection::Sqlite(_) => "BEGIN",
+        // Memory-mapped reads: the walk touches every page once, and reading them through the
+        // mapping saves a read() and a copy per page.
+        DbConnection::Sqlite(_) => "PRAGMA mmap_size = 1073741824; BEGIN",
         DbConnection::Pg(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
     };
     Ok(conn.batch_execute(begin)?)

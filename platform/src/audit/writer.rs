@@ -14,7 +14,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditRow, NewAuditEntry};
+use super::{NewAuditEntry, RowRef};
 use crate::db::schema::{audit_head, audit_log};
 use crate::db::{Db, DbConnection, DbError};
 
@@ -251,28 +251,39 @@ fn commit_with_retry(
     Err(last)
 }
 
-/// Appends `entries` after the current head in one transaction. The head row is written first,
-/// which takes the write lock (SQLite) or the row lock (PostgreSQL) before the head is read, so
-/// concurrent writers in other processes or nodes queue up instead of forking the chain.
+/// Appends `entries` after the current head in one transaction. On PostgreSQL the head row is
+/// written first, which takes its row lock before the head is read, so concurrent writers on
+/// other nodes queue up instead of forking the chain; on SQLite `BEGIN IMMEDIATE` already holds
+/// the database's write lock.
 pub(crate) fn commit_batch(conn: &mut DbConnection, entries: &[NewAuditEntry]) -> Result<(), diesel::result::Error> {
     crate::db::write_transaction(conn, |conn| {
         let head = audit_head::table.filter(audit_head::id.eq(1));
-        diesel::update(head).set(audit_head::seq.eq(audit_head::seq)).execute(conn)?;
+        if matches!(conn, DbConnection::Pg(_)) {
+            diesel::update(head).set(audit_head::seq.eq(audit_head::seq)).execute(conn)?;
+        }
         let (head_seq, head_hash): (i64, String) = head.select((audit_head::seq, audit_head::hash)).first(conn)?;
         let mut prev = decode_hash(&head_hash);
         let mut rows = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
-            let (row, h) = AuditRow::chain(e, head_seq + 1 + i as i64, &prev);
+            let (row, h) = RowRef::chain(e, head_seq + 1 + i as i64, &prev);
             rows.push(row);
             prev = h;
         }
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            // Batch inserts are dispatched per backend: MultiConnection cannot express them.
-            let insert = diesel::insert_into(audit_log::table).values(chunk);
-            match conn {
-                DbConnection::Sqlite(c) => insert.execute(c)?,
-                DbConnection::Pg(c) => insert.execute(c)?,
-            };
+        match conn {
+            // One prepared (and cached) single-row INSERT, stepped per row: SQLite runs in
+            // process, so there is no round trip to save, while a multi-row INSERT of a new
+            // size would be generated and parsed again for every batch.
+            DbConnection::Sqlite(c) => {
+                for r in &rows {
+                    diesel::insert_into(audit_log::table).values(r).execute(c)?;
+                }
+            }
+            // Multi-row INSERTs: one round trip per chunk.
+            DbConnection::Pg(c) => {
+                for chunk in rows.chunks(INSERT_CHUNK) {
+                    diesel::insert_into(audit_log::table).values(chunk).execute(c)?;
+                }
+            }
         }
         let last = rows.last().expect("non-empty batch");
         diesel::update(head).set((audit_head::seq.eq(last.seq), audit_head::hash.eq(&last.hash))).execute(conn)?;

@@ -6,6 +6,7 @@
 
 pub mod admin_routes;
 pub mod mfa;
+pub mod oauth;
 pub mod password;
 pub mod routes;
 pub mod sessions;

@@ -94,7 +94,7 @@ pub struct TokenResponse {
 }
 
 /// Starts a session for `user` and returns its tokens.
-async fn start_session(state: &AppState, user: &User, client: &ClientInfo) -> ApiResult<TokenResponse> {
+pub(crate) async fn start_session(state: &AppState, user: &User, client: &ClientInfo) -> ApiResult<TokenResponse> {
     let master = state.keys.hash_key;
     let uid = user.id.clone();
     let ttl = state.config.auth.session_ttl_days * 86_400;

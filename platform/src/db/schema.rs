@@ -270,3 +270,31 @@ diesel::table! {
 
 diesel::joinable!(schedule_participants -> schedules (schedule_id));
 diesel::allow_tables_to_appear_in_same_query!(schedules, schedule_participants, users);
+
+diesel::table! {
+    /// OAuth/OpenID Connect sign-ins in progress (consumed by the callback).
+    oauth_logins (state) {
+        state -> Text,
+        provider -> Text,
+        nonce -> Text,
+        pkce_verifier -> Text,
+        binding_hash -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Accounts linked to a provider identity (`issuer`, `subject`).
+    oauth_identities (issuer, subject) {
+        issuer -> Text,
+        subject -> Text,
+        user_id -> Text,
+        provider -> Text,
+        created_at -> BigInt,
+        last_login_at -> BigInt,
+    }
+}
+
+diesel::joinable!(oauth_identities -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(oauth_identities, users);

@@ -299,6 +299,13 @@ pub struct Registry {
     pub oauth: Vec<Arc<dyn OAuthProvider>>,
 }
 
+impl Registry {
+    /// The OAuth provider configured under `name` (the name in `/api/auth/login/{name}`).
+    pub fn oauth_provider(&self, name: &str) -> Option<Arc<dyn OAuthProvider>> {
+        self.oauth.iter().find(|p| p.name() == name).cloned()
+    }
+}
+
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry").field("plugins", &self.entries.len()).finish()
@@ -442,8 +449,13 @@ impl Registry {
         info.kind = Some(lib.kind().as_str().into());
         info.version = Some(lib.version().into());
         info.abi_version = Some(format!("{}.{}", lib.abi().0, lib.abi().1));
-        if lib.name() != name {
-            return Err(format!("the library declares itself `{}`, not `{name}`", lib.name()));
+        if lib.name() != entry.declared(name) {
+            return Err(format!(
+                "the library declares itself `{}`, not `{}` (set `plugin = \"{}\"` to use it under the name `{name}`)",
+                lib.name(),
+                entry.declared(name),
+                lib.name()
+            ));
         }
         let settings = entry.settings.clone();
         let timeout = Duration::from_secs(cfg.call_timeout_secs);

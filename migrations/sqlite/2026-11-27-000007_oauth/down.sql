@@ -1,0 +1,2 @@
+DROP TABLE oauth_identities;
+DROP TABLE oauth_logins;
