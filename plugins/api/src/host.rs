@@ -67,6 +67,16 @@ pub fn open(path: &Path) -> Result<Library, LoadError> {
         unsafe { lib.get(abi::ENTRY_SYMBOL.as_bytes()) }.map_err(|_| LoadError::NoEntry)?;
     // SAFETY: as above.
     let ptr = unsafe { entry() };
+    validate(ptr, path)
+}
+
+/// Checks a plugin linked into this program (tests, or a host that links plugins statically)
+/// exactly as [`open`] checks a library.
+pub fn from_entry(entry: extern "C" fn() -> *const PluginDecl, label: &str) -> Result<Library, LoadError> {
+    validate(entry(), Path::new(label))
+}
+
+fn validate(ptr: *const PluginDecl, path: &Path) -> Result<Library, LoadError> {
     if ptr.is_null() || (ptr as usize) % std::mem::align_of::<PluginDecl>() != 0 {
         return Err(LoadError::NullDecl);
     }
