@@ -37,6 +37,9 @@ use crate::AppState;
 const COOKIE: &str = "seccollab_oauth";
 const COOKIE_PATH: &str = "/api/auth/callback";
 const LOGIN_TTL_SECS: i64 = 600;
+/// Sign-ins in progress at once (each is a row for ten minutes): anonymous requests must not
+/// be able to grow the table without bound.
+const MAX_PENDING: i64 = 10_000;
 
 fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
@@ -119,10 +122,14 @@ pub async fn login(
         .map_err(oauth_error)?;
     let now = crate::time::now_micros();
     let (name, bh) = (provider.to_string(), sha256_hex(&binding));
-    state
+    let stored = state
         .db
         .q(move |c| {
             diesel::delete(ol::table.filter(ol::expires_at.lt(now))).execute(c)?;
+            let pending: i64 = ol::table.count().get_result(c)?;
+            if pending >= MAX_PENDING {
+                return Ok(false);
+            }
             diesel::insert_into(ol::table)
                 .values((
                     ol::state.eq(&st),
@@ -134,8 +141,13 @@ pub async fn login(
                     ol::expires_at.eq(now + LOGIN_TTL_SECS * 1_000_000),
                 ))
                 .execute(c)
+                .map(|_| true)
         })
         .await?;
+    if !stored {
+        tracing::warn!(provider, "too many sign-ins in progress; refusing new ones for now");
+        return Err(ApiError::unavailable("too many sign-ins are in progress; try again in a minute", 60));
+    }
     jar.add(
         Cookie::build((COOKIE, binding))
             .http_only(true)
