@@ -447,3 +447,44 @@ fn clamav_plugin_scans_with_a_real_clamd_after_yara() {
     assert_eq!(p["health"], "degraded", "{p}");
     assert!(p["error"].as_str().unwrap().contains("cannot reach clamd"), "{p}");
 }
+
+#[test]
+fn webhook_receives_user_notifications_once_stored() {
+    let rx = Receiver::start(0);
+    let d = PluginDir::new();
+    d.cargo_lib("seccollab_webhook", "libseccollab_webhook.so");
+    let cfg = d.config(&format!(
+        "[plugins.enabled.webhook]\nsettings = {{ url = \"http://127.0.0.1:{}/hook\", secret = \"0123456789abcdef-shared\" }}\n",
+        rx.port
+    ));
+    let srv = start(Backend::Postgres, &cfg);
+    let owner = user_token(&srv, "own@example.org");
+    let friend = user_token(&srv, "fri@example.org");
+    let tok = owner["token"].as_str().unwrap();
+    let id = upload(&srv, tok, "minutes.txt", b"the minutes")["file_id"].as_str().unwrap().to_string();
+    assert_eq!(scanned(&srv, tok, &id), "clean");
+    let fid = friend["user"]["id"].as_str().unwrap();
+    let r = crate::auth::post(
+        &srv,
+        "/api/files/share",
+        Some(tok),
+        serde_json::json!({"file_id": id, "user_ids": [fid], "permissions": "view"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let got = rx.got.lock().unwrap().clone();
+        if let Some((_, b)) =
+            got.iter().find(|(h, _)| h.iter().any(|(k, v)| k == "x-seccollab-event" && v == "file_share"))
+        {
+            break serde_json::from_slice::<Value>(b).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no file_share notification reached the webhook");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(body["user_id"].as_str(), Some(fid), "{body}");
+    assert!(body["subject"].as_str().unwrap().contains("minutes.txt"), "{body}");
+    // The same notification is what the friend sees in the app.
+    let list = get(&srv, "/api/notifications", friend["token"].as_str().unwrap()).json();
+    assert_eq!(list["notifications"][0]["id"], body["id"], "{list}");
+}

@@ -192,12 +192,32 @@ pub use crate::events::CommitError as NotStored;
 /// events, and wakes the e-mail workers. Returns once committed.
 pub async fn commit(state: &AppState, d: Delivery, extra: Option<Rows>) -> Result<(), NotStored> {
     let has_mail = !d.emails.is_empty();
+    // Notifier plugins (webhook, ...) get the in-app notifications once they are stored.
+    let for_plugins: Vec<seccollab_plugin_api::Outbound> = d.notifications.iter().map(plugin_message).collect();
     let (rows, events) = d.into_job(extra);
     state.events.commit(Some(rows), events).await?;
     if has_mail {
         state.mailer.wake();
     }
+    for m in &for_plugins {
+        state.plugin_notify.send(m);
+    }
     Ok(())
+}
+
+/// An in-app notification as notifier plugins receive it.
+fn plugin_message(n: &NotificationRow) -> seccollab_plugin_api::Outbound {
+    seccollab_plugin_api::Outbound {
+        id: n.id.clone(),
+        kind: n.kind.clone(),
+        user_id: Some(n.user_id.clone()),
+        address: String::new(),
+        display_name: String::new(),
+        subject: n.title.clone(),
+        text: n.body.clone(),
+        html: None,
+        attachments: vec![],
+    }
 }
 
 /// Notifies the users a file was just shared with (in-app and/or e-mail per their preferences),
