@@ -77,7 +77,7 @@ pub fn store(
     let mut enc = Encryptor::new(&dek);
     let mut writer = storage.put(&storage_key)?;
     // SHA-256 runs on its own thread beside encryption (the chunks are shared, not copied).
-    let (sha_tx, sha_rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(16);
+    let (sha_tx, sha_rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(4);
     let hasher = std::thread::spawn(move || {
         let mut sha = Sha256::new();
         for chunk in sha_rx {

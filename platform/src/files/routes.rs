@@ -176,20 +176,42 @@ pub async fn receive_upload(
                     }
                     let name = names::check(field.file_name().unwrap_or(""))
                         .map_err(|why| ApiError::invalid("file name", why))?;
-                    let (tx, rx) = mpsc::channel::<Option<bytes::Bytes>>(8);
+                    let (tx, rx) = mpsc::channel::<Option<bytes::Bytes>>(4);
                     let (storage, master, fid) = (state.storage.clone(), state.keys.master, file_id.clone());
                     let blocked = state.policy.upload.blocked_types.clone();
                     let worker =
                         tokio::task::spawn_blocking(move || pipeline::store(storage, master, fid, max, blocked, rx));
                     let mut feed_error = None;
+                    // Pieces are gathered into 1 MiB hand-offs: each hand-off wakes the
+                    // encryption and hashing threads, and with multer's small pieces those
+                    // wake-ups cost more CPU than the copy into one buffer.
+                    // Every buffer is exactly HANDOFF bytes (never grown by doubling), so the
+                    // allocator reuses the same few blocks and memory stays flat.
+                    let mut pending = bytes::BytesMut::with_capacity(HANDOFF);
+                    let mut stopped = false;
                     loop {
                         match field.chunk().await {
-                            Ok(Some(chunk)) => {
-                                if tx.send(Some(chunk)).await.is_err() {
-                                    break; // the pipeline stopped (too large, blocked type, storage)
+                            Ok(Some(mut chunk)) => {
+                                while !chunk.is_empty() {
+                                    let take = (HANDOFF - pending.len()).min(chunk.len());
+                                    pending.extend_from_slice(&chunk.split_to(take));
+                                    if pending.len() == HANDOFF {
+                                        let full =
+                                            std::mem::replace(&mut pending, bytes::BytesMut::with_capacity(HANDOFF));
+                                        if tx.send(Some(full.freeze())).await.is_err() {
+                                            stopped = true; // the pipeline stopped (too large, blocked type, storage)
+                                            break;
+                                        }
+                                    }
+                                }
+                                if stopped {
+                                    break;
                                 }
                             }
                             Ok(None) => {
+                                if !pending.is_empty() && tx.send(Some(pending.split().freeze())).await.is_err() {
+                                    break;
+                                }
                                 let _ = tx.send(None).await; // the whole part arrived: commit
                                 break;
                             }
@@ -754,6 +776,9 @@ pub async fn download(
         body: ChannelBody { rx, buf: Vec::new(), pos: 0 },
     })
 }
+
+/// Size of the plaintext pieces handed to the upload pipeline.
+const HANDOFF: usize = 1024 * 1024;
 
 // ---------- integrity ----------
 
