@@ -30,6 +30,8 @@ pub fn user(srv: &Server, email: &str) -> U {
 
 pub struct Ws {
     sock: tungstenite::WebSocket<MaybeTlsStream<TcpStream>>,
+    /// Frames read while waiting for the connection to be live, handed out first by `next`.
+    backlog: std::collections::VecDeque<Value>,
 }
 
 fn ws_url(srv: &Server, query: &str) -> String {
@@ -37,13 +39,29 @@ fn ws_url(srv: &Server, query: &str) -> String {
 }
 
 impl Ws {
+    /// Connects and waits until the server's side of the connection is running (a `ping`
+    /// answered): the server registers a connection for live delivery just after the upgrade,
+    /// so an event committed in that instant reaches a client only through `resume`.
     pub fn connect(srv: &Server, token: &str) -> Ws {
-        Self::open(srv, &format!("?token={token}")).unwrap_or_else(|e| panic!("websocket refused: {e}"))
+        let mut ws = Self::open(srv, &format!("?token={token}")).unwrap_or_else(|e| panic!("websocket refused: {e}"));
+        ws.send(json!({"event": "ping"}));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut early = std::collections::VecDeque::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match ws.next(left) {
+                Some(f) if f["event"] == "pong" => break,
+                Some(f) => early.push_back(f),
+                None => panic!("no pong within 10s of connecting"),
+            }
+        }
+        ws.backlog = early;
+        ws
     }
 
     pub fn open(srv: &Server, query: &str) -> Result<Ws, Box<tungstenite::Error>> {
         let (sock, _) = tungstenite::connect(ws_url(srv, query)).map_err(Box::new)?;
-        Ok(Ws { sock })
+        Ok(Ws { sock, backlog: Default::default() })
     }
 
     pub fn send(&mut self, v: Value) {
@@ -58,6 +76,9 @@ impl Ws {
 
     /// The next JSON frame within `within`, `None` on timeout. Panics when the server closed.
     pub fn next(&mut self, within: Duration) -> Option<Value> {
+        if let Some(f) = self.backlog.pop_front() {
+            return Some(f);
+        }
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
