@@ -1,5 +1,5 @@
 -- Sign-ins through an OAuth/OpenID Connect provider in progress: one row per started sign-in,
--- consumed (deleted) by the callback. `binding_hash` is the SHA-256 of the secret in the
+-- consumed (deleted) by the callback. `binding_hash` is the keyed hash (HMAC-SHA-256) of the secret in the
 -- browser's sign-in cookie, so a state value is only good in the browser that started it.
 CREATE TABLE oauth_logins (
     state TEXT PRIMARY KEY NOT NULL,

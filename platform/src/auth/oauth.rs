@@ -3,8 +3,8 @@
 //!
 //! The host owns the security of the flow; the plugin only speaks to the provider:
 //! * `state` (256 random bits) is single-use, expires after ten minutes, and is bound to the
-//!   browser that started the sign-in by a random secret in an HttpOnly cookie (only its
-//!   SHA-256 is stored), so a link or a code captured elsewhere is useless;
+//!   browser that started the sign-in by a random secret in an HttpOnly cookie (only its keyed
+//!   hash is stored), so a link or a code captured elsewhere is useless;
 //! * the `nonce` and the PKCE verifier (S256) are made here and never leave the server except
 //!   as the nonce in the request and the challenge; the plugin checks the ID token's nonce,
 //!   issuer, audience, signature and expiry;
@@ -41,19 +41,9 @@ const LOGIN_TTL_SECS: i64 = 600;
 /// be able to grow the table without bound.
 const MAX_PENDING: i64 = 10_000;
 
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
-
-fn b64url(b: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
-fn random(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
-    b64url(&b)
+/// What is stored of the browser-binding secret: a keyed hash, like every bearer secret.
+fn binding_hash(state: &AppState, binding: &str) -> String {
+    crate::crypto::keyed_hash(&state.keys.hash_key, "oauth-binding", binding)
 }
 
 fn unknown_provider(name: &str) -> ApiError {
@@ -109,19 +99,23 @@ pub async fn login(
     provider: &str,
 ) -> ApiResult<Redirect> {
     let p = state.plugins.oauth_provider(provider).ok_or_else(|| unknown_provider(provider))?;
-    let (st, nonce, verifier, binding) = (random(32), random(32), random(48), random(32));
+    use crate::crypto::random_token;
+    let (st, nonce, verifier, binding) = (random_token(32), random_token(32), random_token(48), random_token(32));
     let req = AuthorizationRequest {
         redirect_uri: redirect_uri(state, provider),
         state: st.clone(),
         nonce: nonce.clone(),
-        pkce_challenge: b64url(&Sha256::digest(verifier.as_bytes())),
+        pkce_challenge: {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+        },
     };
     let url = tokio::task::spawn_blocking(move || p.authorization_url(&req))
         .await
         .map_err(|e| ApiError::internal("oauth", e))?
         .map_err(oauth_error)?;
     let now = crate::time::now_micros();
-    let (name, bh) = (provider.to_string(), sha256_hex(&binding));
+    let (name, bh) = (provider.to_string(), binding_hash(state, &binding));
     let stored = state
         .db
         .q(move |c| {
@@ -229,7 +223,8 @@ pub async fn callback(
     };
     // Consume the sign-in only when it belongs to this browser: a forged or replayed state
     // changes nothing, and the real browser can still finish.
-    let (st2, name, bh, now) = (st.to_string(), provider.to_string(), sha256_hex(&binding), crate::time::now_micros());
+    let (st2, name, bh, now) =
+        (st.to_string(), provider.to_string(), binding_hash(app, &binding), crate::time::now_micros());
     let row: Option<(String, String)> = app
         .db
         .q(move |c| {

@@ -228,10 +228,7 @@ fn describe(code: i32, msg: &[u8]) -> String {
     let msg = String::from_utf8_lossy(msg);
     let msg = if msg.is_empty() { "no message".into() } else { msg };
     match code {
-        status::PANIC => msg.into_owned(),
-        status::TRANSIENT | status::PERMANENT | status::UNAVAILABLE | status::NOT_FOUND | status::INVALID => {
-            msg.into_owned()
-        }
+        status::TRANSIENT..=status::PANIC => msg.into_owned(),
         other => format!("unknown status code {other}: {msg}"),
     }
 }
