@@ -39,9 +39,8 @@ fn ws_url(srv: &Server, query: &str) -> String {
 }
 
 impl Ws {
-    /// Connects and waits until the server's side of the connection is running (a `ping`
-    /// answered): the server registers a connection for live delivery just after the upgrade,
-    /// so an event committed in that instant reaches a client only through `resume`.
+    /// Connects and checks the connection answers (`ping` → `pong`); frames that arrive before
+    /// the pong are kept for `next`.
     pub fn connect(srv: &Server, token: &str) -> Ws {
         let mut ws = Self::open(srv, &format!("?token={token}")).unwrap_or_else(|e| panic!("websocket refused: {e}"));
         ws.send(json!({"event": "ping"}));
@@ -223,6 +222,22 @@ both_backends!(message_is_delivered_live_paged_and_resumed_exactly_once, |b: Bac
     let mut other = Ws::open(&srv, &format!("?token={}&after={last_seq}", bob.token)).unwrap();
     assert_eq!(other.drain(&["new_message"], Duration::from_millis(1500)).len(), 100);
 });
+
+/// The server registers the connection for live delivery before it answers the upgrade, so an
+/// event committed the moment the client sees `101` arrives live, without `resume`. (Before the
+/// fix the registration happened just after the answer; this test caught the window.)
+#[test]
+fn an_event_right_after_the_upgrade_arrives_live() {
+    let srv = unlimited(Backend::Sqlite, &[]);
+    let (alice, bob) = (user(&srv, "ada@example.org"), user(&srv, "ben@example.org"));
+    for i in 0..40 {
+        let mut ws = Ws::open(&srv, &format!("?token={}", bob.token)).unwrap();
+        let sent = send_text(&srv, &alice, &bob, &format!("right away {i}"));
+        let f = ws.expect("new_message", WAIT);
+        assert_eq!(f["data"]["message"]["id"], sent["id"], "connection {i}");
+        ws.close();
+    }
+}
 
 #[test]
 fn bad_messages_are_refused_and_change_nothing() {

@@ -60,14 +60,49 @@ pub async fn ws(
         max_frame_size: Some(MAX_CLIENT_FRAME),
         ..Default::default()
     };
+    // Registered with the hub, and the counter read, before the 101 answer goes out: a client
+    // that sees the upgrade succeed gets every event committed after it, live. (Registering
+    // inside the channel, after the answer, left a window in which an event was neither queued
+    // nor below the counter's reading.) If the upgrade never completes, the guard unregisters.
+    let reg = Registration::new(&state, &user.id, &user.sid).await;
     Ok(socket.config(cfg).channel(move |stream| {
         Box::pin(async move {
-            let mut conn = Connection::open(state, user.id, user.sid, stream).await;
+            let mut conn = Connection::open(state, user.id, user.sid, stream, reg);
             conn.run(after, shutdown).await;
             conn.close().await;
             Ok(())
         })
     }))
+}
+
+/// A hub registration made before the WebSocket handshake completes; unregistered on drop
+/// unless a [`Connection`] took it over.
+struct Registration {
+    hub: Arc<super::hub::Hub>,
+    handle: Arc<ConnHandle>,
+    rx: Option<tokio::sync::mpsc::Receiver<Out>>,
+    last: i64,
+    armed: bool,
+}
+
+impl Registration {
+    async fn new(state: &AppState, user_id: &str, sid: &str) -> Self {
+        // Register before reading the counter: an event committed in between is then queued
+        // (and skipped as a duplicate if the counter already covers it), never missed.
+        let (handle, rx) = state.hub.register(user_id, sid, state.config.realtime.queue_capacity);
+        let mut reg = Self { hub: state.hub.clone(), handle, rx: Some(rx), last: 0, armed: true };
+        let uid = user_id.to_string();
+        reg.last = state.db.q(move |c| store::last_seq(c, &uid)).await.unwrap_or(0);
+        reg
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if self.armed {
+            self.hub.unregister(&self.handle);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -99,13 +134,10 @@ struct Connection {
 }
 
 impl Connection {
-    async fn open(state: AppState, user_id: String, sid: String, stream: DuplexStream) -> Self {
-        let queue = state.config.realtime.queue_capacity;
-        // Register before reading the counter: an event committed in between is then queued
-        // (and skipped as a duplicate if the counter already covers it), never missed.
-        let (handle, rx) = state.hub.register(&user_id, &sid, queue);
-        let uid = user_id.clone();
-        let last = state.db.q(move |c| store::last_seq(c, &uid)).await.unwrap_or(0);
+    fn open(state: AppState, user_id: String, sid: String, stream: DuplexStream, mut reg: Registration) -> Self {
+        // From here `close` unregisters.
+        reg.armed = false;
+        let (handle, rx, last) = (reg.handle.clone(), reg.rx.take().expect("receiver taken once"), reg.last);
         Self {
             state,
             user_id,
