@@ -155,8 +155,9 @@ impl Progress {
     }
 }
 
-fn storage(cfg: &Config) -> Result<crate::files::local::LocalStorage, String> {
-    crate::files::local::LocalStorage::open(&cfg.storage.data_dir.join("objects")).map_err(|e| format!("storage: {e}"))
+/// The configured object store (`storage.backend`: local or a storage plugin).
+fn storage(cfg: &Config) -> Result<std::sync::Arc<dyn seccollab_plugin_api::StorageBackend>, String> {
+    crate::plugins::Registry::load_storage(cfg).storage_backend(cfg).map_err(|e| format!("storage: {e}"))
 }
 
 fn pg_tool(name: &str) -> Result<PathBuf, String> {
@@ -234,7 +235,6 @@ pub fn backup(cfg: &Config, dir: &Path) -> Result<Summary, String> {
     // 2. Keys.
     copy_keys(&cfg.keys_dir(), &partial.join("keys"))?;
     // 3. Objects, as stored (encrypted), checksummed.
-    use seccollab_plugin_api::StorageBackend;
     let store = storage(cfg)?;
     private_dir(&partial.join("objects"))?;
     let mut objects = Vec::with_capacity(keys.len());
@@ -306,10 +306,13 @@ pub fn restore(cfg: &Config, dir: &Path) -> Result<Summary, String> {
     if !is_empty_or_missing(&keys_dir) {
         return Err(format!("{} is not empty: restore needs an empty installation", keys_dir.display()));
     }
-    let objects_dir = cfg.storage.data_dir.join("objects");
-    let has_objects = fs::read_dir(&objects_dir).map(|d| d.flatten().any(|e| e.file_name() != "tmp")).unwrap_or(false);
-    if has_objects {
-        return Err(format!("{} holds objects: restore needs an empty installation", objects_dir.display()));
+    let store = storage(cfg)?;
+    let held = store.list().map_err(|e| format!("storage: {e}"))?.len();
+    if held > 0 {
+        return Err(format!(
+            "the object store ({}) holds {held} objects: restore needs an empty installation",
+            cfg.storage.backend
+        ));
     }
     // Check the objects before writing anything.
     for o in &manifest.objects {
@@ -361,8 +364,6 @@ pub fn restore(cfg: &Config, dir: &Path) -> Result<Summary, String> {
     // 2. Keys.
     copy_keys(&dir.join("keys"), &keys_dir)?;
     // 3. Objects, verified against the manifest as they are written.
-    use seccollab_plugin_api::StorageBackend;
-    let store = storage(cfg)?;
     let mut bytes = 0u64;
     let mut progress = Progress::new();
     for (i, o) in manifest.objects.iter().enumerate() {

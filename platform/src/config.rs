@@ -38,6 +38,26 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub plugins: PluginsConfig,
+    pub admin: AdminConfig,
+}
+
+/// The admin console at `/admin` (docs/admin.md).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// A console session ends after this long without a request.
+    pub idle_timeout_secs: u64,
+    /// ... and this long after sign-in, whatever happens.
+    pub absolute_timeout_secs: u64,
+    /// Mark the console cookie `Secure` (HTTPS only). Default: when the server itself serves
+    /// TLS; set `true` behind a reverse proxy that terminates TLS.
+    pub secure_cookie: Option<bool>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { idle_timeout_secs: 15 * 60, absolute_timeout_secs: 8 * 3600, secure_cookie: None }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -100,11 +120,15 @@ impl Default for DatabaseConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub data_dir: PathBuf,
+    /// Where encrypted file objects live: `local` (files under `<data_dir>/objects`, the
+    /// default) or the name of an enabled storage plugin, e.g. `s3` with
+    /// `[plugins.enabled.s3]` (docs/plugins.md).
+    pub backend: String,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("./data") }
+        Self { data_dir: PathBuf::from("./data"), backend: "local".into() }
     }
 }
 
@@ -494,8 +518,23 @@ impl Config {
         {
             return bad("smtp.public_url", "must start with http:// or https://");
         }
+        if self.admin.idle_timeout_secs < 60 || self.admin.idle_timeout_secs > self.admin.absolute_timeout_secs {
+            return bad("admin.idle_timeout_secs", "must be at least 60 and at most admin.absolute_timeout_secs");
+        }
+        if self.admin.absolute_timeout_secs > 7 * 86_400 {
+            return bad("admin.absolute_timeout_secs", "must be at most 7 days");
+        }
         if self.plugins.call_timeout_secs == 0 || self.plugins.breaker_failures == 0 {
             return bad("plugins.call_timeout_secs / plugins.breaker_failures", "must be at least 1");
+        }
+        if self.storage.backend != "local" && !self.plugins.enabled.contains_key(&self.storage.backend) {
+            return bad(
+                "storage.backend",
+                &format!(
+                    "`{}` is neither `local` nor an enabled plugin (add `[plugins.enabled.{}]`)",
+                    self.storage.backend, self.storage.backend
+                ),
+            );
         }
         for (name, p) in &self.plugins.enabled {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {

@@ -3,6 +3,7 @@
 //! [`build_rocket`] is the only place routes are mounted: every module contributes
 //! `routes()` and this file mounts them under `/api`.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod backup;
@@ -148,6 +149,7 @@ pub fn build_rocket(state: AppState) -> Rocket<Build> {
         .manage(state)
         .mount("/api", api_routes())
         .mount("/", rocket::routes![http::metrics::metrics, realtime::ws::ws])
+        .mount("/admin", admin::routes::routes())
         .register("/api", http::error::catchers())
 }
 
@@ -185,10 +187,9 @@ fn open_state_inner(cfg: Config, with_plugins: bool) -> Result<AppState, StartEr
         tracing::info!(applied, "database migrations applied");
     }
     let audit = AuditLog::start(db.clone(), cfg.audit.batch_max, cfg.audit.queue_capacity);
-    let storage = files::local::LocalStorage::open(&cfg.storage.data_dir.join("objects"))
-        .map_err(|e| StartError::Storage(e.to_string()))?;
     let yara = security::scan::YaraScanner::load(&cfg.security.policy_dir.join("yara")).map_err(StartError::Policy)?;
-    let plugins = if with_plugins { plugins::Registry::load(&cfg) } else { plugins::Registry::builtins() };
+    let plugins = if with_plugins { plugins::Registry::load(&cfg) } else { plugins::Registry::load_storage(&cfg) };
+    let storage = plugins.storage_backend(&cfg).map_err(StartError::Storage)?;
     let scanner = security::scan::ScanService::new(Arc::new(yara), policy.scan.max_bytes, policy.scan.workers)
         .with_plugins(&plugins.scanners);
     let plugin_notify = Arc::new(plugins::Dispatcher::start(&plugins.notifiers));
@@ -206,7 +207,7 @@ fn open_state_inner(cfg: Config, with_plugins: bool) -> Result<AppState, StartEr
         policy: Arc::new(policy),
         hasher: Arc::new(hasher),
         sessions: Arc::new(auth::sessions::SessionCache::default()),
-        storage: Arc::new(storage),
+        storage,
         scanner: Arc::new(scanner),
         events,
         hub,
@@ -230,11 +231,14 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     // PostgreSQL node could otherwise delete the object of an upload in flight elsewhere.)
     // Partial objects of interrupted uploads: all of them on SQLite (this is the only writer),
     // on PostgreSQL only those idle for an hour (another node may be writing its own).
+    // (A storage plugin keeps partial uploads invisible on its side, e.g. S3 multipart uploads.)
     let single = state.db.backend() == db::Backend::Sqlite;
-    let objects = state.config.storage.data_dir.join("objects");
-    files::local::LocalStorage::open(&objects)
-        .and_then(|s| s.remove_partials((!single).then(|| std::time::Duration::from_secs(3600))))
-        .map_err(|e| StartError::Storage(e.to_string()))?;
+    if state.config.storage.backend == "local" {
+        let objects = state.config.storage.data_dir.join("objects");
+        files::local::LocalStorage::open(&objects)
+            .and_then(|s| s.remove_partials((!single).then(|| std::time::Duration::from_secs(3600))))
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+    }
     if single {
         let st = state.clone();
         tokio::task::spawn_blocking(move || files::collect_orphans(&st))

@@ -97,14 +97,32 @@ impl TestDb {
         }
     }
 
-    /// Environment that points the binary at this database and data folder.
+    /// Environment that points the binary at this database and data folder (and, when the
+    /// suite runs on S3, at a configuration file selecting the `s3` plugin).
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             ("SECCOLLAB_DATABASE__URL".into(), self.url.clone()),
             ("SECCOLLAB_STORAGE__DATA_DIR".into(), self.dir.path().join("data").display().to_string()),
             ("SECCOLLAB_SECURITY__POLICY_DIR".into(), repo_root().join("policies").display().to_string()),
             ("SECCOLLAB_LOG__LEVEL".into(), "warn".into()),
-        ]
+        ];
+        if let Some(cfg) = self.objects().s3_config(self.dir.path()) {
+            env.push(("SECCOLLAB_CONFIG".into(), cfg.display().to_string()));
+        }
+        env
+    }
+
+    /// The object store this installation's server writes to.
+    pub fn objects(&self) -> Objects {
+        match storage_mode() {
+            StorageMode::Local => Objects::Local(self.dir.path().join("data/objects")),
+            StorageMode::S3 => {
+                // One prefix per installation, derived from its folder name: unique and stable.
+                let name = self.dir.path().file_name().unwrap().to_string_lossy().to_lowercase();
+                let prefix: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+                Objects::S3 { endpoint: s3_endpoint(), prefix }
+            }
+        }
     }
 
     /// A library-level configuration for this database (to seed data quickly).
@@ -370,5 +388,197 @@ impl Resp {
         let j = self.json();
         assert_eq!(j["error"]["code"], code, "{j}");
         assert!(j["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{j}");
+    }
+}
+
+/// Where file objects go in this run: the built-in local store (default), or the `s3` storage
+/// plugin against the S3-compatible server at `SECCOLLAB_TEST_S3_ENDPOINT` when
+/// `SECCOLLAB_TEST_STORAGE=s3` (`./tests/run` runs the files suite both ways, with `moto`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageMode {
+    Local,
+    S3,
+}
+
+pub fn storage_mode() -> StorageMode {
+    match std::env::var("SECCOLLAB_TEST_STORAGE").as_deref() {
+        Ok("s3") => StorageMode::S3,
+        Ok("local") | Err(_) => StorageMode::Local,
+        Ok(other) => panic!("SECCOLLAB_TEST_STORAGE={other}: expected `local` or `s3`"),
+    }
+}
+
+pub const S3_BUCKET: &str = "seccollab-test";
+
+/// The S3-compatible server of an S3 run; the bucket is created on first use.
+pub fn s3_endpoint() -> String {
+    static READY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    READY
+        .get_or_init(|| {
+            let ep = std::env::var("SECCOLLAB_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
+                panic!("SECCOLLAB_TEST_STORAGE=s3 needs SECCOLLAB_TEST_S3_ENDPOINT (./tests/run starts moto_server)")
+            });
+            let r = s3_request("PUT", &format!("{ep}/{S3_BUCKET}"), None);
+            assert!(
+                r.0 == 200 || r.0 == 409,
+                "cannot create the test bucket: {} {}",
+                r.0,
+                String::from_utf8_lossy(&r.1)
+            );
+            ep
+        })
+        .clone()
+}
+
+/// A raw S3 request, as an operator's tool (or an attacker with bucket access) would make it.
+/// moto checks that a request carries credentials, not the signature.
+pub fn s3_request(method: &str, url: &str, body: Option<&[u8]>) -> (u16, Vec<u8>) {
+    let req = ureq::request(method, url)
+        .set(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .set("Content-Type", "application/octet-stream")
+        .timeout(Duration::from_secs(60));
+    let res = match body {
+        Some(b) => req.send_bytes(b),
+        None => req.call(),
+    };
+    let r = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = r.status();
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut r.into_reader(), &mut out).expect("read S3 body");
+    (status, out)
+}
+
+/// Every `<tag>...</tag>` value in an S3 XML answer.
+fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    xml.split(&open).skip(1).filter_map(|p| p.split_once(&close).map(|(v, _)| v.to_string())).collect()
+}
+
+/// The stored objects of one installation, whichever backend holds them: what the tests look
+/// at and tamper with.
+#[derive(Debug)]
+pub enum Objects {
+    Local(PathBuf),
+    S3 { endpoint: String, prefix: String },
+}
+
+impl Objects {
+    fn url(&self, key: &str) -> String {
+        match self {
+            Objects::S3 { endpoint, prefix } => format!("{endpoint}/{S3_BUCKET}/{prefix}/{key}"),
+            Objects::Local(_) => unreachable!(),
+        }
+    }
+
+    /// The configuration file that selects the `s3` plugin (S3 runs only).
+    fn s3_config(&self, dir: &Path) -> Option<PathBuf> {
+        let Objects::S3 { endpoint, prefix } = self else { return None };
+        use std::os::unix::fs::PermissionsExt;
+        let plugins = dir.join("plugins");
+        let lib = plugins.join("libseccollab_s3.so");
+        if !lib.exists() {
+            let src = Path::new(BIN).parent().unwrap().join("libseccollab_s3.so");
+            assert!(src.exists(), "{} missing: `cargo build -p seccollab-s3` first (./tests/run does)", src.display());
+            std::fs::create_dir_all(&plugins).unwrap();
+            std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::copy(&src, &lib).unwrap();
+            std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let cfg = dir.join("seccollab-s3.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[storage]\nbackend = \"s3\"\n\n[plugins]\ndir = \"{}\"\n\n[plugins.enabled.s3.settings]\n\
+                 url = \"s3://{S3_BUCKET}/{prefix}\"\nfrom_env = false\npart_size_mib = 5\n\
+                 options = {{ endpoint = \"{endpoint}\", region = \"us-east-1\", access_key_id = \"test\", \
+                 secret_access_key = \"test\", allow_http = \"true\" }}\n",
+                plugins.display()
+            ),
+        )
+        .unwrap();
+        Some(cfg)
+    }
+
+    /// Keys of the committed objects.
+    pub fn keys(&self) -> Vec<String> {
+        match self {
+            Objects::Local(root) => {
+                let mut keys = Vec::new();
+                for d in std::fs::read_dir(root).unwrap().flatten() {
+                    if d.path().is_dir() && d.file_name() != "tmp" {
+                        keys.extend(
+                            std::fs::read_dir(d.path())
+                                .unwrap()
+                                .flatten()
+                                .map(|e| e.file_name().to_string_lossy().into_owned()),
+                        );
+                    }
+                }
+                keys
+            }
+            Objects::S3 { endpoint, prefix } => {
+                let (st, body) =
+                    s3_request("GET", &format!("{endpoint}/{S3_BUCKET}?list-type=2&prefix={prefix}/"), None);
+                assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+                xml_values(&String::from_utf8_lossy(&body), "Key")
+                    .into_iter()
+                    .map(|k| k.rsplit('/').next().unwrap().to_string())
+                    .collect()
+            }
+        }
+    }
+
+    /// Writes that have started and not finished: temporary files of the local store, multipart
+    /// uploads in progress on S3.
+    pub fn partials(&self) -> usize {
+        match self {
+            Objects::Local(root) => std::fs::read_dir(root.join("tmp")).map(|d| d.count()).unwrap_or(0),
+            Objects::S3 { endpoint, prefix } => {
+                let (st, body) = s3_request("GET", &format!("{endpoint}/{S3_BUCKET}?uploads&prefix={prefix}/"), None);
+                assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+                xml_values(&String::from_utf8_lossy(&body), "UploadId").len()
+            }
+        }
+    }
+
+    pub fn read(&self, key: &str) -> Vec<u8> {
+        match self {
+            Objects::Local(root) => std::fs::read(root.join(&key[..2]).join(key)).unwrap(),
+            Objects::S3 { .. } => {
+                let (st, body) = s3_request("GET", &self.url(key), None);
+                assert_eq!(st, 200, "object {key}: {}", String::from_utf8_lossy(&body));
+                body
+            }
+        }
+    }
+
+    pub fn write(&self, key: &str, data: &[u8]) {
+        match self {
+            Objects::Local(root) => std::fs::write(root.join(&key[..2]).join(key), data).unwrap(),
+            Objects::S3 { .. } => {
+                let (st, body) = s3_request("PUT", &self.url(key), Some(data));
+                assert_eq!(st, 200, "object {key}: {}", String::from_utf8_lossy(&body));
+            }
+        }
+    }
+
+    /// The S3 ETag (`<md5>-<parts>` for an object stored by a multipart upload) and size.
+    pub fn etag_and_size(&self, key: &str) -> (String, u64) {
+        let r = ureq::head(&self.url(key))
+            .set(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .call()
+            .expect("HEAD object");
+        let etag = r.header("etag").unwrap_or_default().trim_matches('"').to_string();
+        (etag, r.header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0))
     }
 }

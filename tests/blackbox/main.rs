@@ -4,6 +4,7 @@
 mod harness;
 
 mod access;
+mod admin_console;
 mod audit_chain;
 mod auth;
 mod backup;

@@ -254,6 +254,40 @@ pub async fn login(
     body: JsonBody<LoginRequest>,
 ) -> ApiResult<Json<Value>> {
     let LoginRequest { email, password } = body.0;
+    match password_step(state, &client, email, password).await? {
+        PasswordStep::Mfa { mfa_token, .. } => Ok(Json(json!({"mfa_required": true, "mfa_token": mfa_token}))),
+        PasswordStep::Done(user) => {
+            let tokens = start_session(state, &user, &client).await?;
+            state
+                .audit
+                .record(
+                    entry("auth.login", Outcome::Success, &client)
+                        .actor(Some(user.id.clone()))
+                        .details(json!({"email": user.email, "method": "password"})),
+                )
+                .await;
+            Ok(Json(serde_json::to_value(tokens).expect("json")))
+        }
+    }
+}
+
+/// What a correct password leads to.
+pub(crate) enum PasswordStep {
+    /// The user has MFA: the second step needs this challenge token.
+    Mfa { mfa_token: String, user: User },
+    /// No second factor: the caller starts the session (and audits the sign-in).
+    Done(User),
+}
+
+/// The password step of every sign-in form (API and consoles): lockout and IP back-off, the
+/// constant-work password check, failure counting and auditing, the MFA challenge.
+pub(crate) async fn password_step(
+    state: &AppState,
+    client: &ClientInfo,
+    email: String,
+    password: String,
+) -> ApiResult<PasswordStep> {
+    let client = client.clone();
     let email = email.trim().to_lowercase();
     if email.is_empty() || password.is_empty() {
         return Err(ApiError::invalid(if email.is_empty() { "email" } else { "password" }, "must not be empty"));
@@ -358,18 +392,9 @@ pub async fn login(
                     .details(json!({"email": email, "step": "password", "mfa_required": true})),
             )
             .await;
-        return Ok(Json(json!({"mfa_required": true, "mfa_token": mfa_token})));
+        return Ok(PasswordStep::Mfa { mfa_token, user });
     }
-    let tokens = start_session(state, &user, &client).await?;
-    state
-        .audit
-        .record(
-            entry("auth.login", Outcome::Success, &client)
-                .actor(actor)
-                .details(json!({"email": email, "method": "password"})),
-        )
-        .await;
-    Ok(Json(serde_json::to_value(tokens).expect("json")))
+    Ok(PasswordStep::Done(user))
 }
 
 // ---------- verify-mfa ----------
@@ -393,13 +418,28 @@ pub async fn verify_mfa(
     body: JsonBody<VerifyMfaRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let VerifyMfaRequest { mfa_token, totp_code } = body.0;
+    let (user, method) = mfa_step(state, &client, mfa_token, totp_code).await?;
+    let tokens = start_session(state, &user, &client).await?;
+    state
+        .audit
+        .record(
+            entry("auth.mfa", Outcome::Success, &client)
+                .actor(Some(user.id.clone()))
+                .details(json!({"method": method})),
+        )
+        .await;
+    Ok(Json(tokens))
+}
+
+/// The user an MFA challenge token belongs to, if it is live.
+pub(crate) async fn challenge_owner(state: &AppState, client: &ClientInfo, mfa_token: &str) -> ApiResult<User> {
     let master = state.keys.hash_key;
-    let t = mfa_token.clone();
+    let t = mfa_token.to_string();
     let uid = state.db.run(move |c| mfa::challenge_user(c, &master, &t).map_err(ApiError::from)).await?;
     let Some(uid) = uid else {
         state
             .audit
-            .record(entry("auth.mfa", Outcome::Failure, &client).details(json!({"reason": "invalid_mfa_token"})))
+            .record(entry("auth.mfa", Outcome::Failure, client).details(json!({"reason": "invalid_mfa_token"})))
             .await;
         return Err(ApiError::new(
             Status::Unauthorized,
@@ -407,7 +447,21 @@ pub async fn verify_mfa(
             "this sign-in step expired or was used up; sign in again",
         ));
     };
-    let user = load_user(state, &uid).await?;
+    load_user(state, &uid).await
+}
+
+/// The second step of every sign-in form: the challenge token from [`password_step`] plus a
+/// TOTP or recovery code. Returns the user and the method; the caller starts the session and
+/// audits the success.
+pub(crate) async fn mfa_step(
+    state: &AppState,
+    client: &ClientInfo,
+    mfa_token: String,
+    totp_code: String,
+) -> ApiResult<(User, &'static str)> {
+    let client = client.clone();
+    let master = state.keys.hash_key;
+    let user = challenge_owner(state, &client, &mfa_token).await?;
     let policy = state.policy.lockout.clone();
     let (email, ip) = (user.email.clone(), client.ip_string());
     let verdict = state
@@ -462,16 +516,7 @@ pub async fn verify_mfa(
     }
     let email = user.email.clone();
     state.db.run(move |c| throttle::record_success(c, &email).map_err(ApiError::from)).await?;
-    let tokens = start_session(state, &user, &client).await?;
-    state
-        .audit
-        .record(
-            entry("auth.mfa", Outcome::Success, &client)
-                .actor(Some(user.id.clone()))
-                .details(json!({"method": method})),
-        )
-        .await;
-    Ok(Json(tokens))
+    Ok((user, method.expect("checked above")))
 }
 
 // ---------- refresh / logout / me ----------

@@ -298,3 +298,19 @@ diesel::table! {
 
 diesel::joinable!(oauth_identities -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(oauth_identities, users);
+
+diesel::table! {
+    /// Browser sessions of the admin console: cookie secret (keyed hash) → `sessions` row.
+    browser_sessions (token_hash) {
+        token_hash -> Text,
+        session_id -> Text,
+        kind -> Text,
+        csrf_token -> Text,
+        created_at -> BigInt,
+        last_seen_at -> BigInt,
+    }
+}
+
+diesel::joinable!(browser_sessions -> sessions (session_id));
+diesel::allow_tables_to_appear_in_same_query!(browser_sessions, sessions);
+diesel::allow_tables_to_appear_in_same_query!(browser_sessions, users);

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use seccollab_plugin_api::host::{self, Instance};
 use seccollab_plugin_api::{
-    AuthorizationRequest, CodeExchange, Notifier, NotifyError, OAuthError, OAuthIdentity, OAuthProvider, Outbound,
-    PluginKind, ScanReport, Scanner,
+    AuthorizationRequest, CodeExchange, Notifier, NotifyError, OAuthError, OAuthIdentity, OAuthProvider, ObjectWriter,
+    Outbound, PluginKind, ScanReport, Scanner, StorageBackend, StorageError,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -263,6 +263,58 @@ impl OAuthProvider for GuardedOAuth {
     }
 }
 
+/// A storage plugin with its calls counted for `/api/admin/plugins`. Storage calls are not
+/// run on a thread of their own (one per chunk would cost too much) and not refused by the
+/// breaker: the plugin's own request timeouts bound them, and a failed write already fails the
+/// upload cleanly. The breaker records failures so health shows `degraded`.
+struct CountedStorage {
+    name: String,
+    inner: Arc<dyn StorageBackend>,
+    breaker: Arc<Breaker>,
+}
+
+impl CountedStorage {
+    fn count<R>(&self, r: Result<R, StorageError>) -> Result<R, StorageError> {
+        self.breaker.calls.fetch_add(1, Ordering::Relaxed);
+        match &r {
+            Err(StorageError::NotFound) | Ok(_) => self.breaker.consecutive.store(0, Ordering::Relaxed),
+            Err(e) => {
+                self.breaker.failures.fetch_add(1, Ordering::Relaxed);
+                self.breaker.consecutive.fetch_add(1, Ordering::Relaxed);
+                self.breaker.lock().last_error = Some(e.to_string());
+                tracing::warn!(plugin = %self.name, error = %e, "storage call failed");
+            }
+        }
+        r
+    }
+}
+
+impl StorageBackend for CountedStorage {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn put(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError> {
+        self.count(self.inner.put(key))
+    }
+
+    fn get(&self, key: &str, offset: u64) -> Result<Box<dyn std::io::Read + Send>, StorageError> {
+        self.count(self.inner.get(key, offset))
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.count(self.inner.delete(key))
+    }
+
+    fn stat(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        self.count(self.inner.stat(key))
+    }
+
+    fn list(&self) -> Result<Vec<String>, StorageError> {
+        self.count(self.inner.list())
+    }
+}
+
 /// One plugin as `/api/admin/plugins` and `seccollab plugins list` show it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginInfo {
@@ -297,9 +349,36 @@ pub struct Registry {
     pub scanners: Vec<Arc<dyn Scanner>>,
     pub notifiers: Vec<Arc<dyn Notifier>>,
     pub oauth: Vec<Arc<dyn OAuthProvider>>,
+    pub storage: Vec<Arc<dyn StorageBackend>>,
 }
 
 impl Registry {
+    /// The storage backend `storage.backend` selects: the built-in local store or a loaded
+    /// storage plugin. A plugin that failed to load is an error naming its reason: the server
+    /// must not start on a store it cannot reach.
+    pub fn storage_backend(&self, cfg: &Config) -> Result<Arc<dyn StorageBackend>, String> {
+        let name = cfg.storage.backend.as_str();
+        if name == "local" {
+            let store = crate::files::local::LocalStorage::open(&cfg.storage.data_dir.join("objects"))
+                .map_err(|e| e.to_string())?;
+            return Ok(Arc::new(store));
+        }
+        if let Some(s) = self.storage.iter().find(|s| s.name() == name) {
+            return Ok(s.clone());
+        }
+        match self.entries.iter().find(|e| e.info.name == name) {
+            Some(e) if e.info.error.is_some() => Err(format!(
+                "storage.backend `{name}`: the plugin could not be loaded: {}",
+                e.info.error.as_deref().unwrap_or_default()
+            )),
+            Some(e) => Err(format!(
+                "storage.backend `{name}` names a {} plugin, not a storage plugin",
+                e.info.kind.as_deref().unwrap_or("non-storage")
+            )),
+            None => Err(format!("storage.backend `{name}` is neither `local` nor an enabled plugin")),
+        }
+    }
+
     /// The OAuth provider configured under `name` (the name in `/api/auth/login/{name}`).
     pub fn oauth_provider(&self, name: &str) -> Option<Arc<dyn OAuthProvider>> {
         self.oauth.iter().find(|p| p.name() == name).cloned()
@@ -397,8 +476,18 @@ impl Registry {
     /// Loads every enabled plugin. Never fails: a plugin that cannot be used is logged and
     /// listed with its error.
     pub fn load(cfg: &Config) -> Self {
+        Self::load_where(cfg, |_| true)
+    }
+
+    /// The built-ins and the storage plugin `storage.backend` names, if any: what CLI commands
+    /// that touch stored objects (backup, restore, keys, ...) need.
+    pub fn load_storage(cfg: &Config) -> Self {
+        Self::load_where(cfg, |name| name == cfg.storage.backend)
+    }
+
+    fn load_where(cfg: &Config, wanted: impl Fn(&str) -> bool) -> Self {
         let mut r = Self::builtins();
-        for (name, entry) in &cfg.plugins.enabled {
+        for (name, entry) in cfg.plugins.enabled.iter().filter(|(n, _)| wanted(n)) {
             let path = entry.path(name, &cfg.plugins.dir);
             let mut info = PluginInfo {
                 name: name.clone(),
@@ -484,10 +573,8 @@ impl Registry {
                 breaker: breaker.clone(),
                 timeout,
             })),
-            Instance::Storage(_) => {
-                return Err("storage plugins are loaded but not yet selectable: `storage.backend` is not implemented \
-                            in this version (see docs/plugins.md)"
-                    .into())
+            Instance::Storage(inner) => {
+                self.storage.push(Arc::new(CountedStorage { name, inner, breaker: breaker.clone() }))
             }
         }
         Ok(breaker)

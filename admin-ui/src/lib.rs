@@ -1,0 +1,295 @@
+//! The admin console's views: one struct per page, rendered by askama with HTML
+//! auto-escaping (every value a user or a client could have chosen — names, e-mail addresses,
+//! file names, audit details — is escaped; nothing here is marked `safe` except the QR code
+//! SVG, which the server draws itself). Views take plain data; the platform's `/admin` routes
+//! fill them (`platform/src/admin`).
+
+use askama::Template;
+
+/// The stylesheet, served at `/admin/assets/admin.css`.
+pub const CSS: &str = include_str!("../assets/admin.css");
+
+/// What every signed-in page shows in its header.
+#[derive(Debug, Clone)]
+pub struct Nav {
+    /// The signed-in admin's display name.
+    pub admin: String,
+    /// The session's CSRF token, put in every form.
+    pub csrf: String,
+    /// Which section is current: `dashboard`, `users`, `audit`, `alerts`, `plugins`.
+    pub active: &'static str,
+}
+
+impl Nav {
+    pub fn is(&self, section: &str) -> bool {
+        self.active == section
+    }
+}
+
+#[derive(Template, Debug)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub csrf: String,
+    pub email: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template, Debug)]
+#[template(path = "mfa.html")]
+pub struct MfaPage {
+    pub csrf: String,
+    pub mfa_token: String,
+    pub error: Option<String>,
+}
+
+/// An admin without a second factor sets one up before the console opens.
+#[derive(Template, Debug)]
+#[template(path = "enrol.html")]
+pub struct EnrolPage {
+    pub csrf: String,
+    pub mfa_token: String,
+    /// The secret in base32, for typing into an authenticator by hand.
+    pub secret: String,
+    /// The `otpauth://` QR code as SVG, drawn by the server.
+    pub qr_svg: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template, Debug)]
+#[template(path = "recovery.html")]
+pub struct RecoveryCodesPage {
+    pub nav: Nav,
+    pub codes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stat {
+    pub label: String,
+    pub value: String,
+}
+
+/// One bar of a server-drawn SVG bar chart; geometry computed by [`Chart::new`].
+#[derive(Debug, Clone)]
+pub struct Bar {
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+    pub label: String,
+    pub value: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Chart {
+    pub title: String,
+    /// Words for screen readers and the table under the chart.
+    pub summary: String,
+    pub width: u32,
+    pub height: u32,
+    pub max: u64,
+    pub bars: Vec<Bar>,
+    /// Label under the first and the last bar.
+    pub first_label: String,
+    pub last_label: String,
+}
+
+impl Chart {
+    pub const WIDTH: u32 = 480;
+    pub const HEIGHT: u32 = 120;
+
+    /// A bar chart of `(label, value)` points, oldest first.
+    pub fn new(title: &str, points: &[(String, u64)]) -> Self {
+        let max = points.iter().map(|p| p.1).max().unwrap_or(0).max(1);
+        let n = points.len().max(1) as u32;
+        let slot = Self::WIDTH / n;
+        let w = slot.saturating_sub(2).max(1);
+        let total: u64 = points.iter().map(|p| p.1).sum();
+        let bars = points
+            .iter()
+            .enumerate()
+            .map(|(i, (label, value))| {
+                let h = ((*value as f64 / max as f64) * (Self::HEIGHT - 4) as f64).round() as u32;
+                let h = if *value > 0 { h.max(1) } else { 0 };
+                Bar { x: i as u32 * slot, y: Self::HEIGHT - h, w, h, label: label.clone(), value: *value }
+            })
+            .collect();
+        Chart {
+            title: title.to_string(),
+            summary: format!("{title}: {total} in all, at most {max} in one interval"),
+            width: Self::WIDTH,
+            height: Self::HEIGHT,
+            max,
+            bars,
+            first_label: points.first().map(|p| p.0.clone()).unwrap_or_default(),
+            last_label: points.last().map(|p| p.0.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Template, Debug)]
+#[template(path = "dashboard.html")]
+pub struct DashboardPage {
+    pub nav: Nav,
+    pub stats: Vec<Stat>,
+    /// `24h` or `7d`.
+    pub range: String,
+    pub charts: Vec<Chart>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub role: String,
+    pub mfa: bool,
+    pub disabled: bool,
+    /// Wait left on a lockout, e.g. `14 min`; `None` when not locked.
+    pub locked: Option<String>,
+    pub created: String,
+}
+
+#[derive(Template, Debug)]
+#[template(path = "users.html")]
+pub struct UsersPage {
+    pub nav: Nav,
+    pub q: String,
+    pub users: Vec<UserRow>,
+    pub notice: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor_id: String,
+    pub action: String,
+    pub outcome: String,
+    pub ip: String,
+    pub since: String,
+    pub until: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub id: String,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub ip: String,
+    pub outcome: String,
+    pub details: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChainStatus {
+    pub ok: bool,
+    pub checked: u64,
+    pub first_bad_id: Option<String>,
+}
+
+#[derive(Template, Debug)]
+#[template(path = "audit.html")]
+pub struct AuditPage {
+    pub nav: Nav,
+    pub filter: AuditFilter,
+    pub entries: Vec<AuditEntry>,
+    /// Query string of the next (older) page, when there is one.
+    pub next: Option<String>,
+    /// Query string of the current filter, for the export links.
+    pub query: String,
+    pub chain: Option<ChainStatus>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertRow {
+    pub id: String,
+    pub at: String,
+    pub kind: String,
+    pub severity: String,
+    pub subject: String,
+    pub details: String,
+    pub acked: Option<String>,
+}
+
+#[derive(Template, Debug)]
+#[template(path = "alerts.html")]
+pub struct AlertsPage {
+    pub nav: Nav,
+    pub open_only: bool,
+    pub alerts: Vec<AlertRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PluginRow {
+    pub name: String,
+    pub kind: String,
+    pub version: String,
+    pub abi: String,
+    pub builtin: bool,
+    pub health: String,
+    pub error: String,
+    pub calls: u64,
+    pub failures: u64,
+    pub sha256: String,
+}
+
+#[derive(Template, Debug)]
+#[template(path = "plugins.html")]
+pub struct PluginsPage {
+    pub nav: Nav,
+    pub plugins: Vec<PluginRow>,
+}
+
+#[derive(Template, Debug)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub status: u16,
+    pub title: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nav() -> Nav {
+        Nav { admin: "<b>Root</b>".into(), csrf: "tok\"en".into(), active: "users" }
+    }
+
+    #[test]
+    fn hostile_values_are_escaped() {
+        let page = UsersPage {
+            nav: nav(),
+            q: "\"><script>alert(1)</script>".into(),
+            users: vec![UserRow {
+                id: "u1".into(),
+                email: "x@example.org".into(),
+                display_name: "<script>alert(1)</script>".into(),
+                role: "user".into(),
+                mfa: false,
+                disabled: false,
+                locked: Some("5 min".into()),
+                created: "2026-11-27".into(),
+            }],
+            notice: None,
+        }
+        .render()
+        .unwrap();
+        assert!(!page.contains("<script>alert(1)</script>"), "{page}");
+        assert!(page.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "{page}");
+        assert!(!page.contains("<b>Root</b>"));
+        assert!(page.contains("value=\"tok&#34;en\"") || page.contains("value=\"tok&quot;en\""), "{page}");
+    }
+
+    #[test]
+    fn chart_geometry_scales_to_the_largest_value() {
+        let c = Chart::new("Sign-ins", &[("a".into(), 0), ("b".into(), 5), ("c".into(), 10)]);
+        assert_eq!(c.max, 10);
+        assert_eq!(c.bars[0].h, 0);
+        assert_eq!(c.bars[2].h, Chart::HEIGHT - 4);
+        assert_eq!(c.bars[1].h, (Chart::HEIGHT - 4) / 2);
+        assert_eq!(c.bars[2].y + c.bars[2].h, Chart::HEIGHT);
+        assert!(c.summary.contains("15 in all"));
+    }
+}

@@ -1,0 +1,187 @@
+//! The admin console at `/admin`: server-rendered pages (views in `admin-ui/`) behind a browser
+//! session of its own.
+//!
+//! * **Sign-in** is the API's password step and MFA step (`auth::routes::password_step`,
+//!   `mfa_step`: the same lockout, back-off, failure counting and audit), limited to admins, and
+//!   an admin without MFA enrols a second factor before the console opens.
+//! * **Session**: a row of `sessions` (so it is listed and revoked like any other, and ends
+//!   with the account) plus a `browser_sessions` row holding the keyed hash of the cookie
+//!   secret, a CSRF token and the last request time. Cookie `seccollab_admin`: HttpOnly,
+//!   SameSite=Strict, Path=/admin, Secure under TLS. Idle timeout `admin.idle_timeout_secs`,
+//!   absolute `admin.absolute_timeout_secs`.
+//! * **CSRF**: every form carries the session's token, compared in constant time on every POST;
+//!   the sign-in forms (no session yet) use a double-submit cookie.
+//! * Every page and act is audited by the HTTP layer (per request, with the admin as actor), and
+//!   each act also by the API function it calls (`admin.user_unlock`, ...).
+
+pub mod routes;
+
+use diesel::prelude::*;
+use rocket::http::{Cookie, CookieJar, SameSite};
+use rocket::request::{FromRequest, Outcome};
+use rocket::Request;
+use subtle::ConstantTimeEq;
+
+use crate::auth::CurrentActor;
+use crate::crypto::{keyed_hash, random_token};
+use crate::db::schema::{browser_sessions as bs, sessions as st, users};
+use crate::db::DbConnection;
+use crate::AppState;
+
+pub const COOKIE: &str = "seccollab_admin";
+/// Double-submit CSRF cookie of the sign-in forms.
+pub const PRE_COOKIE: &str = "seccollab_admin_pre";
+const PURPOSE: &str = "browser-session";
+const KIND: &str = "admin";
+/// `last_seen_at` is written at most this often (microseconds).
+const TOUCH_EVERY: i64 = 30 * 1_000_000;
+
+/// A live console session.
+#[derive(Debug, Clone)]
+pub struct ConsoleSession {
+    pub user_id: String,
+    pub display_name: String,
+    pub role: String,
+    pub sid: String,
+    pub csrf: String,
+}
+
+/// Creates the browser half of a console session for `session_id`; returns the cookie secret.
+pub fn create(conn: &mut DbConnection, master: &[u8; 32], session_id: &str) -> QueryResult<String> {
+    let token = random_token(32);
+    let now = crate::time::now_micros();
+    diesel::insert_into(bs::table)
+        .values((
+            bs::token_hash.eq(keyed_hash(master, PURPOSE, &token)),
+            bs::session_id.eq(session_id),
+            bs::kind.eq(KIND),
+            bs::csrf_token.eq(random_token(32)),
+            bs::created_at.eq(now),
+            bs::last_seen_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(token)
+}
+
+/// The session a cookie secret belongs to, if it is live: not revoked, not past its absolute
+/// end, used within `idle_micros`, its user not disabled. An idle session is revoked here.
+pub fn lookup(
+    conn: &mut DbConnection,
+    master: &[u8; 32],
+    token: &str,
+    now: i64,
+    idle_micros: i64,
+) -> QueryResult<Option<ConsoleSession>> {
+    let hash = keyed_hash(master, PURPOSE, token);
+    #[allow(clippy::type_complexity)]
+    let row: Option<(String, String, i64, String, String, String, bool)> = bs::table
+        .inner_join(st::table.on(st::id.eq(bs::session_id)))
+        .inner_join(users::table.on(users::id.eq(st::user_id)))
+        .filter(bs::token_hash.eq(&hash))
+        .filter(bs::kind.eq(KIND))
+        .filter(st::revoked_at.is_null())
+        .filter(st::expires_at.gt(now))
+        .select((
+            bs::session_id,
+            bs::csrf_token,
+            bs::last_seen_at,
+            users::id,
+            users::display_name,
+            users::role,
+            users::disabled,
+        ))
+        .first(conn)
+        .optional()?;
+    let Some((sid, csrf, last_seen, user_id, display_name, role, disabled)) = row else { return Ok(None) };
+    if disabled {
+        return Ok(None);
+    }
+    if now - last_seen > idle_micros {
+        crate::auth::sessions::revoke(conn, &sid, "idle_timeout")?;
+        return Ok(None);
+    }
+    if now - last_seen > TOUCH_EVERY {
+        diesel::update(bs::table.find(&hash)).set(bs::last_seen_at.eq(now)).execute(conn)?;
+    }
+    Ok(Some(ConsoleSession { user_id, display_name, role, sid, csrf }))
+}
+
+/// Whether `given` is the expected CSRF token (constant time).
+pub fn csrf_ok(expected: &str, given: &str) -> bool {
+    !expected.is_empty() && expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+}
+
+fn secure(state: &AppState) -> bool {
+    state.config.admin.secure_cookie.unwrap_or_else(|| state.config.server.tls_enabled())
+}
+
+/// The session cookie: HttpOnly, SameSite=Strict, only under `/admin`, Secure under TLS; a
+/// browser-session cookie (no Max-Age): the server enforces the timeouts.
+pub fn session_cookie(state: &AppState, token: String) -> Cookie<'static> {
+    Cookie::build((COOKIE, token))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path("/admin")
+        .secure(secure(state))
+        .build()
+}
+
+/// The double-submit token of the sign-in forms: the cookie's value, set when missing.
+pub fn pre_token(state: &AppState, jar: &CookieJar<'_>) -> String {
+    if let Some(c) = jar.get(PRE_COOKIE).filter(|c| c.value().len() >= 32) {
+        return c.value().to_string();
+    }
+    let t = random_token(32);
+    jar.add(
+        Cookie::build((PRE_COOKIE, t.clone()))
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .path("/admin")
+            .secure(secure(state))
+            .build(),
+    );
+    t
+}
+
+/// Who is asking for a console page.
+#[derive(Debug)]
+pub enum Console {
+    /// A live console session of an administrator.
+    Admin(ConsoleSession),
+    /// A live session, or an API token, of someone who is not an administrator.
+    NotAdmin,
+    /// No (live) credentials: sign in first.
+    SignedOut,
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for Console {
+    type Error = ();
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ()> {
+        let Some(state) = req.rocket().state::<AppState>() else { return Outcome::Success(Console::SignedOut) };
+        if let Some(token) = req.cookies().get(COOKIE).map(|c| c.value().to_string()) {
+            let master = state.keys.hash_key;
+            let idle = state.config.admin.idle_timeout_secs as i64 * 1_000_000;
+            let found = state.db.q(move |c| lookup(c, &master, &token, crate::time::now_micros(), idle)).await;
+            match found {
+                Ok(Some(s)) => {
+                    req.local_cache(|| CurrentActor(Some(s.user_id.clone())));
+                    return Outcome::Success(if s.role == "admin" { Console::Admin(s) } else { Console::NotAdmin });
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "console session lookup failed"),
+            }
+        }
+        // An API bearer token of a non-admin gets 403 like the API's admin routes.
+        if let Some(t) = req.headers().get_one("Authorization").and_then(|h| h.strip_prefix("Bearer ")) {
+            if let Ok(u) = crate::auth::authenticate_token(state, t.trim()).await {
+                req.local_cache(|| CurrentActor(Some(u.id.clone())));
+                if !u.is_admin() {
+                    return Outcome::Success(Console::NotAdmin);
+                }
+            }
+        }
+        Outcome::Success(Console::SignedOut)
+    }
+}

@@ -1,0 +1,808 @@
+//! `/admin` pages and forms. Pages work without JavaScript; every POST checks the CSRF token.
+//! Acts call the same functions as the JSON API (`/api/admin/...`), so they are checked and
+//! audited alike.
+
+use askama::Template;
+use diesel::dsl::count_star;
+use diesel::prelude::*;
+use rocket::form::{Form, FromForm};
+use rocket::http::{ContentType, CookieJar, Header, Status};
+use rocket::response::{self, Responder};
+use rocket::{get, post, Request, Response, Route, State};
+use seccollab_admin_ui as ui;
+use serde_json::{json, Value};
+
+use super::{csrf_ok, pre_token, session_cookie, Console, ConsoleSession, COOKIE, PRE_COOKIE};
+use crate::audit::Outcome;
+use crate::auth::routes::{challenge_owner, entry, mfa_step, password_step, PasswordStep};
+use crate::auth::{mfa, sessions, users, AdminUser, AuthUser};
+use crate::db::schema::{audit_log as al, files, security_alerts as sa, users as ut};
+use crate::http::{ApiError, ClientInfo};
+use crate::AppState;
+
+pub fn routes() -> Vec<Route> {
+    rocket::routes![
+        css,
+        login_page,
+        login,
+        mfa_form,
+        enrol,
+        logout,
+        dashboard,
+        users_page,
+        user_act,
+        audit_page,
+        audit_export,
+        alerts_page,
+        alert_ack,
+        plugins_page,
+    ]
+}
+
+/// An HTML page or a redirect, never cached.
+#[derive(Debug)]
+pub enum Page {
+    Html(Status, String),
+    /// 303 See Other to a path under `/admin`.
+    Redirect(String),
+}
+
+impl<'r> Responder<'r, 'static> for Page {
+    fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
+        let mut r = Response::build();
+        r.raw_header("Cache-Control", "no-store");
+        match self {
+            Page::Html(status, body) => {
+                r.status(status).header(ContentType::HTML).sized_body(body.len(), std::io::Cursor::new(body));
+            }
+            Page::Redirect(to) => {
+                r.status(Status::SeeOther).header(Header::new("Location", to));
+            }
+        }
+        r.ok()
+    }
+}
+
+fn render(status: Status, t: &impl Template) -> Page {
+    match t.render() {
+        Ok(html) => Page::Html(status, html),
+        Err(e) => {
+            tracing::error!(error = %e, "admin page failed to render");
+            Page::Html(
+                Status::InternalServerError,
+                "<!doctype html><title>Error</title><p>The page failed to render.</p>".into(),
+            )
+        }
+    }
+}
+
+fn error_page(status: Status, title: &str, message: &str) -> Page {
+    render(status, &ui::ErrorPage { status: status.code, title: title.into(), message: message.into() })
+}
+
+/// The answer for someone who may not see a console page: sign in, or 403.
+fn refuse(who: &Console) -> Page {
+    match who {
+        Console::NotAdmin => {
+            error_page(Status::Forbidden, "Administrators only", "This console is for administrators.")
+        }
+        _ => Page::Redirect("/admin/login".into()),
+    }
+}
+
+/// POSTs without a console session or with a wrong CSRF token are refused with 403 and no effect.
+fn refuse_post(who: &Console) -> Page {
+    match who {
+        Console::NotAdmin => {
+            error_page(Status::Forbidden, "Administrators only", "This console is for administrators.")
+        }
+        _ => error_page(Status::Forbidden, "Not signed in", "Your console session ended; sign in again."),
+    }
+}
+
+fn bad_csrf() -> Page {
+    error_page(
+        Status::Forbidden,
+        "Form expired",
+        "The form's security token is missing or wrong. Reload the page and try again.",
+    )
+}
+
+fn nav(s: &ConsoleSession, active: &'static str) -> ui::Nav {
+    ui::Nav { admin: s.display_name.clone(), csrf: s.csrf.clone(), active }
+}
+
+/// The admin as the API's admin functions take it.
+fn as_admin(s: &ConsoleSession) -> AdminUser {
+    AdminUser(AuthUser { id: s.user_id.clone(), sid: s.sid.clone(), role: s.role.clone() })
+}
+
+fn api_message(e: &ApiError) -> String {
+    e.message.clone()
+}
+
+#[get("/assets/admin.css")]
+pub fn css() -> (ContentType, &'static str) {
+    (ContentType::CSS, ui::CSS)
+}
+
+// ---------- sign-in ----------
+
+#[get("/login")]
+pub fn login_page(state: &State<AppState>, who: Console, jar: &CookieJar<'_>) -> Page {
+    if matches!(who, Console::Admin(_)) {
+        return Page::Redirect("/admin".into());
+    }
+    let csrf = pre_token(state, jar);
+    render(Status::Ok, &ui::LoginPage { csrf, email: String::new(), error: None })
+}
+
+#[derive(Debug, FromForm)]
+pub struct LoginForm {
+    csrf: String,
+    email: String,
+    password: String,
+}
+
+fn pre_ok(jar: &CookieJar<'_>, given: &str) -> bool {
+    jar.get(PRE_COOKIE).is_some_and(|c| csrf_ok(c.value(), given))
+}
+
+#[post("/login", data = "<form>")]
+pub async fn login(state: &State<AppState>, client: ClientInfo, jar: &CookieJar<'_>, form: Form<LoginForm>) -> Page {
+    let f = form.into_inner();
+    if !pre_ok(jar, &f.csrf) {
+        return bad_csrf();
+    }
+    let csrf = pre_token(state, jar);
+    let again = |status: Status, msg: String| {
+        render(status, &ui::LoginPage { csrf: csrf.clone(), email: f.email.clone(), error: Some(msg) })
+    };
+    let step = match password_step(state, &client, f.email.clone(), f.password).await {
+        Ok(s) => s,
+        Err(e) => return again(e.status, api_message(&e)),
+    };
+    let (user, mfa_token) = match step {
+        PasswordStep::Mfa { mfa_token, user } => (user, Some(mfa_token)),
+        PasswordStep::Done(user) => (user, None),
+    };
+    if !user.is_admin() {
+        state
+            .audit
+            .record(
+                entry("admin.console_login", Outcome::Denied, &client)
+                    .actor(Some(user.id.clone()))
+                    .details(json!({"reason": "not_admin"})),
+            )
+            .await;
+        return error_page(Status::Forbidden, "Administrators only", "This console is for administrators.");
+    }
+    if let Some(mfa_token) = mfa_token {
+        return render(Status::Ok, &ui::MfaPage { csrf, mfa_token, error: None });
+    }
+    // An admin without a second factor enrols one first.
+    let secret = mfa::new_secret();
+    let sealed = mfa::seal_secret(&state.keys, &user.id, &secret);
+    let (uid, master) = (user.id.clone(), state.keys.hash_key);
+    let token = state
+        .db
+        .run(move |c| {
+            users::set_pending_totp(c, &uid, Some(sealed)).map_err(ApiError::from)?;
+            mfa::new_challenge(c, &master, &uid).map_err(ApiError::from)
+        })
+        .await;
+    let Ok(mfa_token) = token else {
+        return error_page(Status::ServiceUnavailable, "Try again", "The sign-in could not be started; try again.");
+    };
+    state.audit.record(entry("auth.mfa_setup", Outcome::Success, &client).actor(Some(user.id.clone()))).await;
+    let uri = mfa::otpauth_uri(&secret, &user.email);
+    render(
+        Status::Ok,
+        &ui::EnrolPage { csrf, mfa_token, secret: mfa::base32(&secret), qr_svg: mfa::qr_svg(&uri), error: None },
+    )
+}
+
+#[derive(Debug, FromForm)]
+pub struct CodeForm {
+    csrf: String,
+    mfa_token: String,
+    code: String,
+}
+
+/// Starts the console session of `user` and answers `page` with its cookie set.
+async fn open_session(
+    state: &AppState,
+    client: &ClientInfo,
+    jar: &CookieJar<'_>,
+    user: &users::User,
+) -> Result<(), ApiError> {
+    let master = state.keys.hash_key;
+    let (uid, ttl) = (user.id.clone(), state.config.admin.absolute_timeout_secs);
+    let (ip, ua) = (client.ip_string(), client.user_agent.clone());
+    let token = state
+        .db
+        .run(move |c| {
+            // (sessions::create has its own transaction; a session row left without its browser
+            // row by a failure here has no cookie and simply expires.)
+            let (s, _refresh) = sessions::create(c, &master, &uid, ttl, ip, ua).map_err(ApiError::from)?;
+            super::create(c, &master, &s.id).map_err(ApiError::from)
+        })
+        .await?;
+    jar.add(session_cookie(state, token));
+    jar.remove(rocket::http::Cookie::build(PRE_COOKIE).path("/admin"));
+    state.audit.record(entry("admin.console_login", Outcome::Success, client).actor(Some(user.id.clone()))).await;
+    Ok(())
+}
+
+#[post("/mfa", data = "<form>")]
+pub async fn mfa_form(state: &State<AppState>, client: ClientInfo, jar: &CookieJar<'_>, form: Form<CodeForm>) -> Page {
+    let f = form.into_inner();
+    if !pre_ok(jar, &f.csrf) {
+        return bad_csrf();
+    }
+    match mfa_step(state, &client, f.mfa_token.clone(), f.code).await {
+        Ok((user, method)) => {
+            state
+                .audit
+                .record(
+                    entry("auth.mfa", Outcome::Success, &client)
+                        .actor(Some(user.id.clone()))
+                        .details(json!({"method": method})),
+                )
+                .await;
+            if !user.is_admin() {
+                return error_page(Status::Forbidden, "Administrators only", "This console is for administrators.");
+            }
+            match open_session(state, &client, jar, &user).await {
+                Ok(()) => Page::Redirect("/admin".into()),
+                Err(e) => error_page(e.status, "Sign-in failed", &api_message(&e)),
+            }
+        }
+        // An expired or used-up challenge means starting over; a wrong code may be retried.
+        Err(e) if e.code == "invalid_mfa_code" => {
+            let csrf = pre_token(state, jar);
+            render(e.status, &ui::MfaPage { csrf, mfa_token: f.mfa_token, error: Some(api_message(&e)) })
+        }
+        Err(e) => {
+            let csrf = pre_token(state, jar);
+            render(e.status, &ui::LoginPage { csrf, email: String::new(), error: Some(api_message(&e)) })
+        }
+    }
+}
+
+#[post("/enrol", data = "<form>")]
+pub async fn enrol(state: &State<AppState>, client: ClientInfo, jar: &CookieJar<'_>, form: Form<CodeForm>) -> Page {
+    let f = form.into_inner();
+    if !pre_ok(jar, &f.csrf) {
+        return bad_csrf();
+    }
+    let csrf = pre_token(state, jar);
+    let start_over = |e: &ApiError| {
+        render(e.status, &ui::LoginPage { csrf: csrf.clone(), email: String::new(), error: Some(api_message(e)) })
+    };
+    let user = match challenge_owner(state, &client, &f.mfa_token).await {
+        Ok(u) if u.is_admin() && !u.mfa_enabled => u,
+        Ok(_) => {
+            return error_page(
+                Status::Forbidden,
+                "Not allowed",
+                "This enrolment is not for an administrator without MFA.",
+            )
+        }
+        Err(e) => return start_over(&e),
+    };
+    let Some(secret) = user.totp_pending_enc.as_deref().and_then(|s| mfa::open_secret(&state.keys, &user.id, s)) else {
+        return start_over(&ApiError::new(Status::Conflict, "mfa_not_set_up", "sign in again to start the enrolment"));
+    };
+    let now = (crate::time::now_micros() / 1_000_000) as u64;
+    let master = state.keys.hash_key;
+    let (uid, token) = (user.id.clone(), f.mfa_token.clone());
+    let step = mfa::matching_step(&secret, &f.code, now);
+    let codes = match step {
+        None => None,
+        Some(step) => state
+            .db
+            .run(move |c| {
+                crate::db::write_transaction(c, |c| {
+                    if !mfa::claim_step(c, &uid, step)? || !mfa::challenge_done(c, &master, &token)? {
+                        return Ok(None);
+                    }
+                    users::activate_pending_totp(c, &uid)?;
+                    mfa::new_recovery_codes(c, &master, &uid).map(Some)
+                })
+                .map_err(ApiError::from)
+            })
+            .await
+            .unwrap_or(None),
+    };
+    let Some(codes) = codes else {
+        let t = f.mfa_token.clone();
+        let _ = state.db.q(move |c| mfa::challenge_failed(c, &master, &t)).await;
+        state.audit.record(entry("auth.mfa_enable", Outcome::Failure, &client).actor(Some(user.id.clone()))).await;
+        let uri = mfa::otpauth_uri(&secret, &user.email);
+        return render(
+            Status::BadRequest,
+            &ui::EnrolPage {
+                csrf,
+                mfa_token: f.mfa_token,
+                secret: mfa::base32(&secret),
+                qr_svg: mfa::qr_svg(&uri),
+                error: Some("The code is wrong or expired; check the device clock and try the next code.".into()),
+            },
+        );
+    };
+    state.audit.record(entry("auth.mfa_enable", Outcome::Success, &client).actor(Some(user.id.clone()))).await;
+    if let Err(e) = open_session(state, &client, jar, &user).await {
+        return error_page(e.status, "Sign-in failed", &api_message(&e));
+    }
+    // The page shows the codes once; its CSRF token is the new session's, read back.
+    let nav_csrf = current_csrf(state, jar).await.unwrap_or_default();
+    render(
+        Status::Ok,
+        &ui::RecoveryCodesPage { nav: ui::Nav { admin: user.display_name.clone(), csrf: nav_csrf, active: "" }, codes },
+    )
+}
+
+/// The CSRF token of the session whose cookie was just set in `jar`.
+async fn current_csrf(state: &AppState, jar: &CookieJar<'_>) -> Option<String> {
+    let token = jar.get_pending(COOKIE)?.value().to_string();
+    let master = state.keys.hash_key;
+    let idle = state.config.admin.idle_timeout_secs as i64 * 1_000_000;
+    state
+        .db
+        .q(move |c| super::lookup(c, &master, &token, crate::time::now_micros(), idle))
+        .await
+        .ok()
+        .flatten()
+        .map(|s| s.csrf)
+}
+
+#[derive(Debug, FromForm)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+#[post("/logout", data = "<form>")]
+pub async fn logout(
+    state: &State<AppState>,
+    client: ClientInfo,
+    who: Console,
+    jar: &CookieJar<'_>,
+    form: Form<CsrfForm>,
+) -> Page {
+    let Console::Admin(s) = &who else { return refuse_post(&who) };
+    if !csrf_ok(&s.csrf, &form.csrf) {
+        return bad_csrf();
+    }
+    let sid = s.sid.clone();
+    let _ = state.db.q(move |c| sessions::revoke(c, &sid, "logout")).await;
+    state.sessions_revoked(std::slice::from_ref(&s.sid));
+    jar.remove(rocket::http::Cookie::build(COOKIE).path("/admin"));
+    state.audit.record(entry("admin.console_logout", Outcome::Success, &client).actor(Some(s.user_id.clone()))).await;
+    Page::Redirect("/admin/login".into())
+}
+
+// ---------- dashboard ----------
+
+/// Counts per interval of the `at` values (microseconds) from `since`, `n` intervals of `step`.
+fn buckets(ats: &[i64], since: i64, step: i64, n: usize) -> Vec<u64> {
+    let mut out = vec![0u64; n];
+    for &t in ats {
+        if t >= since {
+            let i = ((t - since) / step) as usize;
+            if i < n {
+                out[i] += 1;
+            }
+        }
+    }
+    out
+}
+
+fn human_bytes(b: i64) -> String {
+    let b = b.max(0) as f64;
+    match b {
+        b if b >= 1e12 => format!("{:.1} TB", b / 1e12),
+        b if b >= 1e9 => format!("{:.1} GB", b / 1e9),
+        b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
+        b if b >= 1e3 => format!("{:.1} kB", b / 1e3),
+        b => format!("{b} B"),
+    }
+}
+
+#[get("/?<range>")]
+pub async fn dashboard(state: &State<AppState>, who: Console, range: Option<&str>) -> Page {
+    let Console::Admin(s) = &who else { return refuse(&who) };
+    let week = range == Some("7d");
+    let (n, step) = if week { (7 * 24, 3_600_000_000i64) } else { (24, 3_600_000_000i64) };
+    let now = crate::time::now_micros();
+    let since = now - n as i64 * step;
+    state.audit.flush().await;
+    type Counts = (i64, i64, Option<i64>, i64, i64, Vec<i64>, Vec<i64>, Vec<i64>, Vec<(i64, String)>, Vec<i64>);
+    let data: Result<Counts, _> = state
+        .db
+        .q(move |c| {
+            let users_n = ut::table.select(count_star()).first::<i64>(c)?;
+            let files_n = files::table.select(count_star()).first::<i64>(c)?;
+            let sizes: Vec<i64> = files::table.select(files::size).load(c)?;
+            let pending = files::table.filter(files::scan_status.eq("pending")).select(count_star()).first::<i64>(c)?;
+            let open = sa::table.filter(sa::acked_at.is_null()).select(count_star()).first::<i64>(c)?;
+            let logins = al::table
+                .filter(al::at.ge(since))
+                .filter(al::action.eq_any(["auth.login", "auth.mfa"]))
+                .filter(al::outcome.eq("success"))
+                .filter(al::details.not_like("%mfa_required%"))
+                .select(al::at)
+                .load(c)?;
+            let failures = al::table
+                .filter(al::at.ge(since))
+                .filter(al::action.eq_any(["auth.login", "auth.mfa"]))
+                .filter(al::outcome.ne("success"))
+                .select(al::at)
+                .load(c)?;
+            let uploads = files::table.filter(files::created_at.ge(since)).select(files::created_at).load(c)?;
+            let verdicts = al::table
+                .filter(al::at.ge(since))
+                .filter(al::action.eq("file.scan"))
+                .select((al::at, al::outcome))
+                .load(c)?;
+            let alerts = sa::table.filter(sa::at.ge(since)).select(sa::at).load(c)?;
+            Ok((users_n, files_n, Some(sizes.iter().sum()), pending, open, logins, failures, uploads, verdicts, alerts))
+        })
+        .await;
+    let Ok((users_n, files_n, bytes, pending, open, logins, failures, uploads, verdicts, alerts)) = data else {
+        return error_page(Status::ServiceUnavailable, "Try again", "The dashboard could not be read; try again.");
+    };
+    let label = |i: usize| {
+        let t = since + i as i64 * step;
+        let s = crate::time::micros_to_rfc3339(t);
+        if week {
+            s[5..13].replace('T', " ") + "h"
+        } else {
+            s[11..16].to_string()
+        }
+    };
+    let series = |ats: &[i64]| -> Vec<(String, u64)> {
+        buckets(ats, since, step, n).into_iter().enumerate().map(|(i, v)| (label(i), v)).collect()
+    };
+    let infected: Vec<i64> = verdicts.iter().filter(|(_, o)| o != "success").map(|(t, _)| *t).collect();
+    let charts = vec![
+        ui::Chart::new("Sign-ins per hour", &series(&logins)),
+        ui::Chart::new("Failed sign-ins per hour", &series(&failures)),
+        ui::Chart::new("Uploads per hour", &series(&uploads)),
+        ui::Chart::new("Scans that found something or failed, per hour", &series(&infected)),
+        ui::Chart::new("Security alerts per hour", &series(&alerts)),
+    ];
+    let stats = vec![
+        ui::Stat { label: "users".into(), value: users_n.to_string() },
+        ui::Stat { label: "files".into(), value: files_n.to_string() },
+        ui::Stat { label: "stored".into(), value: human_bytes(bytes.unwrap_or(0)) },
+        ui::Stat { label: "scans pending".into(), value: pending.to_string() },
+        ui::Stat { label: "open alerts".into(), value: open.to_string() },
+    ];
+    render(
+        Status::Ok,
+        &ui::DashboardPage { nav: nav(s, "dashboard"), stats, range: if week { "7d" } else { "24h" }.into(), charts },
+    )
+}
+
+// ---------- users ----------
+
+#[get("/users?<q>&<done>")]
+pub async fn users_page(state: &State<AppState>, who: Console, q: Option<String>, done: Option<&str>) -> Page {
+    let Console::Admin(s) = &who else { return refuse(&who) };
+    let q = q.map(|q| q.trim().to_string()).filter(|q| !q.is_empty());
+    let list = crate::auth::admin_routes::list(state, as_admin(s), q.clone(), Some("200"), None).await;
+    let list = match list {
+        Ok(l) => serde_json::to_value(&l.0).unwrap_or(Value::Null),
+        Err(e) => return error_page(e.status, "Users", &api_message(&e)),
+    };
+    let now = crate::time::now_micros();
+    let users = list["users"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|u| {
+                    let str_of = |k: &str| u[k].as_str().unwrap_or_default().to_string();
+                    let locked = u["locked_until"].as_str().and_then(crate::time::parse_rfc3339_micros).map(|until| {
+                        let mins = ((until - now).max(0) + 59_999_999) / 60_000_000;
+                        format!("{mins} min left")
+                    });
+                    ui::UserRow {
+                        id: str_of("id"),
+                        email: str_of("email"),
+                        display_name: str_of("display_name"),
+                        role: str_of("role"),
+                        mfa: u["mfa_enabled"].as_bool().unwrap_or(false),
+                        disabled: u["disabled"].as_bool().unwrap_or(false),
+                        locked,
+                        created: str_of("created_at").chars().take(10).collect(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let notice = match done {
+        Some("unlock") => Some("The account is unlocked.".to_string()),
+        Some("disable") => Some("The account is disabled and its sessions ended.".to_string()),
+        Some("reset-mfa") => Some("MFA is reset and the user's sessions ended.".to_string()),
+        _ => None,
+    };
+    render(Status::Ok, &ui::UsersPage { nav: nav(s, "users"), q: q.unwrap_or_default(), users, notice })
+}
+
+#[post("/users/<id>/<act>", data = "<form>")]
+pub async fn user_act(
+    state: &State<AppState>,
+    client: ClientInfo,
+    who: Console,
+    id: &str,
+    act: &str,
+    form: Form<CsrfForm>,
+) -> Page {
+    let Console::Admin(s) = &who else { return refuse_post(&who) };
+    if !csrf_ok(&s.csrf, &form.csrf) {
+        return bad_csrf();
+    }
+    use crate::auth::admin_routes as ar;
+    let r = match act {
+        "unlock" => ar::unlock(state, client, as_admin(s), id).await,
+        "disable" => ar::disable(state, client, as_admin(s), id).await,
+        "reset-mfa" => ar::reset_mfa(state, client, as_admin(s), id).await,
+        _ => return error_page(Status::NotFound, "Not found", "No such action."),
+    };
+    match r {
+        Ok(_) => Page::Redirect(format!("/admin/users?done={act}")),
+        Err(e) => error_page(e.status, "Not done", &api_message(&e)),
+    }
+}
+
+// ---------- audit ----------
+
+fn qs(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+#[get("/audit?<actor_id>&<action>&<outcome>&<ip>&<since>&<until>&<cursor>&<verify>")]
+pub async fn audit_page(
+    state: &State<AppState>,
+    who: Console,
+    actor_id: Option<&str>,
+    action: Option<&str>,
+    outcome: Option<&str>,
+    ip: Option<&str>,
+    since: Option<&str>,
+    until: Option<&str>,
+    cursor: Option<&str>,
+    verify: Option<&str>,
+) -> Page {
+    let Console::Admin(s) = &who else { return refuse(&who) };
+    let filter = ui::AuditFilter {
+        actor_id: actor_id.unwrap_or_default().trim().into(),
+        action: action.unwrap_or_default().trim().into(),
+        outcome: outcome.unwrap_or_default().trim().into(),
+        ip: ip.unwrap_or_default().trim().into(),
+        since: since.unwrap_or_default().trim().into(),
+        until: until.unwrap_or_default().trim().into(),
+    };
+    let query = qs(&[
+        ("actor_id", &filter.actor_id),
+        ("action", &filter.action),
+        ("outcome", &filter.outcome),
+        ("ip", &filter.ip),
+        ("since", &filter.since),
+        ("until", &filter.until),
+    ]);
+    let chain = if verify.is_some() {
+        match crate::audit::routes::verify(as_admin(s), state).await {
+            Ok(r) => Some(ui::ChainStatus { ok: r.0.ok, checked: r.0.checked, first_bad_id: r.0.first_bad_id.clone() }),
+            Err(e) => return error_page(e.status, "Audit log", &api_message(&e)),
+        }
+    } else {
+        None
+    };
+    fn o(v: &str) -> Option<&str> {
+        Some(v).filter(|v| !v.is_empty())
+    }
+    let answer = crate::audit::routes::logs(
+        as_admin(s),
+        state,
+        o(&filter.actor_id),
+        o(&filter.action),
+        o(&filter.outcome),
+        o(&filter.ip),
+        o(&filter.since),
+        o(&filter.until),
+        Some("100"),
+        cursor,
+        None,
+    )
+    .await;
+    let (entries, next, error) = match answer {
+        Ok(crate::audit::routes::LogsAnswer::Page(p)) => {
+            let v = serde_json::to_value(&p.0).unwrap_or(Value::Null);
+            let entries = v["entries"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|e| {
+                            let str_of = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                            ui::AuditEntry {
+                                id: str_of("id"),
+                                at: str_of("at").replace('T', " ").trim_end_matches('Z').chars().take(19).collect(),
+                                actor: str_of("actor_id"),
+                                action: str_of("action"),
+                                target: [str_of("target_type"), str_of("target_id")]
+                                    .into_iter()
+                                    .filter(|x| !x.is_empty())
+                                    .collect::<Vec<_>>()
+                                    .join(" "),
+                                ip: str_of("ip"),
+                                outcome: str_of("outcome"),
+                                details: if e["details"].is_null() { String::new() } else { e["details"].to_string() },
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let next = v["next_cursor"].as_str().map(|c| {
+                let more = qs(&[("cursor", c)]);
+                if query.is_empty() {
+                    more
+                } else {
+                    format!("{query}&{more}")
+                }
+            });
+            (entries, next, None)
+        }
+        Ok(_) => (Vec::new(), None, None),
+        Err(e) => (Vec::new(), None, Some(api_message(&e))),
+    };
+    let status = if error.is_some() { Status::BadRequest } else { Status::Ok };
+    render(status, &ui::AuditPage { nav: nav(s, "audit"), filter, entries, next, query, chain, error })
+}
+
+/// The audit log under the page's filter as CSV or JSON lines, streamed.
+#[allow(clippy::too_many_arguments)]
+#[get("/audit/export?<format>&<actor_id>&<action>&<outcome>&<ip>&<since>&<until>")]
+pub async fn audit_export(
+    state: &State<AppState>,
+    who: Console,
+    format: Option<&str>,
+    actor_id: Option<&str>,
+    action: Option<&str>,
+    outcome: Option<&str>,
+    ip: Option<&str>,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> Result<crate::audit::routes::LogsAnswer, Page> {
+    let Console::Admin(s) = &who else { return Err(refuse(&who)) };
+    let format = format.filter(|f| *f == "csv" || *f == "jsonl").unwrap_or("csv");
+    crate::audit::routes::logs(
+        as_admin(s),
+        state,
+        actor_id,
+        action,
+        outcome,
+        ip,
+        since,
+        until,
+        None,
+        None,
+        Some(format),
+    )
+    .await
+    .map_err(|e| error_page(e.status, "Export", &api_message(&e)))
+}
+
+// ---------- alerts ----------
+
+#[get("/alerts?<all>")]
+pub async fn alerts_page(state: &State<AppState>, who: Console, all: Option<&str>) -> Page {
+    let Console::Admin(s) = &who else { return refuse(&who) };
+    let open_only = all.is_none();
+    let list = match crate::security::alerts::list(state, as_admin(s), Some(open_only), Some("200"), None).await {
+        Ok(l) => l.0,
+        Err(e) => return error_page(e.status, "Alerts", &api_message(&e)),
+    };
+    let alerts = list
+        .alerts
+        .into_iter()
+        .map(|a| ui::AlertRow {
+            at: a.at.replace('T', " ").chars().take(19).collect(),
+            subject: [a.subject_type.unwrap_or_default(), a.subject_id.unwrap_or_default()]
+                .into_iter()
+                .filter(|x| !x.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
+            details: a.details.to_string(),
+            acked: a.acked_at.map(|t| {
+                format!(
+                    "{} by {}",
+                    t.replace('T', " ").chars().take(16).collect::<String>(),
+                    a.acked_by.unwrap_or_default()
+                )
+            }),
+            id: a.id,
+            kind: a.kind,
+            severity: a.severity,
+        })
+        .collect();
+    render(Status::Ok, &ui::AlertsPage { nav: nav(s, "alerts"), open_only, alerts })
+}
+
+#[post("/alerts/<id>/ack", data = "<form>")]
+pub async fn alert_ack(
+    state: &State<AppState>,
+    client: ClientInfo,
+    who: Console,
+    id: &str,
+    form: Form<CsrfForm>,
+) -> Page {
+    let Console::Admin(s) = &who else { return refuse_post(&who) };
+    if !csrf_ok(&s.csrf, &form.csrf) {
+        return bad_csrf();
+    }
+    match crate::security::alerts::ack(state, client, as_admin(s), id).await {
+        Ok(_) => Page::Redirect("/admin/alerts".into()),
+        Err(e) => error_page(e.status, "Not done", &api_message(&e)),
+    }
+}
+
+// ---------- plugins ----------
+
+#[get("/plugins")]
+pub async fn plugins_page(state: &State<AppState>, who: Console) -> Page {
+    let Console::Admin(s) = &who else { return refuse(&who) };
+    let plugins = state
+        .plugins
+        .list()
+        .into_iter()
+        .map(|p| ui::PluginRow {
+            name: p.name,
+            kind: p.kind.unwrap_or_default(),
+            version: p.version.unwrap_or_default(),
+            abi: p.abi_version.unwrap_or_default(),
+            builtin: p.builtin,
+            health: p.health,
+            error: p.error.unwrap_or_default(),
+            calls: p.calls,
+            failures: p.failures,
+            sha256: p.sha256.unwrap_or_default(),
+        })
+        .collect();
+    render(Status::Ok, &ui::PluginsPage { nav: nav(s, "plugins"), plugins })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_count_per_interval_and_drop_the_rest() {
+        let b = buckets(&[0, 5, 10, 19, 20, 25, -1], 0, 10, 2);
+        assert_eq!(b, vec![2, 2]);
+    }
+
+    #[test]
+    fn query_strings_are_encoded() {
+        assert_eq!(
+            qs(&[("action", "auth.login"), ("ip", ""), ("since", "2026-11-27T00:00:00Z")]),
+            "action=auth.login&since=2026-11-27T00%3A00%3A00Z"
+        );
+    }
+}
