@@ -16,7 +16,7 @@ pub struct Nav {
     pub admin: String,
     /// The session's CSRF token, put in every form.
     pub csrf: String,
-    /// Which section is current: `dashboard`, `users`, `audit`, `alerts`, `plugins`.
+    /// Which section is current: `dashboard`, `users`, `files`, `audit`, `alerts`, `plugins`, `system`.
     pub active: &'static str,
 }
 
@@ -239,6 +239,75 @@ pub struct PluginRow {
 pub struct PluginsPage {
     pub nav: Nav,
     pub plugins: Vec<PluginRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileRow {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub size: String,
+    pub uploaded: String,
+    pub scan_status: String,
+    pub integrity: String,
+    /// Rules that matched, from the file's latest malware alert.
+    pub matches: String,
+}
+
+#[derive(Template, Debug)]
+#[template(path = "files.html")]
+pub struct FilesPage {
+    pub nav: Nav,
+    /// `quarantined`, `compromised` or `error`.
+    pub show: String,
+    pub files: Vec<FileRow>,
+    pub notice: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: String,
+    pub created: String,
+    pub expires: String,
+    pub ip: String,
+    pub user_agent: String,
+}
+
+#[derive(Template, Debug)]
+#[template(path = "user.html")]
+pub struct UserPage {
+    pub nav: Nav,
+    pub user: UserRow,
+    pub sessions: Vec<SessionRow>,
+    pub activity: Vec<AuditEntry>,
+    pub notice: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub created: String,
+    pub to: String,
+    pub subject: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: String,
+}
+
+/// Policies (YARA rule files, reload), the e-mail outbox and the effective configuration.
+#[derive(Template, Debug)]
+#[template(path = "system.html")]
+pub struct SystemPage {
+    pub nav: Nav,
+    pub rule_files: Vec<String>,
+    pub policy_dir: String,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    pub mail_enabled: bool,
+    /// `(status, count)` of the outbox.
+    pub mail_counts: Vec<(String, i64)>,
+    pub outbox: Vec<OutboxRow>,
+    /// The configuration as TOML, secrets redacted.
+    pub config: String,
 }
 
 #[derive(Template, Debug)]

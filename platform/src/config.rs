@@ -39,6 +39,27 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub plugins: PluginsConfig,
     pub admin: AdminConfig,
+    pub siem: SiemConfig,
+}
+
+/// Forwarding of audit entries and security alerts to a SIEM collector (docs/admin.md).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SiemConfig {
+    /// `udp://HOST:PORT` or `tcp://HOST:PORT`; empty: no forwarding.
+    pub target: String,
+    /// `rfc5424` (syslog; octet-counted frames over TCP) or `jsonl` (one JSON object a line).
+    pub format: SiemFormat,
+    /// The HOSTNAME field of syslog messages; empty: the machine's host name.
+    pub hostname: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SiemFormat {
+    #[default]
+    Rfc5424,
+    Jsonl,
 }
 
 /// The admin console at `/admin` (docs/admin.md).
@@ -517,6 +538,17 @@ impl Config {
             && !self.smtp.public_url.starts_with("http://")
         {
             return bad("smtp.public_url", "must start with http:// or https://");
+        }
+        if !self.siem.target.is_empty() {
+            let ok = self
+                .siem
+                .target
+                .strip_prefix("udp://")
+                .or_else(|| self.siem.target.strip_prefix("tcp://"))
+                .is_some_and(|hp| hp.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()));
+            if !ok {
+                return bad("siem.target", "must be udp://HOST:PORT or tcp://HOST:PORT (or empty)");
+            }
         }
         if self.admin.idle_timeout_secs < 60 || self.admin.idle_timeout_secs > self.admin.absolute_timeout_secs {
             return bad("admin.idle_timeout_secs", "must be at least 60 and at most admin.absolute_timeout_secs");

@@ -252,6 +252,8 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     files::start_scrub(state.clone(), state.config.files.scrub_interval_hours);
     realtime::start_retention(state.clone());
     audit::anchor::start(state.clone());
+    audit::siem::start(state.clone());
+    security::anomaly::start(state.clone());
     notify::email::Mailer::start(&state);
     if state.db.backend() == db::Backend::Postgres {
         let url = state.config.database_url();

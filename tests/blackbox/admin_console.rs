@@ -213,6 +213,42 @@ both_backends!(an_admin_signs_in_with_mfa_and_uses_every_page, |bk: Backend| {
     assert!(!b.get("/admin/alerts").body.contains(&format!("/admin/alerts/{aid}/ack")));
     assert!(b.get("/admin/alerts?all=1").body.contains("acknowledged"));
 
+    // A user's page: sessions with revoke, activity.
+    let msid = srv.db.sql(&format!(
+        "SELECT id FROM sessions WHERE user_id = '{mallory}' AND revoked_at IS NULL ORDER BY created_at DESC LIMIT 1"
+    ));
+    let p = b.get(&format!("/admin/users/{mallory}"));
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains(&format!("/admin/users/{mallory}/sessions/{msid}/revoke")), "{}", p.body);
+    assert!(p.body.contains("auth.login"), "activity lists the sign-ins: {}", p.body);
+    let p = b.post(&format!("/admin/users/{mallory}/sessions/{msid}/revoke"), &[("csrf", &csrf)]);
+    assert_eq!(p.status, 303);
+    assert_eq!(srv.db.sql(&format!("SELECT revoked_reason FROM sessions WHERE id = '{msid}'")), "admin");
+
+    // Files needing attention: the quarantined file (name escaped, rule shown), then deleted.
+    let p = b.get("/admin/files");
+    assert_eq!(p.status, 200);
+    assert!(!p.body.contains("<img src=x"), "a file name was rendered as markup");
+    assert!(p.body.contains("&#60;img src=x onerror=alert(1)&#62;.txt"), "{}", p.body);
+    assert!(p.body.contains(&format!("/admin/files/{id}/release")));
+    let key = srv.db.sql(&format!("SELECT storage_key FROM files WHERE id = '{id}'"));
+    assert!(srv.db.objects().keys().contains(&key));
+    assert_eq!(b.post(&format!("/admin/files/{id}/delete"), &[("csrf", "nope")]).status, 403);
+    assert_eq!(srv.db.sql(&format!("SELECT count(*) FROM files WHERE id = '{id}'")), "1");
+    let p = b.post(&format!("/admin/files/{id}/delete"), &[("csrf", &csrf)]);
+    assert_eq!((p.status, p.location.as_deref()), (303, Some("/admin/files?done=delete")));
+    assert_eq!(srv.db.sql(&format!("SELECT count(*) FROM files WHERE id = '{id}'")), "0");
+    assert!(!srv.db.objects().keys().contains(&key), "the stored object is removed");
+
+    // System: rule files and reload (a broken rule is refused with its reason), outbox,
+    // configuration with secrets redacted.
+    let p = b.get("/admin/system");
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains("seccollab_default.yar"), "{}", p.body);
+    assert!(p.body.contains("[storage]") && p.body.contains("E-mail outbox"), "{}", p.body);
+    let p = b.post("/admin/system/reload-rules", &[("csrf", &csrf)]);
+    assert_eq!((p.status, p.location.as_deref()), (303, Some("/admin/system?done=reloaded")));
+
     // Plugins.
     let p = b.get("/admin/plugins");
     assert!(p.body.contains("yara-x") && p.body.contains("local"), "{}", p.body);

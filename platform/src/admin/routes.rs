@@ -16,7 +16,7 @@ use super::{csrf_ok, pre_token, session_cookie, Console, ConsoleSession, COOKIE,
 use crate::audit::Outcome;
 use crate::auth::routes::{challenge_owner, entry, mfa_step, password_step, PasswordStep};
 use crate::auth::{mfa, sessions, users, AdminUser, AuthUser};
-use crate::db::schema::{audit_log as al, files, security_alerts as sa, users as ut};
+use crate::db::schema::{audit_log as al, files, security_alerts as sa, sessions as st, users as ut};
 use crate::http::{ApiError, ClientInfo};
 use crate::AppState;
 
@@ -30,12 +30,18 @@ pub fn routes() -> Vec<Route> {
         logout,
         dashboard,
         users_page,
+        user_page,
         user_act,
+        session_revoke,
+        files_page,
+        file_act,
         audit_page,
         audit_export,
         alerts_page,
         alert_ack,
         plugins_page,
+        system_page,
+        reload_rules,
     ]
 }
 
@@ -556,6 +562,285 @@ pub async fn user_act(
     }
 }
 
+#[get("/users/<id>?<done>")]
+pub async fn user_page(state: &State<AppState>, who: Console, id: &str, done: Option<&str>) -> Page {
+    let Console::Admin(s) = &who else { return refuse(&who) };
+    let uid = id.to_string();
+    let now = crate::time::now_micros();
+    type Loaded = (users::User, Option<i64>, Vec<(String, i64, i64, Option<String>, Option<String>)>);
+    let loaded: Result<Loaded, ApiError> = state
+        .db
+        .run(move |c| {
+            let u = users::by_id(c, &uid).map_err(ApiError::from)?;
+            let lock = crate::security::throttle::locked_until(c, &u.email, now).map_err(ApiError::from)?;
+            let sessions = st::table
+                .filter(st::user_id.eq(&uid))
+                .filter(st::revoked_at.is_null())
+                .filter(st::expires_at.gt(now))
+                .order(st::created_at.desc())
+                .limit(100)
+                .select((st::id, st::created_at, st::expires_at, st::ip, st::user_agent))
+                .load(c)
+                .map_err(ApiError::from)?;
+            Ok((u, lock, sessions))
+        })
+        .await;
+    let (u, lock, sessions) = match loaded {
+        Ok(l) => l,
+        Err(e) => return error_page(e.status, "User", &api_message(&e)),
+    };
+    let activity = match crate::audit::routes::logs(as_admin(s), state, Some(id), None, None, None, None, None, Some("50"), None, None).await {
+        Ok(crate::audit::routes::LogsAnswer::Page(p)) => entries_of(&serde_json::to_value(&p.0).unwrap_or(Value::Null)),
+        _ => Vec::new(),
+    };
+    let when = |t: i64| crate::time::micros_to_rfc3339(t).replace('T', " ").chars().take(16).collect::<String>();
+    let user = ui::UserRow {
+        id: u.id.clone(),
+        email: u.email.clone(),
+        display_name: u.display_name.clone(),
+        role: u.role.clone(),
+        mfa: u.mfa_enabled,
+        disabled: u.disabled,
+        locked: lock.map(|until| format!("{} min left", ((until - now).max(0) + 59_999_999) / 60_000_000)),
+        created: when(u.created_at),
+    };
+    let sessions = sessions
+        .into_iter()
+        .map(|(sid, created, expires, ip, ua)| ui::SessionRow {
+            id: sid,
+            created: when(created),
+            expires: when(expires),
+            ip: ip.unwrap_or_default(),
+            user_agent: ua.unwrap_or_default(),
+        })
+        .collect();
+    let notice = (done == Some("revoked")).then(|| "The session is revoked.".to_string());
+    render(Status::Ok, &ui::UserPage { nav: nav(s, "users"), user, sessions, activity, notice })
+}
+
+#[post("/users/<id>/sessions/<sid>/revoke", data = "<form>")]
+pub async fn session_revoke(
+    state: &State<AppState>,
+    client: ClientInfo,
+    who: Console,
+    id: &str,
+    sid: &str,
+    form: Form<CsrfForm>,
+) -> Page {
+    let Console::Admin(s) = &who else { return refuse_post(&who) };
+    if !csrf_ok(&s.csrf, &form.csrf) {
+        return bad_csrf();
+    }
+    let (uid, target) = (id.to_string(), sid.to_string());
+    let n = state
+        .db
+        .q(move |c| {
+            diesel::update(st::table.filter(st::id.eq(&target)).filter(st::user_id.eq(&uid)).filter(st::revoked_at.is_null()))
+                .set((st::revoked_at.eq(crate::time::now_micros()), st::revoked_reason.eq("admin")))
+                .execute(c)
+        })
+        .await;
+    match n {
+        Ok(1) => {
+            state.sessions_revoked(&[sid.to_string()]);
+            state
+                .audit
+                .record(
+                    entry("admin.session_revoke", Outcome::Success, &client)
+                        .actor(Some(s.user_id.clone()))
+                        .target("user", id.to_string())
+                        .details(json!({"session_id": sid})),
+                )
+                .await;
+            Page::Redirect(format!("/admin/users/{id}?done=revoked"))
+        }
+        Ok(_) => error_page(Status::NotFound, "Not found", "No such active session of this user."),
+        Err(_) => error_page(Status::ServiceUnavailable, "Try again", "The session could not be revoked; try again."),
+    }
+}
+
+// ---------- files ----------
+
+#[get("/files?<show>&<done>")]
+pub async fn files_page(state: &State<AppState>, who: Console, show: Option<&str>, done: Option<&str>) -> Page {
+    let Console::Admin(s) = &who else { return refuse(&who) };
+    let show = match show {
+        Some("compromised") => "compromised",
+        Some("error") => "error",
+        _ => "quarantined",
+    };
+    let which = show.to_string();
+    let rows = state
+        .db
+        .q(move |c| {
+            let mut q = files::table.select(crate::files::FileRecord::as_select()).into_boxed();
+            q = match which.as_str() {
+                "compromised" => q.filter(files::integrity.eq("compromised")),
+                "error" => q.filter(files::scan_status.eq("error")),
+                _ => q.filter(files::scan_status.eq("quarantined")),
+            };
+            let rows: Vec<crate::files::FileRecord> = q.order(files::created_at.desc()).limit(500).load(c)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for f in rows {
+                let details: Option<String> = sa::table
+                    .filter(sa::subject_id.eq(&f.id))
+                    .filter(sa::kind.eq("malware_detected"))
+                    .order(sa::at.desc())
+                    .select(sa::details)
+                    .first(c)
+                    .optional()?;
+                out.push((f, details));
+            }
+            Ok(out)
+        })
+        .await;
+    let Ok(rows) = rows else {
+        return error_page(Status::ServiceUnavailable, "Try again", "The files could not be read; try again.");
+    };
+    let files = rows
+        .into_iter()
+        .map(|(f, details)| {
+            let matches = details
+                .and_then(|d| serde_json::from_str::<Value>(&d).ok())
+                .and_then(|d| d["rules"].as_array().map(|m| m.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")))
+                .unwrap_or_default();
+            ui::FileRow {
+                id: f.id,
+                name: f.name,
+                owner: f.owner_id,
+                size: human_bytes(f.size),
+                uploaded: crate::time::micros_to_rfc3339(f.created_at).replace('T', " ").chars().take(16).collect(),
+                scan_status: f.scan_status,
+                integrity: f.integrity,
+                matches,
+            }
+        })
+        .collect();
+    let notice = match done {
+        Some("rescan") => Some("Rescanned: the file's status below is the new verdict.".to_string()),
+        Some("integrity") => Some("Integrity checked: the file's integrity below is the result.".to_string()),
+        Some("release") => Some("Released: the file is downloadable again.".to_string()),
+        Some("delete") => Some("Deleted: the record and the stored object are gone.".to_string()),
+        _ => None,
+    };
+    render(Status::Ok, &ui::FilesPage { nav: nav(s, "files"), show: show.into(), files, notice })
+}
+
+#[post("/files/<id>/<act>", data = "<form>")]
+pub async fn file_act(
+    state: &State<AppState>,
+    client: ClientInfo,
+    who: Console,
+    id: &str,
+    act: &str,
+    form: Form<CsrfForm>,
+) -> Page {
+    let Console::Admin(s) = &who else { return refuse_post(&who) };
+    if !csrf_ok(&s.csrf, &form.csrf) {
+        return bad_csrf();
+    }
+    let fid = id.to_string();
+    let file = match state.db.q(move |c| crate::files::by_id(c, &fid)).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return error_page(Status::NotFound, "Not found", "No such file."),
+        Err(_) => return error_page(Status::ServiceUnavailable, "Try again", "The file could not be read; try again."),
+    };
+    let back = format!("/admin/files?done={act}");
+    match act {
+        "rescan" => match crate::security::scan_routes::security_scan(state, as_admin(s), id).await {
+            Ok(_) => Page::Redirect(back),
+            Err(e) => error_page(e.status, "Not done", &api_message(&e)),
+        },
+        "integrity" => match crate::files::routes::integrity_check(state, client, as_admin(s), id).await {
+            Ok(_) => Page::Redirect(format!("{back}&show=compromised")),
+            Err(e) => error_page(e.status, "Not done", &api_message(&e)),
+        },
+        "release" => {
+            let (fid, before) = (file.id.clone(), file.scan_status.clone());
+            let r = state
+                .db
+                .q(move |c| diesel::update(files::table.find(&fid)).set(files::scan_status.eq("clean")).execute(c))
+                .await;
+            if r.is_err() {
+                return error_page(Status::ServiceUnavailable, "Try again", "The file could not be released; try again.");
+            }
+            state
+                .audit
+                .record(
+                    entry("admin.file_release", Outcome::Success, &client)
+                        .actor(Some(s.user_id.clone()))
+                        .target("file", file.id.clone())
+                        .details(json!({"scan_status_before": before})),
+                )
+                .await;
+            state
+                .events
+                .publish_to(&[file.owner_id.clone()], "file_update", json!({"file_id": file.id, "change": "released"}))
+                .await;
+            Page::Redirect(back)
+        }
+        "delete" => {
+            let fid = file.id.clone();
+            let audience = state
+                .db
+                .q(move |c| {
+                    let audience = crate::files::audience(c, &fid)?;
+                    diesel::delete(files::table.find(&fid)).execute(c)?;
+                    Ok(audience)
+                })
+                .await;
+            let Ok(mut audience) = audience else {
+                return error_page(Status::ServiceUnavailable, "Try again", "The file could not be deleted; try again.");
+            };
+            let (storage, key) = (state.storage.clone(), file.storage_key.clone());
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || storage.delete(&key)).await {
+                tracing::warn!(error = %e, "could not delete a stored object; left for orphan collection");
+            }
+            state
+                .audit
+                .record(
+                    entry("admin.file_delete", Outcome::Success, &client)
+                        .actor(Some(s.user_id.clone()))
+                        .target("file", file.id.clone())
+                        .details(json!({"owner_id": file.owner_id, "scan_status": file.scan_status})),
+                )
+                .await;
+            audience.push(file.owner_id.clone());
+            state.events.publish_to(&audience, "file_update", json!({"file_id": file.id, "change": "deleted"})).await;
+            Page::Redirect(back)
+        }
+        _ => error_page(Status::NotFound, "Not found", "No such action."),
+    }
+}
+
+/// Audit entries of a `LogsPage` as the views show them.
+fn entries_of(v: &Value) -> Vec<ui::AuditEntry> {
+    v["entries"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    let str_of = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                    ui::AuditEntry {
+                        id: str_of("id"),
+                        at: str_of("at").replace('T', " ").trim_end_matches('Z').chars().take(19).collect(),
+                        actor: str_of("actor_id"),
+                        action: str_of("action"),
+                        target: [str_of("target_type"), str_of("target_id")]
+                            .into_iter()
+                            .filter(|x| !x.is_empty())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        ip: str_of("ip"),
+                        outcome: str_of("outcome"),
+                        details: if e["details"].is_null() { String::new() } else { e["details"].to_string() },
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 // ---------- audit ----------
 
 fn qs(pairs: &[(&str, &str)]) -> String {
@@ -635,30 +920,7 @@ pub async fn audit_page(
     let (entries, next, error) = match answer {
         Ok(crate::audit::routes::LogsAnswer::Page(p)) => {
             let v = serde_json::to_value(&p.0).unwrap_or(Value::Null);
-            let entries = v["entries"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|e| {
-                            let str_of = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-                            ui::AuditEntry {
-                                id: str_of("id"),
-                                at: str_of("at").replace('T', " ").trim_end_matches('Z').chars().take(19).collect(),
-                                actor: str_of("actor_id"),
-                                action: str_of("action"),
-                                target: [str_of("target_type"), str_of("target_id")]
-                                    .into_iter()
-                                    .filter(|x| !x.is_empty())
-                                    .collect::<Vec<_>>()
-                                    .join(" "),
-                                ip: str_of("ip"),
-                                outcome: str_of("outcome"),
-                                details: if e["details"].is_null() { String::new() } else { e["details"].to_string() },
-                            }
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let entries = entries_of(&v);
             let next = v["next_cursor"].as_str().map(|c| {
                 let more = qs(&[("cursor", c)]);
                 if query.is_empty() {
@@ -786,6 +1048,75 @@ pub async fn plugins_page(state: &State<AppState>, who: Console) -> Page {
         })
         .collect();
     render(Status::Ok, &ui::PluginsPage { nav: nav(s, "plugins"), plugins })
+}
+
+// ---------- system ----------
+
+#[get("/system?<done>")]
+pub async fn system_page(state: &State<AppState>, who: Console, done: Option<&str>) -> Page {
+    let Console::Admin(s) = &who else { return refuse(&who) };
+    let notice = (done == Some("reloaded")).then(|| "The rules were recompiled and are in force.".to_string());
+    system_view(state, s, notice, None).await
+}
+
+async fn system_view(state: &AppState, s: &ConsoleSession, notice: Option<String>, error: Option<String>) -> Page {
+    let dir = state.config.security.policy_dir.join("yara");
+    let mut rule_files: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".yar") || n.ends_with(".yara"))
+                .collect()
+        })
+        .unwrap_or_default();
+    rule_files.sort();
+    let outbox = crate::notify::routes::outbox(State::from(state), as_admin(s), None, Some("50"), None).await;
+    let (mail_enabled, mail_counts, outbox) = match outbox {
+        Ok(o) => {
+            let o = o.0;
+            let counts = o.counts.iter().map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(0))).collect();
+            let rows = o
+                .messages
+                .into_iter()
+                .map(|m| ui::OutboxRow {
+                    created: m.created_at.replace('T', " ").chars().take(16).collect(),
+                    to: m.to,
+                    subject: m.subject,
+                    status: m.status,
+                    attempts: m.attempts,
+                    last_error: m.last_error.unwrap_or_default(),
+                })
+                .collect();
+            (o.enabled, counts, rows)
+        }
+        Err(_) => (false, Vec::new(), Vec::new()),
+    };
+    render(
+        if error.is_some() { Status::BadRequest } else { Status::Ok },
+        &ui::SystemPage {
+            nav: nav(s, "system"),
+            rule_files,
+            policy_dir: dir.display().to_string(),
+            notice,
+            error,
+            mail_enabled,
+            mail_counts,
+            outbox,
+            config: state.config.redacted_toml(),
+        },
+    )
+}
+
+#[post("/system/reload-rules", data = "<form>")]
+pub async fn reload_rules(state: &State<AppState>, client: ClientInfo, who: Console, form: Form<CsrfForm>) -> Page {
+    let Console::Admin(s) = &who else { return refuse_post(&who) };
+    if !csrf_ok(&s.csrf, &form.csrf) {
+        return bad_csrf();
+    }
+    match crate::security::scan_routes::reload(state, client, as_admin(s)).await {
+        Ok(_) => Page::Redirect("/admin/system?done=reloaded".into()),
+        Err(e) => system_view(state, s, None, Some(e.message)).await,
+    }
 }
 
 #[cfg(test)]

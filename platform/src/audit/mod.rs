@@ -8,6 +8,7 @@
 //! (group commit), so auditing every request costs little.
 
 pub mod anchor;
+pub mod siem;
 pub mod query;
 pub mod routes;
 mod writer;

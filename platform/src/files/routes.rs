@@ -818,16 +818,16 @@ pub async fn check_integrity(state: &AppState, f: &FileRecord) -> ApiResult<Inte
         let details = json!({"file_id": f.id, "owner_id": f.owner_id, "reason": why});
         let fid = f.id.clone();
         let d = details.clone();
-        let (id, admins) = state
+        let st = state.clone();
+        state
             .db
             .q(move |c| {
                 let id = crate::security::alerts::raise(c, "integrity_compromised", "high", Some(("file", &fid)), &d)?;
-                Ok((id, crate::security::alerts::admins(c)?))
+                let ev = crate::security::alerts::event(&id, "integrity_compromised", "high", Some(("file", &fid)), &d);
+                crate::security::alerts::announce(&st, c, ev);
+                Ok(())
             })
             .await?;
-        let ev = crate::security::alerts::event(&id, "integrity_compromised", "high", Some(("file", &f.id)), &details);
-        state.plugin_notify.send(&crate::plugins::alert_message(&ev));
-        state.events.publish_to(&admins, "security_alert", ev).await;
         state
             .audit
             .record(

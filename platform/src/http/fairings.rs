@@ -78,7 +78,8 @@ impl Fairing for HttpLayer {
             ms = elapsed.as_secs_f64() * 1000.0,
             "request"
         );
-        if state.config.audit.log_requests && path.starts_with("/api") {
+        // The admin console's page views and forms are audited like API calls.
+        if state.config.audit.log_requests && (path.starts_with("/api") || path.starts_with("/admin")) {
             let outcome = match status {
                 200..=399 => Outcome::Success,
                 401 | 403 => Outcome::Denied,

@@ -38,6 +38,30 @@ pub fn raise(
     Ok(id)
 }
 
+/// Tells every enabled admin about an alert just raised: the live `security_alert` event, an
+/// e-mail through the outbox (when SMTP is configured; skipped silently otherwise), and every
+/// notifier plugin.
+pub fn announce(state: &crate::AppState, conn: &mut DbConnection, ev: serde_json::Value) {
+    state.plugin_notify.send(&crate::plugins::alert_message(&ev));
+    let admins = admins(conn).unwrap_or_default();
+    if state.mailer.enabled() {
+        let people = crate::notify::people(conn, &admins).unwrap_or_default();
+        let s = |k: &str| ev[k].as_str().unwrap_or("").to_string();
+        let title = format!("[{}] security alert: {}", s("severity"), s("kind"));
+        let summary = ev["details"]["summary"].as_str().map(str::to_string).unwrap_or_else(|| ev["details"].to_string());
+        let rows: Vec<_> = people
+            .values()
+            .filter(|p| !p.disabled)
+            .filter_map(|p| crate::notify::email::notice(&state.config, p, "security_alert", &title, &summary, "/admin/alerts").ok())
+            .collect();
+        match crate::notify::email::insert(conn, &rows) {
+            Ok(()) => state.mailer.wake(),
+            Err(e) => tracing::error!(error = %e, "alert e-mails not queued"),
+        }
+    }
+    state.events.publish_blocking(&admins, "security_alert", ev);
+}
+
 /// Enabled administrators: who receives `security_alert` events.
 pub fn admins(conn: &mut DbConnection) -> QueryResult<Vec<String>> {
     use crate::db::schema::users;

@@ -2,6 +2,7 @@
 //! join this module with their issues.
 
 pub mod alerts;
+pub mod anomaly;
 pub mod policy;
 pub mod scan;
 pub mod scan_routes;

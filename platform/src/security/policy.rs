@@ -13,6 +13,59 @@ pub struct SecurityPolicy {
     pub argon2: Argon2Policy,
     pub upload: UploadPolicy,
     pub scan: ScanPolicy,
+    pub anomaly: AnomalyPolicy,
+}
+
+/// Anomaly rules evaluated from the audit stream (`security::anomaly`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnomalyPolicy {
+    /// How often new audit entries are read (seconds).
+    pub poll_secs: u64,
+    /// One alert per rule and subject (IP or user) within this many seconds.
+    pub dedup_secs: u64,
+    pub credential_stuffing: CountRule,
+    pub exfiltration: CountRule,
+    pub mass_sharing: CountRule,
+    pub admin_new_location: NewLocationRule,
+    pub refresh_token_reuse: Toggle,
+}
+
+impl Default for AnomalyPolicy {
+    fn default() -> Self {
+        Self {
+            poll_secs: 2,
+            dedup_secs: 3600,
+            credential_stuffing: CountRule { enabled: true, window_secs: 600, threshold: 5 },
+            exfiltration: CountRule { enabled: true, window_secs: 300, threshold: 50 },
+            mass_sharing: CountRule { enabled: true, window_secs: 300, threshold: 20 },
+            admin_new_location: NewLocationRule { enabled: true, lookback_days: 90 },
+            refresh_token_reuse: Toggle { enabled: true },
+        }
+    }
+}
+
+/// `threshold` events (distinct accounts for credential stuffing) within `window_secs`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountRule {
+    pub enabled: bool,
+    pub window_secs: u64,
+    pub threshold: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLocationRule {
+    pub enabled: bool,
+    /// Earlier sign-ins looked at for known IPs and user agents.
+    pub lookback_days: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Toggle {
+    pub enabled: bool,
 }
 
 /// What may be uploaded, judged on content (magic bytes), never on the name or Content-Type.

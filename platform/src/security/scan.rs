@@ -294,10 +294,8 @@ pub fn scan_file(state: &AppState, file_id: &str, actor: Option<String>) -> Resu
         let subject = Some(("file", f.id.as_str()));
         let id = crate::security::alerts::raise(&mut conn, "malware_detected", severity, subject, &details)
             .map_err(|e| e.to_string())?;
-        let admins = crate::security::alerts::admins(&mut conn).unwrap_or_default();
         let ev = crate::security::alerts::event(&id, "malware_detected", severity, subject, &details);
-        state.plugin_notify.send(&crate::plugins::alert_message(&ev));
-        state.events.publish_blocking(&admins, "security_alert", ev);
+        crate::security::alerts::announce(state, &mut conn, ev);
     }
     state.audit.record_blocking(
         NewAuditEntry::new("file.scan", outcome).actor(actor).target("file", f.id.clone()).details(details),
