@@ -325,3 +325,38 @@ fn mfa_sign_in_non_admins_and_timeouts() {
     }
     assert_eq!(srv.db.sql(&format!("SELECT disabled FROM users WHERE id = '{uid}'")), "0");
 }
+
+/// Every console route, walked from the route table: a non-admin's API token gets 403 and a
+/// caller without credentials is sent to sign in (GET) or refused (POST); nothing changes.
+#[test]
+fn every_console_route_refuses_non_admins() {
+    let srv = Server::start_with(TestDb::new(Backend::Sqlite), &[("SECCOLLAB_AUTH__REGISTRATION", "open")]);
+    admin_token(&srv);
+    let user = user_token(&srv, "nina@example.org");
+    let bearer = format!("Bearer {}", user["token"].as_str().unwrap());
+    let before = srv.db.sql("SELECT count(*) FROM users WHERE disabled");
+    let public = [("GET", "/login"), ("POST", "/login"), ("POST", "/mfa"), ("POST", "/enrol"), ("GET", "/assets/admin.css")];
+    let mut walked = 0;
+    for route in seccollab::admin::routes::routes() {
+        let method = route.method.as_str();
+        let rel = route.uri.path().to_string();
+        if public.contains(&(method, rel.as_str())) {
+            continue;
+        }
+        let path = rel.split('/').map(|s| if s.starts_with('<') { "x" } else { s }).collect::<Vec<_>>().join("/");
+        let path = if path == "/" { "/admin".to_string() } else { format!("/admin{path}") };
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let body: Option<&[u8]> = (method == "POST").then_some(b"csrf=x");
+        let anon = srv.request(method, &path, &form, body);
+        if method == "GET" {
+            assert_eq!(anon.status, 303, "GET {path} without credentials");
+        } else {
+            assert_eq!(anon.status, 403, "POST {path} without credentials");
+        }
+        let r = srv.request(method, &path, &[form[0], ("Authorization", &bearer)], body);
+        assert_eq!(r.status, 403, "{method} {path} with a non-admin token");
+        walked += 1;
+    }
+    assert!(walked >= 15, "only {walked} routes walked");
+    assert_eq!(srv.db.sql("SELECT count(*) FROM users WHERE disabled"), before);
+}
