@@ -112,6 +112,15 @@ impl<'a> Browser<'a> {
         get(&self.url("/source")).unwrap().as_str().unwrap().to_string()
     }
 
+    /// Waits until the page (after a click's navigation) contains `text`.
+    fn wait_for(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.source().contains(text) {
+            assert!(Instant::now() < deadline, "page never showed {text:?}: {}", self.source());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Fails the test if a JavaScript dialog is open (an injected `alert(1)` ran).
     fn assert_no_dialog(&self, page: &str) {
         if let Ok(text) = get(&self.url("/alert/text")) {
@@ -215,17 +224,17 @@ fn an_admin_works_through_the_console_in_chromium() {
     b.type_into("#email", "root@example.org");
     b.type_into("#password", PASSWORD);
     b.click("form button[type=submit]");
-    assert!(b.source().contains("Set up a second factor"), "{}", b.source());
+    b.wait_for("Set up a second factor");
     b.screenshot("enrol-mfa");
     let secret = b.text("#secret");
     b.type_into("#code", &totp(&secret, ""));
     b.click("form button[type=submit]");
-    assert!(b.source().contains("recovery codes"), "{}", b.source());
+    b.wait_for("recovery codes");
     b.screenshot("recovery-codes");
     b.click("main a[href='/admin']");
 
     // Dashboard.
-    assert!(b.source().contains("Sign-ins per hour"));
+    b.wait_for("Sign-ins per hour");
     b.assert_no_dialog("dashboard");
     b.screenshot("dashboard");
 
@@ -235,7 +244,7 @@ fn an_admin_works_through_the_console_in_chromium() {
     assert!(b.text("main table").contains(hostile), "the name shows literally");
     b.screenshot("users");
     b.click("form[action$='/unlock'] button");
-    assert!(b.text("main").contains("The account is unlocked."));
+    b.wait_for("The account is unlocked.");
     assert_eq!(login(&srv, "mallory@example.org", PASSWORD).status, 200);
 
     // A user's page: sessions and activity.
@@ -248,6 +257,7 @@ fn an_admin_works_through_the_console_in_chromium() {
     b.goto(&format!("{base}/admin/audit"));
     b.type_into("#action", "admin.user_unlock");
     b.click("form.filters button");
+    b.wait_for("value=\"admin.user_unlock\"");
     assert!(b.current_url().contains("action=admin.user_unlock"), "{}", b.current_url());
     assert_eq!(b.source().matches("<td>admin.user_unlock</td>").count(), 1);
     b.assert_no_dialog("audit");
@@ -259,10 +269,10 @@ fn an_admin_works_through_the_console_in_chromium() {
     assert!(b.text("main table").contains(bad_name), "{}", b.source());
     b.screenshot("files-quarantined");
     b.click(&format!("form[action='/admin/files/{fid}/rescan'] button"));
-    assert!(b.text("main").contains("Rescanned"));
+    b.wait_for("Rescanned");
     assert_eq!(srv.db.sql(&format!("SELECT scan_status FROM files WHERE id = '{fid}'")), "quarantined");
     b.click(&format!("form[action='/admin/files/{fid}/release'] button"));
-    assert!(b.text("main").contains("Released"));
+    b.wait_for("Released");
     assert_eq!(srv.db.sql(&format!("SELECT scan_status FROM files WHERE id = '{fid}'")), "clean");
 
     // Alerts: acknowledge the malware alert.
@@ -270,6 +280,7 @@ fn an_admin_works_through_the_console_in_chromium() {
     b.assert_no_dialog("alerts");
     b.screenshot("alerts");
     b.click("form[action$='/ack'] button");
+    b.wait_for("No alerts.");
     let open = crate::auth::get(&srv, "/api/admin/alerts?open=true", &api_admin).json();
     assert_eq!(open["alerts"].as_array().unwrap().len(), 0, "{open}");
 
