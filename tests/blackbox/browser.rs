@@ -275,11 +275,25 @@ fn an_admin_works_through_the_console_in_chromium() {
     b.wait_for("Released");
     assert_eq!(srv.db.sql(&format!("SELECT scan_status FROM files WHERE id = '{fid}'")), "clean");
 
-    // Alerts: acknowledge the malware alert.
+    // Alerts: the malware alert, and the anomaly rule noticing that this admin signed in from
+    // a browser none of their earlier sign-ins used; both acknowledged with the buttons.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let open = crate::auth::get(&srv, "/api/admin/alerts?open=true", &api_admin).json();
+        if open["alerts"].as_array().unwrap().iter().any(|a| a["kind"] == "admin_new_location") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no admin_new_location alert: {open}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     b.goto(&format!("{base}/admin/alerts"));
     b.assert_no_dialog("alerts");
+    assert!(b.text("main table").contains("malware_detected") && b.text("main table").contains("admin_new_location"));
     b.screenshot("alerts");
-    b.click("form[action$='/ack'] button");
+    for _ in 0..2 {
+        b.click("form[action$='/ack'] button");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     b.wait_for("No alerts.");
     let open = crate::auth::get(&srv, "/api/admin/alerts?open=true", &api_admin).json();
     assert_eq!(open["alerts"].as_array().unwrap().len(), 0, "{open}");
