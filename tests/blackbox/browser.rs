@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::auth::{admin_token, login, register, PASSWORD};
 use crate::harness::{Backend, Server, TestDb, BIN};
 
-const ELEMENT: &str = "element-6066-11e4-a52f-4a5a7e7b1d5e";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A chromedriver process on a free port; killed on drop.
 struct Driver {
@@ -89,7 +89,7 @@ impl<'a> Browser<'a> {
     fn find(&self, css: &str) -> String {
         let v = post(&self.url("/element"), json!({"using": "css selector", "value": css}))
             .unwrap_or_else(|e| panic!("no element {css}: {e}"));
-        v[ELEMENT].as_str().unwrap().to_string()
+        v[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}: {v}")).to_string()
     }
 
     fn type_into(&self, css: &str, text: &str) {
@@ -290,9 +290,15 @@ fn an_admin_works_through_the_console_in_chromium() {
     b.assert_no_dialog("alerts");
     assert!(b.text("main table").contains("malware_detected") && b.text("main table").contains("admin_new_location"));
     b.screenshot("alerts");
-    for _ in 0..2 {
+    let forms = |b: &Browser<'_>| b.source().matches("/ack\"").count();
+    assert_eq!(forms(&b), 2, "{}", b.text("main table"));
+    for left in [1, 0] {
         b.click("form[action$='/ack'] button");
-        std::thread::sleep(Duration::from_millis(300));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while forms(&b) != left {
+            assert!(Instant::now() < deadline, "acknowledging did not take: {}", b.source());
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     b.wait_for("No alerts.");
     let open = crate::auth::get(&srv, "/api/admin/alerts?open=true", &api_admin).json();

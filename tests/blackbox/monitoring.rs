@@ -97,18 +97,30 @@ both_backends!(anomaly_rules_fire_once_per_window_and_not_on_normal_traffic, |b:
     let admin = admin_token(&srv);
     let root = srv.db.sql("SELECT id FROM users WHERE email = 'root@example.org'");
     let mut live = Ws::connect(&srv, &admin);
-    let (ann, bob, cat, dan) =
-        (user(&srv, "ann@example.org"), user(&srv, "bob@example.org"), user(&srv, "cat@example.org"), user(&srv, "dan@example.org"));
+    let (ann, bob, cat, dan) = (
+        user(&srv, "ann@example.org"),
+        user(&srv, "bob@example.org"),
+        user(&srv, "cat@example.org"),
+        user(&srv, "dan@example.org"),
+    );
 
     // Normal traffic: a mistyped password, a few downloads, a share, sign-ins as usual.
     login(&srv, "ann@example.org", "a wrong password here");
-    let file = crate::files::upload(&srv, &ann.token, "report.txt", b"quarterly numbers")["file_id"].as_str().unwrap().to_string();
+    let file = crate::files::upload(&srv, &ann.token, "report.txt", b"quarterly numbers")["file_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(crate::files::scanned(&srv, &ann.token, &file), "clean");
     for _ in 0..3 {
         assert_eq!(crate::files::download(&srv, &ann.token, &file, None).status, 200);
     }
     let share = |to: &str| {
-        let r = post(&srv, "/api/files/share", Some(&ann.token), json!({"file_id": file, "user_ids": [to], "permissions": "view"}));
+        let r = post(
+            &srv,
+            "/api/files/share",
+            Some(&ann.token),
+            json!({"file_id": file, "user_ids": [to], "permissions": "view"}),
+        );
         assert_eq!(r.status, 200, "{}", r.text());
     };
     share(&bob.id);
@@ -133,7 +145,8 @@ both_backends!(anomaly_rules_fire_once_per_window_and_not_on_normal_traffic, |b:
     let f = live.expect("security_alert", Duration::from_secs(10));
     assert_eq!(f["data"]["kind"], "credential_stuffing", "admins get the alert live: {f}");
     let outbox = get(&srv, "/api/admin/email/outbox?limit=100", &admin).json();
-    let mails: Vec<&Value> = outbox["messages"].as_array().unwrap().iter().filter(|m| m["kind"] == "security_alert").collect();
+    let mails: Vec<&Value> =
+        outbox["messages"].as_array().unwrap().iter().filter(|m| m["kind"] == "security_alert").collect();
     assert_eq!(mails.len(), 1, "one e-mail to the one admin: {outbox}");
     assert_eq!(mails[0]["to"], "root@example.org");
     assert!(mails[0]["subject"].as_str().unwrap().contains("credential_stuffing"), "{outbox}");
@@ -305,7 +318,11 @@ fn siem_json_lines_over_udp() {
     let target = format!("udp://{}", sock.local_addr().unwrap());
     let srv = Server::start_with(
         TestDb::new(Backend::Sqlite),
-        &[("SECCOLLAB_AUTH__REGISTRATION", "open"), ("SECCOLLAB_SIEM__TARGET", &target), ("SECCOLLAB_SIEM__FORMAT", "jsonl")],
+        &[
+            ("SECCOLLAB_AUTH__REGISTRATION", "open"),
+            ("SECCOLLAB_SIEM__TARGET", &target),
+            ("SECCOLLAB_SIEM__FORMAT", "jsonl"),
+        ],
     );
     user(&srv, "udp@example.org");
     let mut buf = vec![0u8; 65_536];

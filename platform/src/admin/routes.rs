@@ -471,13 +471,18 @@ pub async fn dashboard(state: &State<AppState>, who: Console, range: Option<&str
         buckets(ats, since, step, n).into_iter().enumerate().map(|(i, v)| (label(i), v)).collect()
     };
     let infected: Vec<i64> = verdicts.iter().filter(|(_, o)| o != "success").map(|(t, _)| *t).collect();
-    let charts = vec![
+    let mut charts = vec![
         ui::Chart::new("Sign-ins per hour", &series(&logins)),
         ui::Chart::new("Failed sign-ins per hour", &series(&failures)),
         ui::Chart::new("Uploads per hour", &series(&uploads)),
         ui::Chart::new("Scans that found something or failed, per hour", &series(&infected)),
         ui::Chart::new("Security alerts per hour", &series(&alerts)),
     ];
+    // The axis runs from the start of the period to now (bars carry their hour as a tooltip).
+    for c in &mut charts {
+        c.first_label = if week { "7 days ago" } else { "24 hours ago" }.into();
+        c.last_label = "now".into();
+    }
     let stats = vec![
         ui::Stat { label: "users".into(), value: users_n.to_string() },
         ui::Stat { label: "files".into(), value: files_n.to_string() },
@@ -589,7 +594,21 @@ pub async fn user_page(state: &State<AppState>, who: Console, id: &str, done: Op
         Ok(l) => l,
         Err(e) => return error_page(e.status, "User", &api_message(&e)),
     };
-    let activity = match crate::audit::routes::logs(as_admin(s), state, Some(id), None, None, None, None, None, Some("50"), None, None).await {
+    let activity = match crate::audit::routes::logs(
+        as_admin(s),
+        state,
+        Some(id),
+        None,
+        None,
+        None,
+        None,
+        None,
+        Some("50"),
+        None,
+        None,
+    )
+    .await
+    {
         Ok(crate::audit::routes::LogsAnswer::Page(p)) => entries_of(&serde_json::to_value(&p.0).unwrap_or(Value::Null)),
         _ => Vec::new(),
     };
@@ -635,9 +654,11 @@ pub async fn session_revoke(
     let n = state
         .db
         .q(move |c| {
-            diesel::update(st::table.filter(st::id.eq(&target)).filter(st::user_id.eq(&uid)).filter(st::revoked_at.is_null()))
-                .set((st::revoked_at.eq(crate::time::now_micros()), st::revoked_reason.eq("admin")))
-                .execute(c)
+            diesel::update(
+                st::table.filter(st::id.eq(&target)).filter(st::user_id.eq(&uid)).filter(st::revoked_at.is_null()),
+            )
+            .set((st::revoked_at.eq(crate::time::now_micros()), st::revoked_reason.eq("admin")))
+            .execute(c)
         })
         .await;
     match n {
@@ -702,7 +723,9 @@ pub async fn files_page(state: &State<AppState>, who: Console, show: Option<&str
         .map(|(f, details)| {
             let matches = details
                 .and_then(|d| serde_json::from_str::<Value>(&d).ok())
-                .and_then(|d| d["rules"].as_array().map(|m| m.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")))
+                .and_then(|d| {
+                    d["rules"].as_array().map(|m| m.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                })
                 .unwrap_or_default();
             ui::FileRow {
                 id: f.id,
@@ -762,7 +785,11 @@ pub async fn file_act(
                 .q(move |c| diesel::update(files::table.find(&fid)).set(files::scan_status.eq("clean")).execute(c))
                 .await;
             if r.is_err() {
-                return error_page(Status::ServiceUnavailable, "Try again", "The file could not be released; try again.");
+                return error_page(
+                    Status::ServiceUnavailable,
+                    "Try again",
+                    "The file could not be released; try again.",
+                );
             }
             state
                 .audit
@@ -775,7 +802,11 @@ pub async fn file_act(
                 .await;
             state
                 .events
-                .publish_to(&[file.owner_id.clone()], "file_update", json!({"file_id": file.id, "change": "released"}))
+                .publish_to(
+                    std::slice::from_ref(&file.owner_id),
+                    "file_update",
+                    json!({"file_id": file.id, "change": "released"}),
+                )
                 .await;
             Page::Redirect(back)
         }
@@ -790,7 +821,11 @@ pub async fn file_act(
                 })
                 .await;
             let Ok(mut audience) = audience else {
-                return error_page(Status::ServiceUnavailable, "Try again", "The file could not be deleted; try again.");
+                return error_page(
+                    Status::ServiceUnavailable,
+                    "Try again",
+                    "The file could not be deleted; try again.",
+                );
             };
             let (storage, key) = (state.storage.clone(), file.storage_key.clone());
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || storage.delete(&key)).await {

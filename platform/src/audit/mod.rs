@@ -8,9 +8,9 @@
 //! (group commit), so auditing every request costs little.
 
 pub mod anchor;
-pub mod siem;
 pub mod query;
 pub mod routes;
+pub mod siem;
 mod writer;
 
 use serde::Serialize;

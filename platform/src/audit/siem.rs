@@ -62,7 +62,19 @@ impl Cursor {
     }
 }
 
-type AuditTuple = (i64, String, i64, Option<String>, String, Option<String>, Option<String>, Option<String>, Option<String>, String, String);
+type AuditTuple = (
+    i64,
+    String,
+    i64,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+);
 type AlertTuple = (String, i64, String, String, Option<String>, Option<String>, String);
 
 fn sd_escape(s: &str) -> String {
@@ -72,7 +84,11 @@ fn sd_escape(s: &str) -> String {
 /// MSGID: printable US-ASCII, at most 32 characters.
 fn msgid(s: &str) -> String {
     let m: String = s.chars().filter(|c| c.is_ascii_graphic()).take(32).collect();
-    if m.is_empty() { "-".into() } else { m }
+    if m.is_empty() {
+        "-".into()
+    } else {
+        m
+    }
 }
 
 fn rfc3339(micros: i64) -> String {
@@ -160,9 +176,8 @@ fn connect(target: &str) -> std::io::Result<Conn> {
         Ok(Conn::Udp(s, hp.to_string()))
     } else {
         let hp = target.trim_start_matches("tcp://");
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(hp)?
-            .next()
-            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let addr =
+            std::net::ToSocketAddrs::to_socket_addrs(hp)?.next().ok_or_else(|| std::io::Error::other("no address"))?;
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         s.set_write_timeout(Some(Duration::from_secs(10)))?;
         Ok(Conn::Tcp(s))
@@ -192,7 +207,9 @@ pub fn start(state: AppState) {
     }
     let path = Cursor::path(&state.config.storage.data_dir);
     let host = if cfg.hostname.is_empty() {
-        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "-".into())
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "-".into())
     } else {
         cfg.hostname.clone()
     };
@@ -327,7 +344,10 @@ mod tests {
         let m = audit_syslog("host", &e);
         assert!(m.starts_with("<108>1 2023-11-14T22:13:20"), "{m}");
         assert!(m.contains(" host seccollab "), "{m}");
-        assert!(m.contains(" auth.login [seccollab@32473 type=\"audit\" seq=\"7\" id=\"id-1\" actor=\"u\\\"1\\]\""), "{m}");
+        assert!(
+            m.contains(" auth.login [seccollab@32473 type=\"audit\" seq=\"7\" id=\"id-1\" actor=\"u\\\"1\\]\""),
+            "{m}"
+        );
         assert!(m.ends_with("] {\"email\":\"a@x\"}"), "{m}");
         assert_eq!(msgid("a b\u{e9}c"), "abc");
     }

@@ -48,11 +48,14 @@ pub fn announce(state: &crate::AppState, conn: &mut DbConnection, ev: serde_json
         let people = crate::notify::people(conn, &admins).unwrap_or_default();
         let s = |k: &str| ev[k].as_str().unwrap_or("").to_string();
         let title = format!("[{}] security alert: {}", s("severity"), s("kind"));
-        let summary = ev["details"]["summary"].as_str().map(str::to_string).unwrap_or_else(|| ev["details"].to_string());
+        let summary =
+            ev["details"]["summary"].as_str().map(str::to_string).unwrap_or_else(|| ev["details"].to_string());
         let rows: Vec<_> = people
             .values()
             .filter(|p| !p.disabled)
-            .filter_map(|p| crate::notify::email::notice(&state.config, p, "security_alert", &title, &summary, "/admin/alerts").ok())
+            .filter_map(|p| {
+                crate::notify::email::notice(&state.config, p, "security_alert", &title, &summary, "/admin/alerts").ok()
+            })
             .collect();
         match crate::notify::email::insert(conn, &rows) {
             Ok(()) => state.mailer.wake(),

@@ -90,11 +90,8 @@ impl Windows {
         if p.credential_stuffing.enabled && sign_in && e.outcome == "failure" {
             if let Some(ip) = &e.ip {
                 let details: Value = serde_json::from_str(&e.details).unwrap_or(Value::Null);
-                let account = details["email"]
-                    .as_str()
-                    .map(str::to_string)
-                    .or_else(|| e.actor_id.clone())
-                    .unwrap_or_default();
+                let account =
+                    details["email"].as_str().map(str::to_string).or_else(|| e.actor_id.clone()).unwrap_or_default();
                 let q = self.failures.entry(ip.clone()).or_default();
                 q.push_back((e.at, account, e.id.clone()));
                 trim(q, |x| x.0, e.at - p.credential_stuffing.window_secs as i64 * 1_000_000);
@@ -145,7 +142,8 @@ impl Windows {
                     severity: "high",
                     subject: ("user", user.clone()),
                     evidence: vec![e.id.clone()],
-                    summary: "a spent refresh token was presented again (stolen token?); the session was revoked".into(),
+                    summary: "a spent refresh token was presented again (stolen token?); the session was revoked"
+                        .into(),
                 });
             }
         }
@@ -288,7 +286,17 @@ fn evaluate(
     let mut cursor = cursor;
     loop {
         let mut q = al::table
-            .select((al::seq, al::id, al::at, al::actor_id, al::action, al::outcome, al::ip, al::user_agent, al::details))
+            .select((
+                al::seq,
+                al::id,
+                al::at,
+                al::actor_id,
+                al::action,
+                al::outcome,
+                al::ip,
+                al::user_agent,
+                al::details,
+            ))
             .order(al::seq.asc())
             .limit(1000)
             .into_boxed();
@@ -390,7 +398,15 @@ mod tests {
         let pw_step = seen(1, 1, "a", "auth.login", "success", "1.1.1.1", json!({"mfa_required": true}));
         assert!(!is_sign_in_success(&pw_step));
         assert!(is_sign_in_success(&seen(2, 2, "a", "auth.mfa", "success", "1.1.1.1", json!({}))));
-        assert!(is_sign_in_success(&seen(3, 3, "a", "auth.login", "success", "1.1.1.1", json!({"method": "password"}))));
+        assert!(is_sign_in_success(&seen(
+            3,
+            3,
+            "a",
+            "auth.login",
+            "success",
+            "1.1.1.1",
+            json!({"method": "password"})
+        )));
         assert!(!is_sign_in_success(&seen(4, 4, "a", "auth.login", "failure", "1.1.1.1", json!({}))));
     }
 }

@@ -288,7 +288,8 @@ pub fn scan_file(state: &AppState, file_id: &str, actor: Option<String>) -> Resu
         _ => Outcome::Error,
     };
     let details = json!({"status": status, "rules": rules, "engine": verdict.engine, "error": verdict.error, "owner_id": f.owner_id});
-    if status == "quarantined" {
+    // Alert on the transition only: a rescan confirming the quarantine is not news.
+    if status == "quarantined" && f.scan_status != "quarantined" {
         let severity =
             if verdict.matches.iter().any(|m| m.severity.as_deref() == Some("critical")) { "critical" } else { "high" };
         let subject = Some(("file", f.id.as_str()));
