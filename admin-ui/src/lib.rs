@@ -9,6 +9,10 @@ use askama::Template;
 /// The stylesheet, served at `/admin/assets/admin.css`.
 pub const CSS: &str = include_str!("../assets/admin.css");
 
+/// The pages' only script (an ES module, no build step), served at `/admin/assets/admin.js`:
+/// live alerts over the console's WebSocket. Every page works without it.
+pub const JS: &str = include_str!("../assets/admin.js");
+
 /// What every signed-in page shows in its header.
 #[derive(Debug, Clone)]
 pub struct Nav {
@@ -149,6 +153,14 @@ pub struct UserRow {
     pub created: String,
 }
 
+/// An invitation just created: its code is shown this once.
+#[derive(Debug, Clone)]
+pub struct NewInvite {
+    pub code: String,
+    pub email: String,
+    pub expires: String,
+}
+
 #[derive(Template, Debug)]
 #[template(path = "users.html")]
 pub struct UsersPage {
@@ -156,6 +168,8 @@ pub struct UsersPage {
     pub q: String,
     pub users: Vec<UserRow>,
     pub notice: Option<String>,
+    pub error: Option<String>,
+    pub invite: Option<NewInvite>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -342,6 +356,8 @@ mod tests {
                 created: "2026-11-27".into(),
             }],
             notice: None,
+            error: None,
+            invite: None,
         }
         .render()
         .unwrap();

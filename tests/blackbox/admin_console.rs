@@ -213,6 +213,30 @@ both_backends!(an_admin_signs_in_with_mfa_and_uses_every_page, |bk: Backend| {
     assert!(!b.get("/admin/alerts").body.contains(&format!("/admin/alerts/{aid}/ack")));
     assert!(b.get("/admin/alerts?all=1").body.contains("acknowledged"));
 
+    // Creating users and invitations: bad input is explained and changes nothing.
+    let users_before = srv.db.sql("SELECT count(*) FROM users");
+    let p = b.post(
+        "/admin/users/create",
+        &[("csrf", &csrf), ("email", "weak@example.org"), ("display_name", "Weak"), ("password", "short"), ("role", "user")],
+    );
+    assert_eq!(p.status, 400, "{}", p.body);
+    assert!(p.body.contains("password"), "{}", p.body);
+    let p = b.post(
+        "/admin/users/create",
+        &[("csrf", &csrf), ("email", "eve@example.org"), ("display_name", "Dup"), ("password", PASSWORD), ("role", "user")],
+    );
+    assert_eq!(p.status, 409, "an e-mail in use: {}", p.body);
+    let p = b.post("/admin/users/invite", &[("csrf", &csrf), ("email", ""), ("hours", "0")]);
+    assert_eq!(p.status, 400, "{}", p.body);
+    assert_eq!(srv.db.sql("SELECT count(*) FROM users"), users_before);
+    assert_eq!(srv.db.sql("SELECT count(*) FROM invites"), "0");
+    let p = b.post(
+        "/admin/users/create",
+        &[("csrf", "wrong"), ("email", "x@example.org"), ("display_name", "X"), ("password", PASSWORD), ("role", "admin")],
+    );
+    assert_eq!(p.status, 403, "no admin is made without the CSRF token");
+    assert_eq!(srv.db.sql("SELECT count(*) FROM users"), users_before);
+
     // A user's page: sessions with revoke, activity.
     let msid = srv.db.sql(&format!(
         "SELECT id FROM sessions WHERE user_id = '{mallory}' AND revoked_at IS NULL ORDER BY created_at DESC LIMIT 1"

@@ -310,6 +310,37 @@ fn an_admin_works_through_the_console_in_chromium() {
     b.screenshot("plugins");
 
     b.assert_no_dialog("plugins");
-    assert!(b.shots >= 10);
+
+    // Live: with a console page open, a new alert appears without reloading (the page's
+    // script over the console WebSocket), as text.
+    b.wait_for("data-live=\"connected\"");
+    let id2 = crate::files::upload(&srv, &eve, "again <b>bold</b>.txt", crate::files::EICAR.as_bytes())["file_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(crate::files::scanned(&srv, &eve, &id2), "quarantined");
+    b.wait_for("New high security alert: malware_detected");
+    assert_eq!(b.text("#alert-count"), "1");
+    b.assert_no_dialog("live alert");
+    b.screenshot("live-alert");
+
+    // Users: create one and invite another from the forms.
+    b.goto(&format!("{base}/admin/users"));
+    b.type_into("#new-email", "newbie@example.org");
+    b.type_into("#new-name", "Newbie");
+    b.type_into("#new-password", "a long and unguessable passphrase");
+    b.click("form[action='/admin/users/create'] button");
+    b.wait_for("The user is created.");
+    assert_eq!(login(&srv, "newbie@example.org", "a long and unguessable passphrase").status, 200);
+    b.type_into("#inv-email", "guest@example.org");
+    b.click("form[action='/admin/users/invite'] button");
+    b.wait_for("invite-code");
+    let code = b.text("#invite-code");
+    assert!(code.len() >= 20, "{code}");
+    // Stored as a keyed hash only, bound to the address.
+    assert_eq!(srv.db.sql("SELECT count(*) FROM invites WHERE email = 'guest@example.org'"), "1");
+    assert_eq!(srv.db.sql(&format!("SELECT count(*) FROM invites WHERE code_hash = '{code}'")), "0");
+    b.screenshot("users-invite");
+    assert!(b.shots >= 12);
     eprintln!("screenshots in {}", b.artifacts.display());
 }

@@ -23,6 +23,8 @@ use crate::AppState;
 pub fn routes() -> Vec<Route> {
     rocket::routes![
         css,
+        js,
+        live,
         login_page,
         login,
         mfa_form,
@@ -30,6 +32,8 @@ pub fn routes() -> Vec<Route> {
         logout,
         dashboard,
         users_page,
+        user_create,
+        user_invite,
         user_page,
         user_act,
         session_revoke,
@@ -130,6 +134,24 @@ fn api_message(e: &ApiError) -> String {
 #[get("/assets/admin.css")]
 pub fn css() -> (ContentType, &'static str) {
     (ContentType::CSS, ui::CSS)
+}
+
+#[get("/assets/admin.js")]
+pub fn js() -> (ContentType, &'static str) {
+    (ContentType::JavaScript, ui::JS)
+}
+
+/// The console's WebSocket (console cookie, admins only): the pages' script shows
+/// `security_alert` events as they happen. The same connection as `/ws` otherwise.
+#[get("/ws")]
+pub async fn live(
+    state: &State<AppState>,
+    who: Console,
+    socket: rocket_ws::WebSocket,
+    shutdown: rocket::Shutdown,
+) -> Result<rocket_ws::Channel<'static>, Status> {
+    let Console::Admin(s) = who else { return Err(Status::Forbidden) };
+    Ok(crate::realtime::ws::open_channel(state.inner().clone(), s.user_id, s.sid, socket, None, shutdown).await)
 }
 
 // ---------- sign-in ----------
@@ -501,8 +523,27 @@ pub async fn dashboard(state: &State<AppState>, who: Console, range: Option<&str
 #[get("/users?<q>&<done>")]
 pub async fn users_page(state: &State<AppState>, who: Console, q: Option<String>, done: Option<&str>) -> Page {
     let Console::Admin(s) = &who else { return refuse(&who) };
+    let notice = match done {
+        Some("unlock") => Some("The account is unlocked.".to_string()),
+        Some("disable") => Some("The account is disabled and its sessions ended.".to_string()),
+        Some("reset-mfa") => Some("MFA is reset and the user's sessions ended.".to_string()),
+        Some("created") => Some("The user is created.".to_string()),
+        _ => None,
+    };
+    users_view(state, s, q, Status::Ok, notice, None, None).await
+}
+
+async fn users_view(
+    state: &AppState,
+    s: &ConsoleSession,
+    q: Option<String>,
+    status: Status,
+    notice: Option<String>,
+    error: Option<String>,
+    invite: Option<ui::NewInvite>,
+) -> Page {
     let q = q.map(|q| q.trim().to_string()).filter(|q| !q.is_empty());
-    let list = crate::auth::admin_routes::list(state, as_admin(s), q.clone(), Some("200"), None).await;
+    let list = crate::auth::admin_routes::list(State::from(state), as_admin(s), q.clone(), Some("200"), None).await;
     let list = match list {
         Ok(l) => serde_json::to_value(&l.0).unwrap_or(Value::Null),
         Err(e) => return error_page(e.status, "Users", &api_message(&e)),
@@ -532,38 +573,68 @@ pub async fn users_page(state: &State<AppState>, who: Console, q: Option<String>
                 .collect()
         })
         .unwrap_or_default();
-    let notice = match done {
-        Some("unlock") => Some("The account is unlocked.".to_string()),
-        Some("disable") => Some("The account is disabled and its sessions ended.".to_string()),
-        Some("reset-mfa") => Some("MFA is reset and the user's sessions ended.".to_string()),
-        _ => None,
-    };
-    render(Status::Ok, &ui::UsersPage { nav: nav(s, "users"), q: q.unwrap_or_default(), users, notice })
+    render(status, &ui::UsersPage { nav: nav(s, "users"), q: q.unwrap_or_default(), users, notice, error, invite })
 }
 
-#[post("/users/<id>/<act>", data = "<form>")]
-pub async fn user_act(
-    state: &State<AppState>,
-    client: ClientInfo,
-    who: Console,
-    id: &str,
-    act: &str,
-    form: Form<CsrfForm>,
-) -> Page {
+#[derive(Debug, FromForm)]
+pub struct NewUserForm {
+    csrf: String,
+    email: String,
+    display_name: String,
+    password: String,
+    role: String,
+}
+
+#[post("/users/create", data = "<form>")]
+pub async fn user_create(state: &State<AppState>, client: ClientInfo, who: Console, form: Form<NewUserForm>) -> Page {
     let Console::Admin(s) = &who else { return refuse_post(&who) };
-    if !csrf_ok(&s.csrf, &form.csrf) {
+    let f = form.into_inner();
+    if !csrf_ok(&s.csrf, &f.csrf) {
         return bad_csrf();
     }
-    use crate::auth::admin_routes as ar;
-    let r = match act {
-        "unlock" => ar::unlock(state, client, as_admin(s), id).await,
-        "disable" => ar::disable(state, client, as_admin(s), id).await,
-        "reset-mfa" => ar::reset_mfa(state, client, as_admin(s), id).await,
-        _ => return error_page(Status::NotFound, "Not found", "No such action."),
+    let body = crate::http::JsonBody(crate::auth::admin_routes::CreateUser {
+        email: f.email,
+        display_name: f.display_name,
+        password: f.password,
+        role: Some(f.role),
+    });
+    match crate::auth::admin_routes::create(state, client, as_admin(s), body).await {
+        Ok(_) => Page::Redirect("/admin/users?done=created".into()),
+        Err(e) => users_view(state, s, None, e.status, None, Some(api_message(&e)), None).await,
+    }
+}
+
+#[derive(Debug, FromForm)]
+pub struct InviteForm {
+    csrf: String,
+    email: String,
+    hours: String,
+}
+
+#[post("/users/invite", data = "<form>")]
+pub async fn user_invite(state: &State<AppState>, client: ClientInfo, who: Console, form: Form<InviteForm>) -> Page {
+    let Console::Admin(s) = &who else { return refuse_post(&who) };
+    let f = form.into_inner();
+    if !csrf_ok(&s.csrf, &f.csrf) {
+        return bad_csrf();
+    }
+    let Ok(hours) = f.hours.trim().parse::<u32>() else {
+        return users_view(state, s, None, Status::BadRequest, None, Some("Valid for: a whole number of hours.".into()), None)
+            .await;
     };
-    match r {
-        Ok(_) => Page::Redirect(format!("/admin/users?done={act}")),
-        Err(e) => error_page(e.status, "Not done", &api_message(&e)),
+    let email = Some(f.email.trim().to_string()).filter(|e| !e.is_empty());
+    let body = crate::http::JsonBody(crate::auth::admin_routes::CreateInvite { email, expires_in_hours: Some(hours) });
+    match crate::auth::admin_routes::create_invite(state, client, as_admin(s), body).await {
+        Ok((_, inv)) => {
+            let inv = inv.0;
+            let invite = ui::NewInvite {
+                code: inv.code,
+                email: inv.email.unwrap_or_default(),
+                expires: inv.expires_at.replace('T', " ").chars().take(16).collect(),
+            };
+            users_view(state, s, None, Status::Ok, None, None, Some(invite)).await
+        }
+        Err(e) => users_view(state, s, None, e.status, None, Some(api_message(&e)), None).await,
     }
 }
 

@@ -53,8 +53,19 @@ pub async fn ws(
                 .ok_or_else(|| ApiError::invalid("after", "must be a non-negative whole number"))?,
         ),
     };
-    let state = state.inner().clone();
-    let user = user.0;
+    Ok(open_channel(state.inner().clone(), user.0.id, user.0.sid, socket, after, shutdown).await)
+}
+
+/// The WebSocket of an authenticated user's session `sid`: `/ws` (token) and the admin
+/// console's `/admin/ws` (console cookie) both end here.
+pub async fn open_channel(
+    state: AppState,
+    user_id: String,
+    sid: String,
+    socket: WebSocket,
+    after: Option<i64>,
+    shutdown: Shutdown,
+) -> rocket_ws::Channel<'static> {
     let cfg = rocket_ws::Config {
         max_message_size: Some(MAX_CLIENT_FRAME),
         max_frame_size: Some(MAX_CLIENT_FRAME),
@@ -64,15 +75,15 @@ pub async fn ws(
     // that sees the upgrade succeed gets every event committed after it, live. (Registering
     // inside the channel, after the answer, left a window in which an event was neither queued
     // nor below the counter's reading.) If the upgrade never completes, the guard unregisters.
-    let reg = Registration::new(&state, &user.id, &user.sid).await;
-    Ok(socket.config(cfg).channel(move |stream| {
+    let reg = Registration::new(&state, &user_id, &sid).await;
+    socket.config(cfg).channel(move |stream| {
         Box::pin(async move {
-            let mut conn = Connection::open(state, user.id, user.sid, stream, reg);
+            let mut conn = Connection::open(state, user_id, sid, stream, reg);
             conn.run(after, shutdown).await;
             conn.close().await;
             Ok(())
         })
-    }))
+    })
 }
 
 /// A hub registration made before the WebSocket handshake completes; unregistered on drop
