@@ -619,8 +619,16 @@ pub async fn user_invite(state: &State<AppState>, client: ClientInfo, who: Conso
         return bad_csrf();
     }
     let Ok(hours) = f.hours.trim().parse::<u32>() else {
-        return users_view(state, s, None, Status::BadRequest, None, Some("Valid for: a whole number of hours.".into()), None)
-            .await;
+        return users_view(
+            state,
+            s,
+            None,
+            Status::BadRequest,
+            None,
+            Some("Valid for: a whole number of hours.".into()),
+            None,
+        )
+        .await;
     };
     let email = Some(f.email.trim().to_string()).filter(|e| !e.is_empty());
     let body = crate::http::JsonBody(crate::auth::admin_routes::CreateInvite { email, expires_in_hours: Some(hours) });
@@ -635,6 +643,32 @@ pub async fn user_invite(state: &State<AppState>, client: ClientInfo, who: Conso
             users_view(state, s, None, Status::Ok, None, None, Some(invite)).await
         }
         Err(e) => users_view(state, s, None, e.status, None, Some(api_message(&e)), None).await,
+    }
+}
+
+#[post("/users/<id>/<act>", data = "<form>")]
+pub async fn user_act(
+    state: &State<AppState>,
+    client: ClientInfo,
+    who: Console,
+    id: &str,
+    act: &str,
+    form: Form<CsrfForm>,
+) -> Page {
+    let Console::Admin(s) = &who else { return refuse_post(&who) };
+    if !csrf_ok(&s.csrf, &form.csrf) {
+        return bad_csrf();
+    }
+    use crate::auth::admin_routes as ar;
+    let r = match act {
+        "unlock" => ar::unlock(state, client, as_admin(s), id).await,
+        "disable" => ar::disable(state, client, as_admin(s), id).await,
+        "reset-mfa" => ar::reset_mfa(state, client, as_admin(s), id).await,
+        _ => return error_page(Status::NotFound, "Not found", "No such action."),
+    };
+    match r {
+        Ok(_) => Page::Redirect(format!("/admin/users?done={act}")),
+        Err(e) => error_page(e.status, "Not done", &api_message(&e)),
     }
 }
 
