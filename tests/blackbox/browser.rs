@@ -304,6 +304,13 @@ fn an_admin_works_through_the_console_in_chromium() {
     let open = crate::auth::get(&srv, "/api/admin/alerts?open=true", &api_admin).json();
     assert_eq!(open["alerts"].as_array().unwrap().len(), 0, "{open}");
 
+    // System: rule files, outbox, configuration; reload the rules with the button.
+    b.goto(&format!("{base}/admin/system"));
+    assert!(b.text("main").contains("seccollab_default.yar"));
+    b.screenshot("system");
+    b.click("form[action='/admin/system/reload-rules'] button");
+    b.wait_for("The rules were recompiled and are in force.");
+
     // Plugins.
     b.goto(&format!("{base}/admin/plugins"));
     assert!(b.text("main table").contains("yara-x"));
@@ -341,6 +348,6 @@ fn an_admin_works_through_the_console_in_chromium() {
     assert_eq!(srv.db.sql("SELECT count(*) FROM invites WHERE email = 'guest@example.org'"), "1");
     assert_eq!(srv.db.sql(&format!("SELECT count(*) FROM invites WHERE code_hash = '{code}'")), "0");
     b.screenshot("users-invite");
-    assert!(b.shots >= 12);
+    assert!(b.shots >= 13);
     eprintln!("screenshots in {}", b.artifacts.display());
 }
