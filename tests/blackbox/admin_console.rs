@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::auth::{admin_token, login, register, user_token, PASSWORD};
+use crate::auth::{admin_token, login, register, totp, user_token, PASSWORD};
 use crate::both_backends;
 use crate::harness::{Backend, Server, TestDb};
 
@@ -85,15 +85,6 @@ fn field(html: &str, name: &str) -> String {
     let i = html.find(&key).unwrap_or_else(|| panic!("no field {name} in {html}"));
     let rest = &html[i + key.len()..];
     rest[..rest.find('<').unwrap()].to_string()
-}
-
-fn totp(secret: &str, offset: &str) -> String {
-    let out = std::process::Command::new("oathtool")
-        .args(["--totp", "-b", secret, "-N", &format!("now {offset}")])
-        .output()
-        .expect("oathtool must be installed (./tests/run installs it)");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 const HOSTILE_NAME: &str = "<script>alert(1)</script>";

@@ -68,7 +68,8 @@ pub fn admin_token(srv: &Server) -> String {
     r.json()["token"].as_str().unwrap().to_string()
 }
 
-fn totp(secret: &str, offset: &str) -> String {
+/// A TOTP code from `oathtool` (the independent implementation) for `now OFFSET`.
+pub fn totp(secret: &str, offset: &str) -> String {
     let out = std::process::Command::new("oathtool")
         .args(["--totp", "-b", secret, "-N", &format!("now {offset}")])
         .output()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::auth::{admin_token, login, register, PASSWORD};
+use crate::auth::{admin_token, login, register, totp, PASSWORD};
 use crate::harness::{Backend, Server, TestDb, BIN};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -181,11 +181,6 @@ fn artifacts_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(BIN).parent().unwrap().parent().unwrap().join("test-artifacts"))
         .join("admin-console")
-}
-
-fn totp(secret: &str, offset: &str) -> String {
-    let out = Command::new("oathtool").args(["--totp", "-b", secret, "-N", &format!("now {offset}")]).output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 #[test]

@@ -9,6 +9,7 @@ use totp_rs::{Algorithm, Builder, Secret};
 use crate::crypto::{keyed_hash, random_token, seal};
 use crate::db::schema::{mfa_challenges as mc, recovery_codes as rc, users};
 use crate::db::DbConnection;
+use crate::http::percent_encode as pct;
 
 pub const ISSUER: &str = "SecCollab";
 pub const STEP: u64 = 30;
@@ -46,15 +47,6 @@ pub fn new_secret() -> Vec<u8> {
 
 pub fn base32(secret: &[u8]) -> String {
     base32::encode(base32::Alphabet::Rfc4648 { padding: false }, secret)
-}
-
-fn pct(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 pub fn otpauth_uri(secret: &[u8], account: &str) -> String {
