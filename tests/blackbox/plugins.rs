@@ -488,3 +488,41 @@ fn webhook_receives_user_notifications_once_stored() {
     let list = get(&srv, "/api/notifications", friend["token"].as_str().unwrap()).json();
     assert_eq!(list["notifications"][0]["id"], body["id"], "{list}");
 }
+
+/// `storage.backend` must name a storage plugin that loads: otherwise the server refuses to start
+/// (with the reason) instead of falling back to local disk and splitting the objects between two
+/// stores; a name that is not configured at all is a configuration error.
+#[test]
+fn a_storage_backend_that_cannot_load_stops_the_server() {
+    let d = PluginDir::new();
+    let db = crate::harness::TestDb::new(Backend::Sqlite);
+    let mut env = db.env();
+    // Not a configured plugin: `config check` names the key.
+    env.push(("SECCOLLAB_STORAGE__BACKEND".into(), "nowhere".into()));
+    let (code, _, err) = run_cli(&env, &["config", "check"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("storage.backend") && err.contains("nowhere"), "{err}");
+    // Configured, but its library is missing: `serve` exits with the plugin's reason.
+    let cfg =
+        d.config("[plugins.enabled.s3]\nfile = \"libseccollab_s3_missing.so\"\nsettings = { url = \"s3://b/p\" }\n");
+    let mut env = db.env();
+    env.push(("SECCOLLAB_CONFIG".into(), cfg.display().to_string()));
+    env.push(("SECCOLLAB_STORAGE__BACKEND".into(), "s3".into()));
+    let (code, out, err) = run_cli(&env, &["serve"], None);
+    assert_ne!(code, 0, "the server must not start: {out}");
+    assert!(!out.contains("listening"), "{out}");
+    assert!(err.contains("storage.backend `s3`: the plugin could not be loaded"), "{err}");
+    assert!(err.contains("libseccollab_s3_missing.so"), "{err}");
+    // A plugin of another kind is refused too.
+    let cfg = d.config(&format!(
+        "[plugins.enabled.hook]\nplugin = \"webhook\"\nfile = \"{}\"\nsettings = {{ url = \"http://127.0.0.1:9/x\", secret = \"0123456789abcdef0123\" }}\n",
+        d.cargo_lib("seccollab_webhook", "libhook.so").display()
+    ));
+    let mut env = db.env();
+    env.push(("SECCOLLAB_CONFIG".into(), cfg.display().to_string()));
+    env.push(("SECCOLLAB_STORAGE__BACKEND".into(), "hook".into()));
+    let (code, _, err) = run_cli(&env, &["serve"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("names a notifier plugin, not a storage plugin"), "{err}");
+    assert!(!db.dir.path().join("data/objects").exists(), "no local store was created as a fallback");
+}
