@@ -437,6 +437,12 @@ fn human_bytes(b: i64) -> String {
     }
 }
 
+#[derive(QueryableByName)]
+struct StoredBytes {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
 #[get("/?<range>")]
 pub async fn dashboard(state: &State<AppState>, who: Console, range: Option<&str>) -> Page {
     let Console::Admin(s) = &who else { return refuse(&who) };
@@ -451,7 +457,9 @@ pub async fn dashboard(state: &State<AppState>, who: Console, range: Option<&str
         .q(move |c| {
             let users_n = ut::table.select(count_star()).first::<i64>(c)?;
             let files_n = files::table.select(count_star()).first::<i64>(c)?;
-            let sizes: Vec<i64> = files::table.select(files::size).load(c)?;
+            // Summed by the database (cast: PostgreSQL's SUM of BIGINT is NUMERIC).
+            let stored: StoredBytes =
+                diesel::sql_query("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS n FROM files").get_result(c)?;
             let pending = files::table.filter(files::scan_status.eq("pending")).select(count_star()).first::<i64>(c)?;
             let open = sa::table.filter(sa::acked_at.is_null()).select(count_star()).first::<i64>(c)?;
             let logins = al::table
@@ -474,7 +482,7 @@ pub async fn dashboard(state: &State<AppState>, who: Console, range: Option<&str
                 .select((al::at, al::outcome))
                 .load(c)?;
             let alerts = sa::table.filter(sa::at.ge(since)).select(sa::at).load(c)?;
-            Ok((users_n, files_n, Some(sizes.iter().sum()), pending, open, logins, failures, uploads, verdicts, alerts))
+            Ok((users_n, files_n, Some(stored.n), pending, open, logins, failures, uploads, verdicts, alerts))
         })
         .await;
     let Ok((users_n, files_n, bytes, pending, open, logins, failures, uploads, verdicts, alerts)) = data else {
@@ -916,25 +924,8 @@ pub async fn file_act(
             Page::Redirect(back)
         }
         "delete" => {
-            let fid = file.id.clone();
-            let audience = state
-                .db
-                .q(move |c| {
-                    let audience = crate::files::audience(c, &fid)?;
-                    diesel::delete(files::table.find(&fid)).execute(c)?;
-                    Ok(audience)
-                })
-                .await;
-            let Ok(mut audience) = audience else {
-                return error_page(
-                    Status::ServiceUnavailable,
-                    "Try again",
-                    "The file could not be deleted; try again.",
-                );
-            };
-            let (storage, key) = (state.storage.clone(), file.storage_key.clone());
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || storage.delete(&key)).await {
-                tracing::warn!(error = %e, "could not delete a stored object; left for orphan collection");
+            if let Err(e) = crate::files::routes::remove(state, &file).await {
+                return error_page(e.status, "Not done", &api_message(&e));
             }
             state
                 .audit
@@ -945,8 +936,6 @@ pub async fn file_act(
                         .details(json!({"owner_id": file.owner_id, "scan_status": file.scan_status})),
                 )
                 .await;
-            audience.push(file.owner_id.clone());
-            state.events.publish_to(&audience, "file_update", json!({"file_id": file.id, "change": "deleted"})).await;
             Page::Redirect(back)
         }
         _ => error_page(Status::NotFound, "Not found", "No such action."),

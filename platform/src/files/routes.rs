@@ -428,8 +428,21 @@ pub async fn delete_file(
     if access != Access::Owner {
         return Err(ApiError::forbidden("only the owner can delete a file"));
     }
+    remove(state, &f).await?;
+    state
+        .audit
+        .record(
+            entry("file.delete", Outcome::Success, &client).actor(Some(user.id.clone())).target("file", f.id.clone()),
+        )
+        .await;
+    Ok(Status::NoContent)
+}
+
+/// Deletes a file's record (and shares) and its stored object, and tells the owner and everyone
+/// it was shared with (`file_update` / `deleted`). The caller audits who did it.
+pub async fn remove(state: &AppState, f: &super::FileRecord) -> ApiResult<()> {
     let id = f.id.clone();
-    let audience = state
+    let mut audience = state
         .db
         .q(move |c| {
             let audience = super::audience(c, &id)?;
@@ -446,16 +459,9 @@ pub async fn delete_file(
         // The record is gone, so the object is unreachable; orphan collection removes it later.
         tracing::warn!(error = %e, "could not delete a stored object; left for orphan collection");
     }
-    state
-        .audit
-        .record(
-            entry("file.delete", Outcome::Success, &client).actor(Some(user.id.clone())).target("file", f.id.clone()),
-        )
-        .await;
-    let mut to = audience;
-    to.push(user.id);
-    state.events.publish_to(&to, "file_update", json!({"file_id": f.id, "change": "deleted"})).await;
-    Ok(Status::NoContent)
+    audience.push(f.owner_id.clone());
+    state.events.publish_to(&audience, "file_update", json!({"file_id": f.id, "change": "deleted"})).await;
+    Ok(())
 }
 
 // ---------- sharing ----------
