@@ -39,7 +39,27 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub plugins: PluginsConfig,
     pub admin: AdminConfig,
+    pub web: WebConfig,
     pub siem: SiemConfig,
+}
+
+/// The end-user web UI at `/` (docs/web.md).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// A web session ends after this long without a request.
+    pub idle_timeout_secs: u64,
+    /// ... and this long after sign-in, whatever happens.
+    pub absolute_timeout_secs: u64,
+    /// Mark the session cookie `Secure` (HTTPS only). Default: when the server itself serves
+    /// TLS; set `true` behind a reverse proxy that terminates TLS.
+    pub secure_cookie: Option<bool>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self { idle_timeout_secs: 12 * 3600, absolute_timeout_secs: 7 * 86_400, secure_cookie: None }
+    }
 }
 
 /// Forwarding of audit entries and security alerts to a SIEM collector (docs/admin.md).
@@ -552,6 +572,12 @@ impl Config {
         }
         if self.admin.idle_timeout_secs < 60 || self.admin.idle_timeout_secs > self.admin.absolute_timeout_secs {
             return bad("admin.idle_timeout_secs", "must be at least 60 and at most admin.absolute_timeout_secs");
+        }
+        if self.web.idle_timeout_secs < 60 || self.web.idle_timeout_secs > self.web.absolute_timeout_secs {
+            return bad("web.idle_timeout_secs", "must be at least 60 and at most web.absolute_timeout_secs");
+        }
+        if self.web.absolute_timeout_secs > 30 * 86_400 {
+            return bad("web.absolute_timeout_secs", "must be at most 30 days");
         }
         if self.admin.absolute_timeout_secs > 7 * 86_400 {
             return bad("admin.absolute_timeout_secs", "must be at most 7 days");

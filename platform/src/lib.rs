@@ -25,6 +25,7 @@ pub mod schedules;
 pub mod security;
 pub mod system;
 pub mod time;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -150,6 +151,7 @@ pub fn build_rocket(state: AppState) -> Rocket<Build> {
         .mount("/api", api_routes())
         .mount("/", rocket::routes![http::metrics::metrics, realtime::ws::ws])
         .mount("/admin", admin::routes::routes())
+        .mount("/", web::routes::routes())
         .register("/api", http::error::catchers())
 }
 

@@ -20,51 +20,29 @@ use diesel::prelude::*;
 use rocket::http::{Cookie, CookieJar, SameSite};
 use rocket::request::{FromRequest, Outcome};
 use rocket::Request;
-use subtle::ConstantTimeEq;
 
+use crate::auth::browser::{self, BrowserSession};
 use crate::auth::CurrentActor;
-use crate::crypto::{keyed_hash, random_token};
-use crate::db::schema::{browser_sessions as bs, sessions as st, users};
+use crate::crypto::random_token;
 use crate::db::DbConnection;
 use crate::AppState;
 
 pub const COOKIE: &str = "seccollab_admin";
 /// Double-submit CSRF cookie of the sign-in forms.
 pub const PRE_COOKIE: &str = "seccollab_admin_pre";
-const PURPOSE: &str = "browser-session";
 const KIND: &str = "admin";
-/// `last_seen_at` is written at most this often (microseconds).
-const TOUCH_EVERY: i64 = 30 * 1_000_000;
 
 /// A live console session.
-#[derive(Debug, Clone)]
-pub struct ConsoleSession {
-    pub user_id: String,
-    pub display_name: String,
-    pub role: String,
-    pub sid: String,
-    pub csrf: String,
-}
+pub type ConsoleSession = BrowserSession;
+
+pub use crate::auth::browser::csrf_ok;
 
 /// Creates the browser half of a console session for `session_id`; returns the cookie secret.
 pub fn create(conn: &mut DbConnection, master: &[u8; 32], session_id: &str) -> QueryResult<String> {
-    let token = random_token(32);
-    let now = crate::time::now_micros();
-    diesel::insert_into(bs::table)
-        .values((
-            bs::token_hash.eq(keyed_hash(master, PURPOSE, &token)),
-            bs::session_id.eq(session_id),
-            bs::kind.eq(KIND),
-            bs::csrf_token.eq(random_token(32)),
-            bs::created_at.eq(now),
-            bs::last_seen_at.eq(now),
-        ))
-        .execute(conn)?;
-    Ok(token)
+    browser::create(conn, master, session_id, KIND)
 }
 
-/// The session a cookie secret belongs to, if it is live: not revoked, not past its absolute
-/// end, used within `idle_micros`, its user not disabled. An idle session is revoked here.
+/// The console session a cookie secret belongs to, if it is live (see [`browser::lookup`]).
 pub fn lookup(
     conn: &mut DbConnection,
     master: &[u8; 32],
@@ -72,43 +50,7 @@ pub fn lookup(
     now: i64,
     idle_micros: i64,
 ) -> QueryResult<Option<ConsoleSession>> {
-    let hash = keyed_hash(master, PURPOSE, token);
-    #[allow(clippy::type_complexity)]
-    let row: Option<(String, String, i64, String, String, String, bool)> = bs::table
-        .inner_join(st::table.on(st::id.eq(bs::session_id)))
-        .inner_join(users::table.on(users::id.eq(st::user_id)))
-        .filter(bs::token_hash.eq(&hash))
-        .filter(bs::kind.eq(KIND))
-        .filter(st::revoked_at.is_null())
-        .filter(st::expires_at.gt(now))
-        .select((
-            bs::session_id,
-            bs::csrf_token,
-            bs::last_seen_at,
-            users::id,
-            users::display_name,
-            users::role,
-            users::disabled,
-        ))
-        .first(conn)
-        .optional()?;
-    let Some((sid, csrf, last_seen, user_id, display_name, role, disabled)) = row else { return Ok(None) };
-    if disabled {
-        return Ok(None);
-    }
-    if now - last_seen > idle_micros {
-        crate::auth::sessions::revoke(conn, &sid, "idle_timeout")?;
-        return Ok(None);
-    }
-    if now - last_seen > TOUCH_EVERY {
-        diesel::update(bs::table.find(&hash)).set(bs::last_seen_at.eq(now)).execute(conn)?;
-    }
-    Ok(Some(ConsoleSession { user_id, display_name, role, sid, csrf }))
-}
-
-/// Whether `given` is the expected CSRF token (constant time).
-pub fn csrf_ok(expected: &str, given: &str) -> bool {
-    !expected.is_empty() && expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+    browser::lookup(conn, master, token, KIND, now, idle_micros)
 }
 
 fn secure(state: &AppState) -> bool {

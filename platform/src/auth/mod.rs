@@ -2,9 +2,12 @@
 //! short-lived JWT access tokens and rotating refresh tokens, lockout, and the request guards.
 //!
 //! Guards: [`AuthUser`] (any signed-in user) and [`AdminUser`] (role `admin`). Both validate the
-//! JWT and then the server-side session it names, so revocation takes effect at once.
+//! JWT and then the server-side session it names, so revocation takes effect at once. Without a
+//! bearer token they accept the web UI's session cookie (`crate::web`), and then require its
+//! CSRF token in `X-CSRF-Token` on every state-changing request.
 
 pub mod admin_routes;
+pub mod browser;
 pub mod mfa;
 pub mod oauth;
 pub mod password;
@@ -50,12 +53,37 @@ async fn authenticate(req: &Request<'_>) -> Result<AuthUser, ApiError> {
     let Some(state) = req.rocket().state::<AppState>() else {
         return Err(ApiError::internal("guard", "no state"));
     };
-    let Some(token) = bearer(req) else {
-        return Err(ApiError::unauthenticated("sign in first: this call needs a valid access token"));
+    let user = match bearer(req) {
+        Some(token) => authenticate_token(state, token).await?,
+        None if req.cookies().get(crate::web::COOKIE).is_some() => cookie_user(req, true).await?,
+        None => return Err(ApiError::unauthenticated("sign in first: this call needs a valid access token")),
     };
-    let user = authenticate_token(state, token).await?;
     req.local_cache(|| CurrentActor(Some(user.id.clone())));
     Ok(user)
+}
+
+/// The user of the web UI's session cookie. With `csrf`, a state-changing request (anything
+/// but GET, HEAD and OPTIONS) must also carry the session's CSRF token in `X-CSRF-Token`.
+async fn cookie_user(req: &Request<'_>, csrf: bool) -> Result<AuthUser, ApiError> {
+    let Some(s) = crate::web::current(req).await else {
+        return Err(ApiError::new(
+            rocket::http::Status::Unauthorized,
+            "session_expired",
+            "your session has ended; sign in again",
+        ));
+    };
+    let safe = matches!(req.method(), rocket::http::Method::Get | rocket::http::Method::Head | rocket::http::Method::Options);
+    if csrf && !safe {
+        let given = req.headers().get_one(crate::web::CSRF_HEADER).unwrap_or("");
+        if !browser::csrf_ok(&s.csrf, given) {
+            return Err(ApiError::new(
+                rocket::http::Status::Forbidden,
+                "csrf_failed",
+                "the request's X-CSRF-Token header is missing or wrong; reload the page",
+            ));
+        }
+    }
+    Ok(AuthUser { id: s.user_id.clone(), sid: s.sid.clone(), role: s.role.clone() })
 }
 
 /// Validates an access token and the live session it names.
@@ -100,7 +128,24 @@ impl<'r> FromRequest<'r> for WsUser {
         };
         let token = bearer(req).map(str::to_string).or_else(|| req.query_value::<String>("token").and_then(Result::ok));
         let Some(token) = token.filter(|t| !t.is_empty()) else {
-            let e = ApiError::unauthenticated("sign in first: pass the access token as ?token= or a bearer header");
+            // The web UI's session cookie, from a page of this server only (no cross-site
+            // WebSocket hijacking, even where a browser would send the cookie).
+            if req.cookies().get(crate::web::COOKIE).is_some() {
+                if !crate::web::same_origin(req) {
+                    let e = ApiError::forbidden("the WebSocket was opened from another site");
+                    return Outcome::Error((fail_with(req, e), ()));
+                }
+                return match cookie_user(req, false).await {
+                    Ok(u) => {
+                        req.local_cache(|| CurrentActor(Some(u.id.clone())));
+                        Outcome::Success(WsUser(u))
+                    }
+                    Err(e) => Outcome::Error((fail_with(req, e), ())),
+                };
+            }
+            let e = ApiError::unauthenticated(
+                "sign in first: pass the access token as ?token= or a bearer header, or use the web session cookie",
+            );
             return Outcome::Error((fail_with(req, e), ()));
         };
         match authenticate_token(state, &token).await {

@@ -196,7 +196,44 @@ pub async fn callback(
     code: Option<&str>,
     state: Option<&str>,
     error: Option<&str>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<rocket::Either<Json<Value>, crate::web::Page>> {
+    // Started from the web UI's sign-in page: finish as a browser session, errors as a page.
+    if jar.get(crate::web::OAUTH_MARKER).is_some() {
+        jar.remove(Cookie::build(crate::web::OAUTH_MARKER).path(COOKIE_PATH));
+        let done = finish(app, &client, jar, provider, code, state, error).await;
+        return Ok(rocket::Either::Right(crate::web::routes::oidc_finished(app, &client, jar, provider, done).await));
+    }
+    match finish(app, &client, jar, provider, code, state, error).await? {
+        Finished::Mfa(token) => Ok(rocket::Either::Left(Json(json!({"mfa_required": true, "mfa_token": token})))),
+        Finished::Done(user, who) => {
+            let tokens = start_session(app, &user, &client).await?;
+            app.audit.record(entry("auth.login", Outcome::Success, &client).actor(Some(user.id.clone())).details(who)).await;
+            Ok(rocket::Either::Left(Json(serde_json::to_value(tokens).expect("json"))))
+        }
+    }
+}
+
+/// How a provider's answer ended, once checked.
+pub(crate) enum Finished {
+    /// The account has MFA: the second step needs this challenge token.
+    Mfa(String),
+    /// Signed in: the caller starts the session and audits `auth.login` with these details.
+    Done(User, Value),
+}
+
+/// Checks the provider's answer (state bound to this browser, code exchange, ID token) and
+/// links or creates the account; failures are audited here.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn finish(
+    app: &AppState,
+    client: &ClientInfo,
+    jar: &CookieJar<'_>,
+    provider: &str,
+    code: Option<&str>,
+    state: Option<&str>,
+    error: Option<&str>,
+) -> ApiResult<Finished> {
+    let client = client.clone();
     let fail = |reason: &str, extra: Value| {
         let mut d = json!({"provider": provider, "method": "oidc", "reason": reason});
         if let (Some(d), Some(x)) = (d.as_object_mut(), extra.as_object()) {
@@ -290,11 +327,9 @@ pub async fn callback(
                 "provider": provider, "method": "oidc", "step": "provider", "mfa_required": true
             })))
             .await;
-        return Ok(Json(json!({"mfa_required": true, "mfa_token": token})));
+        return Ok(Finished::Mfa(token));
     }
-    let tokens = start_session(app, &user, &client).await?;
-    app.audit.record(entry("auth.login", Outcome::Success, &client).actor(Some(user.id.clone())).details(who)).await;
-    Ok(Json(serde_json::to_value(tokens).expect("json")))
+    Ok(Finished::Done(user, who))
 }
 
 /// The account for `id`: already linked, linked now by verified e-mail, or created.

@@ -2,7 +2,7 @@
 
 use rocket::http::Status;
 use rocket::serde::json::Json;
-use rocket::{get, post, Route, State};
+use rocket::{delete, get, post, Route, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -29,7 +29,10 @@ pub fn routes() -> Vec<Route> {
         mfa_setup,
         mfa_enable,
         mfa_disable,
-        list_users
+        list_users,
+        my_sessions,
+        revoke_my_session,
+        get_user
     ]
 }
 
@@ -168,7 +171,14 @@ pub async fn register(
     client: ClientInfo,
     body: JsonBody<RegisterRequest>,
 ) -> ApiResult<(Status, Json<UserResponse>)> {
-    let req = body.0;
+    let user = register_user(state, &client, body.0).await?;
+    Ok((Status::Created, Json(UserResponse { user: UserView::from(&user) })))
+}
+
+/// Registration under the policy (API and web form): invite check, password policy, the
+/// account, the audit entry.
+pub(crate) async fn register_user(state: &AppState, client: &ClientInfo, req: RegisterRequest) -> ApiResult<User> {
+    let client = client.clone();
     let email = users::normalize_email(&req.email)?;
     let invite_hash = match state.config.auth.registration {
         Registration::Closed => {
@@ -230,8 +240,7 @@ pub async fn register(
         e = e.actor(Some(u.id.clone())).target("user", u.id.clone());
     }
     state.audit.record(e).await;
-    let user = created?;
-    Ok((Status::Created, Json(UserResponse { user: UserView::from(&user) })))
+    created
 }
 
 // ---------- login ----------
@@ -828,4 +837,122 @@ pub async fn list_users(
         .await?;
     let (rows, next_cursor) = pagination::split_page(rows, limit, |u| encode_str_cursor(&u.id));
     Ok(Json(UserList { users: rows.iter().map(UserSummary::from).collect(), next_cursor }))
+}
+
+// ---------- the caller's own sessions ----------
+
+/// One of the caller's live sessions.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    pub id: String,
+    /// `api` (tokens), `web` (the web UI's cookie) or `admin` (the admin console's cookie).
+    pub kind: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// The session this request belongs to.
+    pub current: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
+}
+
+/// The caller's live sessions (devices), newest first.
+#[utoipa::path(get, path = "/api/auth/sessions", tag = "auth", responses((status = 200, body = SessionList)))]
+#[get("/auth/sessions")]
+pub async fn my_sessions(state: &State<AppState>, user: AuthUser) -> ApiResult<Json<SessionList>> {
+    use crate::db::schema::{browser_sessions as bs, sessions as st};
+    use diesel::prelude::*;
+    let (uid, now) = (user.id.clone(), crate::time::now_micros());
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(String, i64, i64, Option<String>, Option<String>, Option<String>)> = state
+        .db
+        .q(move |c| {
+            st::table
+                .left_join(bs::table.on(bs::session_id.eq(st::id)))
+                .filter(st::user_id.eq(&uid))
+                .filter(st::revoked_at.is_null())
+                .filter(st::expires_at.gt(now))
+                .order(st::created_at.desc())
+                .limit(200)
+                .select((st::id, st::created_at, st::expires_at, st::ip, st::user_agent, bs::kind.nullable()))
+                .load(c)
+        })
+        .await?;
+    let sessions = rows
+        .into_iter()
+        .map(|(id, created, expires, ip, user_agent, kind)| SessionView {
+            current: id == user.sid,
+            id,
+            kind: kind.unwrap_or_else(|| "api".into()),
+            created_at: crate::time::micros_to_rfc3339(created),
+            expires_at: crate::time::micros_to_rfc3339(expires),
+            ip,
+            user_agent,
+        })
+        .collect();
+    Ok(Json(SessionList { sessions }))
+}
+
+/// Signs one of the caller's sessions out (another device, or this one). 404 when it is not a
+/// live session of the caller.
+#[utoipa::path(delete, path = "/api/auth/sessions/{id}", tag = "auth", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, description = "session_not_found")))]
+#[delete("/auth/sessions/<id>")]
+pub async fn revoke_my_session(
+    state: &State<AppState>,
+    client: ClientInfo,
+    user: AuthUser,
+    id: &str,
+) -> ApiResult<Status> {
+    use crate::db::schema::sessions as st;
+    use diesel::prelude::*;
+    let (uid, sid) = (user.id.clone(), id.to_string());
+    let n = state
+        .db
+        .q(move |c| {
+            diesel::update(
+                st::table.filter(st::id.eq(&sid)).filter(st::user_id.eq(&uid)).filter(st::revoked_at.is_null()),
+            )
+            .set((st::revoked_at.eq(crate::time::now_micros()), st::revoked_reason.eq("user")))
+            .execute(c)
+        })
+        .await?;
+    if n == 0 {
+        return Err(ApiError::new(Status::NotFound, "session_not_found", "no such session of yours"));
+    }
+    state.sessions_revoked(&[id.to_string()]);
+    state
+        .audit
+        .record(
+            entry("auth.session_revoke", Outcome::Success, &client)
+                .actor(Some(user.id.clone()))
+                .target("session", id.to_string()),
+        )
+        .await;
+    Ok(Status::NoContent)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserSummaryResponse {
+    pub user: UserSummary,
+}
+
+/// One user's public card (name and e-mail, as the picker shows them) by id, for any signed-in
+/// user: the web UI names the senders of messages with it.
+#[utoipa::path(get, path = "/api/auth/users/{id}", tag = "auth", params(("id" = String, Path)),
+    responses((status = 200, body = UserSummaryResponse), (status = 404, description = "user_not_found")))]
+#[get("/auth/users/<id>")]
+pub async fn get_user(state: &State<AppState>, _user: AuthUser, id: &str) -> ApiResult<Json<UserSummaryResponse>> {
+    let u = load_user(state, id).await.map_err(|e| {
+        if e.status == Status::NotFound {
+            ApiError::new(Status::NotFound, "user_not_found", "no such user")
+        } else {
+            e
+        }
+    })?;
+    Ok(Json(UserSummaryResponse { user: UserSummary::from(&u) }))
 }

@@ -314,3 +314,13 @@ diesel::table! {
 diesel::joinable!(browser_sessions -> sessions (session_id));
 diesel::allow_tables_to_appear_in_same_query!(browser_sessions, sessions);
 diesel::allow_tables_to_appear_in_same_query!(browser_sessions, users);
+
+diesel::table! {
+    /// How far each user has read each direct conversation (newest seen message id of the peer).
+    message_reads (user_id, peer_id) {
+        user_id -> Text,
+        peer_id -> Text,
+        last_read_id -> Text,
+    }
+}
+diesel::allow_tables_to_appear_in_same_query!(message_reads, messages, users);

@@ -25,7 +25,7 @@ use crate::http::{ApiError, ApiResult, ClientInfo, JsonBody};
 use crate::AppState;
 
 pub fn routes() -> Vec<Route> {
-    rocket::routes![upload, list, shared, get_file, delete_file, share, unshare, download, integrity_check]
+    rocket::routes![upload, list, shared, get_file, delete_file, share, unshare, list_shares, download, integrity_check]
 }
 
 fn not_found() -> ApiError {
@@ -877,4 +877,61 @@ pub async fn integrity_check(
         )
         .await;
     Ok(Json(report))
+}
+
+/// One live share of a file, for its owner.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ShareEntry {
+    pub file_id: String,
+    pub user_id: String,
+    pub display_name: String,
+    pub email: String,
+    pub permissions: String,
+    pub expires_at: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ShareEntries {
+    pub shares: Vec<ShareEntry>,
+}
+
+/// Who a file is shared with (owner only; expired shares left out).
+#[utoipa::path(get, path = "/api/files/{file_id}/shares", tag = "files", params(("file_id" = String, Path)),
+    responses((status = 200, body = ShareEntries), (status = 403), (status = 404)))]
+#[get("/files/<file_id>/shares")]
+pub async fn list_shares(state: &State<AppState>, user: AuthUser, file_id: &str) -> ApiResult<Json<ShareEntries>> {
+    use crate::db::schema::{file_shares as fs_, users as u};
+    use diesel::prelude::*;
+    let (f, access) = visible(state, file_id, &user.id).await?;
+    if access != Access::Owner {
+        return Err(ApiError::forbidden("only the owner can see who a file is shared with"));
+    }
+    let (fid, now) = (f.id.clone(), crate::time::now_micros());
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(String, String, String, String, Option<i64>, i64)> = state
+        .db
+        .q(move |c| {
+            fs_::table
+                .inner_join(u::table.on(u::id.eq(fs_::user_id)))
+                .filter(fs_::file_id.eq(&fid))
+                .filter(fs_::expires_at.is_null().or(fs_::expires_at.gt(now)))
+                .order(fs_::created_at.asc())
+                .select((fs_::user_id, u::display_name, u::email, fs_::permissions, fs_::expires_at, fs_::created_at))
+                .load(c)
+        })
+        .await?;
+    let shares = rows
+        .into_iter()
+        .map(|(user_id, display_name, email, permissions, expires, created)| ShareEntry {
+            file_id: f.id.clone(),
+            user_id,
+            display_name,
+            email,
+            permissions,
+            expires_at: expires.map(crate::time::micros_to_rfc3339),
+            created_at: crate::time::micros_to_rfc3339(created),
+        })
+        .collect();
+    Ok(Json(ShareEntries { shares }))
 }

@@ -235,3 +235,93 @@ mod tests {
         assert!(l.take("b").is_ok(), "users have their own budget");
     }
 }
+
+/// One direct conversation of a user, for the conversation list.
+#[derive(Debug, Clone)]
+pub struct ConversationRow {
+    pub peer: (String, String, String),
+    pub last: MessageRow,
+    pub unread: i64,
+}
+
+/// The `limit` conversations of `user` with the newest last message, newest first, with the
+/// number of the peer's messages after the user's read mark.
+pub fn conversations(conn: &mut DbConnection, user: &str, limit: usize) -> QueryResult<Vec<ConversationRow>> {
+    use crate::db::schema::message_reads as mr;
+    // The newest message id per (sender, receiver) pair touching the user: at most two rows a peer.
+    let pairs: Vec<(String, Option<String>, Option<String>)> = m::table
+        .filter(m::receiver_id.is_not_null())
+        .filter(m::sender_id.eq(user).or(m::receiver_id.eq(user)))
+        .group_by((m::sender_id, m::receiver_id))
+        .select((m::sender_id, m::receiver_id, diesel::dsl::max(m::id)))
+        .load(conn)?;
+    let mut last: HashMap<String, String> = HashMap::new();
+    for (sender, receiver, max_id) in pairs {
+        let (Some(receiver), Some(max_id)) = (receiver, max_id) else { continue };
+        let peer = if sender == user { receiver } else { sender };
+        let e = last.entry(peer).or_default();
+        if max_id > *e {
+            *e = max_id;
+        }
+    }
+    let mut newest: Vec<(String, String)> = last.into_iter().collect();
+    newest.sort_by(|a, b| b.1.cmp(&a.1));
+    newest.truncate(limit);
+    if newest.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = newest.iter().map(|(_, id)| id.clone()).collect();
+    let peers: Vec<String> = newest.iter().map(|(p, _)| p.clone()).collect();
+    let rows: HashMap<String, MessageRow> = m::table
+        .filter(m::id.eq_any(&ids))
+        .select(MessageRow::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    let people: HashMap<String, (String, String, String)> = users::table
+        .filter(users::id.eq_any(&peers))
+        .select((users::id, users::display_name, users::email))
+        .load::<(String, String, String)>(conn)?
+        .into_iter()
+        .map(|u| (u.0.clone(), u))
+        .collect();
+    let marks: HashMap<String, String> = mr::table
+        .filter(mr::user_id.eq(user))
+        .filter(mr::peer_id.eq_any(&peers))
+        .select((mr::peer_id, mr::last_read_id))
+        .load::<(String, String)>(conn)?
+        .into_iter()
+        .collect();
+    let mut out = Vec::with_capacity(newest.len());
+    for (peer, id) in newest {
+        let (Some(last), Some(p)) = (rows.get(&id), people.get(&peer)) else { continue };
+        let mut q = m::table.filter(m::receiver_id.eq(user)).filter(m::sender_id.eq(&peer)).into_boxed();
+        if let Some(mark) = marks.get(&peer) {
+            q = q.filter(m::id.gt(mark.clone()));
+        }
+        let unread: i64 = q.count().get_result(conn)?;
+        out.push(ConversationRow { peer: p.clone(), last: last.clone(), unread });
+    }
+    Ok(out)
+}
+
+/// Marks the conversation of `user` with `peer` read up to its newest message from `peer`.
+pub fn mark_read(conn: &mut DbConnection, user: &str, peer: &str) -> QueryResult<()> {
+    use crate::db::schema::message_reads as mr;
+    let newest: Option<String> = m::table
+        .filter(m::receiver_id.eq(user))
+        .filter(m::sender_id.eq(peer))
+        .select(diesel::dsl::max(m::id))
+        .first(conn)?;
+    let Some(newest) = newest else { return Ok(()) };
+    crate::db::write_transaction(conn, |c| {
+        let n = diesel::update(mr::table.find((user, peer))).set(mr::last_read_id.eq(&newest)).execute(c)?;
+        if n == 0 {
+            diesel::insert_into(mr::table)
+                .values((mr::user_id.eq(user), mr::peer_id.eq(peer), mr::last_read_id.eq(&newest)))
+                .execute(c)?;
+        }
+        Ok(())
+    })
+}

@@ -16,7 +16,7 @@ use crate::http::pagination::{self, decode_str_cursor, encode_str_cursor};
 use crate::AppState;
 
 pub fn routes() -> Vec<Route> {
-    routes![send, conversation, file_messages, post_file_message, super::media::upload]
+    routes![send, conversation, conversations, mark_read, file_messages, post_file_message, super::media::upload]
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -258,4 +258,69 @@ pub async fn post_file_message(
         ApiError::unavailable("the message could not be stored; try again", 2)
     })?;
     Ok((Status::Created, Json(MessageResponse { message: view })))
+}
+
+/// One conversation in the list.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConversationView {
+    pub user: crate::auth::users::UserSummary,
+    pub last_message: MessageView,
+    /// Messages from `user` the caller has not marked read.
+    pub unread: i64,
+    /// `online`, `away` or `offline` as this node sees it.
+    pub presence: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConversationList {
+    pub conversations: Vec<ConversationView>,
+}
+
+/// The caller's direct conversations, the most recent first (up to `limit`, default 50, max
+/// 200), with unread counts and presence.
+#[utoipa::path(get, path = "/api/messages/conversations", tag = "messages",
+    params(("limit" = Option<i64>, Query)), responses((status = 200, body = ConversationList)))]
+#[get("/messages/conversations?<limit>")]
+pub async fn conversations(
+    state: &State<AppState>,
+    user: AuthUser,
+    limit: Option<&str>,
+) -> ApiResult<Json<ConversationList>> {
+    let limit = pagination::parse_limit(limit)? as usize;
+    let me = user.id.clone();
+    let rows = state.db.q(move |c| super::conversations(c, &me, limit)).await?;
+    let conversations = rows
+        .into_iter()
+        .map(|r| {
+            let (id, display_name, email) = r.peer;
+            ConversationView {
+                presence: state.hub.presence(&id).as_str().to_string(),
+                user: crate::auth::users::UserSummary { id, email, display_name },
+                last_message: MessageView::new(&r.last, None),
+                unread: r.unread,
+            }
+        })
+        .collect();
+    Ok(Json(ConversationList { conversations }))
+}
+
+/// Marks the caller's conversation with `user_id` read (up to its newest message).
+#[utoipa::path(post, path = "/api/messages/{user_id}/read", tag = "messages",
+    params(("user_id" = String, Path)), responses((status = 204), (status = 404)))]
+#[post("/messages/<user_id>/read")]
+pub async fn mark_read(state: &State<AppState>, user: AuthUser, user_id: &str) -> ApiResult<Status> {
+    let (me, other) = (user.id.clone(), user_id.to_string());
+    let found = state
+        .db
+        .q(move |c| {
+            if !crate::db::schema::users::table.find(&other).count().get_result::<i64>(c).map(|n| n > 0)? {
+                return Ok(false);
+            }
+            super::mark_read(c, &me, &other).map(|()| true)
+        })
+        .await?;
+    if !found {
+        return Err(ApiError::new(Status::NotFound, "user_not_found", "no such user"));
+    }
+    Ok(Status::NoContent)
 }

@@ -1,0 +1,97 @@
+//! Browser sessions: the cookie half of a session of the admin console (`kind = "admin"`) or
+//! the web UI (`kind = "web"`).
+//!
+//! A browser session is a row of `sessions` (listed, revoked and expired like any other, and
+//! ended with the account) plus a `browser_sessions` row holding the keyed hash of the cookie
+//! secret (the secret itself is only in the cookie), a CSRF token and the last request time.
+//! The idle timeout is enforced here; the absolute one is the session's `expires_at`.
+
+use diesel::prelude::*;
+use subtle::ConstantTimeEq;
+
+use crate::crypto::{keyed_hash, random_token};
+use crate::db::schema::{browser_sessions as bs, sessions as st, users};
+use crate::db::DbConnection;
+
+const PURPOSE: &str = "browser-session";
+/// `last_seen_at` is written at most this often (microseconds).
+const TOUCH_EVERY: i64 = 30 * 1_000_000;
+
+/// A live browser session.
+#[derive(Debug, Clone)]
+pub struct BrowserSession {
+    pub user_id: String,
+    pub display_name: String,
+    pub email: String,
+    pub role: String,
+    pub sid: String,
+    pub csrf: String,
+}
+
+/// Creates the browser half of session `session_id`; returns the cookie secret.
+pub fn create(conn: &mut DbConnection, master: &[u8; 32], session_id: &str, kind: &str) -> QueryResult<String> {
+    let token = random_token(32);
+    let now = crate::time::now_micros();
+    diesel::insert_into(bs::table)
+        .values((
+            bs::token_hash.eq(keyed_hash(master, PURPOSE, &token)),
+            bs::session_id.eq(session_id),
+            bs::kind.eq(kind),
+            bs::csrf_token.eq(random_token(32)),
+            bs::created_at.eq(now),
+            bs::last_seen_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(token)
+}
+
+/// The session of kind `kind` a cookie secret belongs to, if it is live: not revoked, not past
+/// its absolute end, used within `idle_micros`, its user not disabled. An idle session is
+/// revoked here.
+pub fn lookup(
+    conn: &mut DbConnection,
+    master: &[u8; 32],
+    token: &str,
+    kind: &str,
+    now: i64,
+    idle_micros: i64,
+) -> QueryResult<Option<BrowserSession>> {
+    let hash = keyed_hash(master, PURPOSE, token);
+    #[allow(clippy::type_complexity)]
+    let row: Option<(String, String, i64, String, String, String, String, bool)> = bs::table
+        .inner_join(st::table.on(st::id.eq(bs::session_id)))
+        .inner_join(users::table.on(users::id.eq(st::user_id)))
+        .filter(bs::token_hash.eq(&hash))
+        .filter(bs::kind.eq(kind))
+        .filter(st::revoked_at.is_null())
+        .filter(st::expires_at.gt(now))
+        .select((
+            bs::session_id,
+            bs::csrf_token,
+            bs::last_seen_at,
+            users::id,
+            users::display_name,
+            users::email,
+            users::role,
+            users::disabled,
+        ))
+        .first(conn)
+        .optional()?;
+    let Some((sid, csrf, last_seen, user_id, display_name, email, role, disabled)) = row else { return Ok(None) };
+    if disabled {
+        return Ok(None);
+    }
+    if now - last_seen > idle_micros {
+        super::sessions::revoke(conn, &sid, "idle_timeout")?;
+        return Ok(None);
+    }
+    if now - last_seen > TOUCH_EVERY {
+        diesel::update(bs::table.find(&hash)).set(bs::last_seen_at.eq(now)).execute(conn)?;
+    }
+    Ok(Some(BrowserSession { user_id, display_name, email, role, sid, csrf }))
+}
+
+/// Whether `given` is the expected CSRF token (constant time).
+pub fn csrf_ok(expected: &str, given: &str) -> bool {
+    !expected.is_empty() && expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+}
