@@ -5,182 +5,18 @@
 //! render as text: no dialog may open. Screenshots of each page are saved under
 //! `<target>/test-artifacts/admin-console/` (or `$SECCOLLAB_TEST_ARTIFACTS`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::json;
+
+use crate::webdriver::{Browser, Driver};
 
 use crate::auth::{admin_token, login, register, totp, PASSWORD};
-use crate::harness::{Backend, Server, TestDb, BIN};
-
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-/// A chromedriver process on a free port; killed on drop.
-struct Driver {
-    child: Child,
-    base: String,
-    _profile: tempfile::TempDir,
-}
-
-impl Driver {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver must be installed (./tests/run installs Debian's chromium-driver)");
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while ureq::get(&format!("{base}/status")).call().is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Self { child, base, _profile: tempfile::tempdir().unwrap() }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Browser<'a> {
-    driver: &'a Driver,
-    session: String,
-    artifacts: PathBuf,
-    shots: usize,
-}
-
-impl<'a> Browser<'a> {
-    fn open(driver: &'a Driver, artifacts: PathBuf) -> Self {
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium_binary(),
-                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                         "--window-size=1280,1000",
-                         format!("--user-data-dir={}", driver._profile.path().display())],
-            }
-        }}});
-        let r = post(&format!("{}/session", driver.base), caps).expect("new WebDriver session");
-        let session = r["sessionId"].as_str().expect("session id").to_string();
-        std::fs::create_dir_all(&artifacts).unwrap();
-        Self { driver, session, artifacts, shots: 0 }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/session/{}{}", self.driver.base, self.session, path)
-    }
-
-    fn goto(&self, url: &str) {
-        post(&self.url("/url"), json!({"url": url})).expect("navigate");
-    }
-
-    fn current_url(&self) -> String {
-        get(&self.url("/url")).unwrap().as_str().unwrap().to_string()
-    }
-
-    fn find(&self, css: &str) -> String {
-        let v = post(&self.url("/element"), json!({"using": "css selector", "value": css}))
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"));
-        v[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}: {v}")).to_string()
-    }
-
-    fn type_into(&self, css: &str, text: &str) {
-        let e = self.find(css);
-        post(&self.url(&format!("/element/{e}/clear")), json!({})).unwrap();
-        post(&self.url(&format!("/element/{e}/value")), json!({"text": text})).unwrap();
-    }
-
-    fn click(&self, css: &str) {
-        let e = self.find(css);
-        post(&self.url(&format!("/element/{e}/click")), json!({})).unwrap();
-    }
-
-    fn text(&self, css: &str) -> String {
-        let e = self.find(css);
-        get(&self.url(&format!("/element/{e}/text"))).unwrap().as_str().unwrap().to_string()
-    }
-
-    fn source(&self) -> String {
-        get(&self.url("/source")).unwrap().as_str().unwrap().to_string()
-    }
-
-    /// Waits until the page (after a click's navigation) contains `text`.
-    fn wait_for(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !self.source().contains(text) {
-            assert!(Instant::now() < deadline, "page never showed {text:?}: {}", self.source());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Fails the test if a JavaScript dialog is open (an injected `alert(1)` ran).
-    fn assert_no_dialog(&self, page: &str) {
-        if let Ok(text) = get(&self.url("/alert/text")) {
-            panic!("a dialog opened on {page}: {text}");
-        }
-    }
-
-    fn screenshot(&mut self, name: &str) {
-        let b64 = get(&self.url("/screenshot")).unwrap();
-        let png = base64::engine::general_purpose::STANDARD.decode(b64.as_str().unwrap()).unwrap();
-        assert!(png.starts_with(b"\x89PNG"), "a PNG");
-        self.shots += 1;
-        std::fs::write(self.artifacts.join(format!("{:02}-{name}.png", self.shots)), png).unwrap();
-    }
-}
-
-impl Drop for Browser<'_> {
-    fn drop(&mut self) {
-        let _ = ureq::delete(&format!("{}/session/{}", self.driver.base, self.session)).call();
-    }
-}
-
-fn chromium_binary() -> String {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or("/usr/bin/chromium")
-        .to_string()
-}
-
-/// A WebDriver call: the `value` of the answer, or the error's message.
-fn call(req: ureq::Request, body: Option<Value>) -> Result<Value, String> {
-    let req = req.timeout(Duration::from_secs(60));
-    let res = match body {
-        Some(b) => req.send_json(b),
-        None => req.call(),
-    };
-    match res {
-        Ok(r) => Ok(r.into_json::<Value>().map_err(|e| e.to_string())?["value"].take()),
-        Err(ureq::Error::Status(_, r)) => {
-            let v: Value = r.into_json().unwrap_or(Value::Null);
-            Err(format!("{}: {}", v["value"]["error"], v["value"]["message"]))
-        }
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-fn post(url: &str, body: Value) -> Result<Value, String> {
-    call(ureq::post(url), Some(body))
-}
-
-fn get(url: &str) -> Result<Value, String> {
-    call(ureq::get(url), None)
-}
+use crate::harness::{Backend, Server, TestDb};
 
 fn artifacts_dir() -> PathBuf {
-    std::env::var_os("SECCOLLAB_TEST_ARTIFACTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(BIN).parent().unwrap().parent().unwrap().join("test-artifacts"))
-        .join("admin-console")
+    crate::webdriver::artifacts_dir("admin-console")
 }
 
 #[test]

@@ -215,6 +215,7 @@ pub struct Server {
     pub db: TestDb,
     pub base: String,
     child: Option<Child>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -237,8 +238,34 @@ impl Server {
         Self::spawn(TestDb::new(Backend::Sqlite), env)
     }
 
-    fn spawn(db: TestDb, mut env: Vec<(String, String)>) -> Self {
-        env.push(("SECCOLLAB_SERVER__PORT".into(), "0".into()));
+    fn spawn(db: TestDb, env: Vec<(String, String)>) -> Self {
+        Self::spawn_on(db, env, 0)
+    }
+
+    /// Stops the server (SIGTERM) and starts it again on the same port, database and data
+    /// folder: what clients see as a server restart.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Starts a stopped server again on its port, database and data folder.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        let port: u16 = self.base.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in base url");
+        let db = std::mem::replace(&mut self.db, TestDb::new(Backend::Sqlite));
+        let env = std::mem::take(&mut self.env);
+        let mut next = Self::spawn_on(db, env, port);
+        self.base = next.base.clone();
+        self.child = next.child.take();
+        self.env = std::mem::take(&mut next.env);
+        self.db = std::mem::replace(&mut next.db, TestDb::new(Backend::Sqlite));
+    }
+
+    fn spawn_on(db: TestDb, env: Vec<(String, String)>, port: u16) -> Self {
+        let saved = env.clone();
+        let mut env = env;
+        env.push(("SECCOLLAB_SERVER__PORT".into(), port.to_string()));
         let mut child = command(&env)
             .arg("serve")
             .stdout(Stdio::piped())
@@ -261,7 +288,7 @@ impl Server {
                 panic!("server did not start within 60 s (status {:?})", child.try_wait());
             }
         };
-        let srv = Self { db, base, child: Some(child) };
+        let srv = Self { db, base, child: Some(child), env: saved };
         let deadline = Instant::now() + Duration::from_secs(30);
         while srv.get("/api/health").status != 200 {
             assert!(Instant::now() < deadline, "health never turned 200");

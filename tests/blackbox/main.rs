@@ -18,3 +18,5 @@ mod packaging;
 mod plugins;
 mod realtime;
 mod schedules;
+mod web_ui;
+mod webdriver;

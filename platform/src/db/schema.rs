@@ -323,4 +323,3 @@ diesel::table! {
         last_read_id -> Text,
     }
 }
-diesel::allow_tables_to_appear_in_same_query!(message_reads, messages, users);

@@ -899,7 +899,7 @@ pub struct ShareEntries {
 /// Who a file is shared with (owner only; expired shares left out).
 #[utoipa::path(get, path = "/api/files/{file_id}/shares", tag = "files", params(("file_id" = String, Path)),
     responses((status = 200, body = ShareEntries), (status = 403), (status = 404)))]
-#[get("/files/<file_id>/shares")]
+#[get("/files/<file_id>/shares", rank = 2)]
 pub async fn list_shares(state: &State<AppState>, user: AuthUser, file_id: &str) -> ApiResult<Json<ShareEntries>> {
     use crate::db::schema::{file_shares as fs_, users as u};
     use diesel::prelude::*;

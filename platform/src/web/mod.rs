@@ -137,3 +137,23 @@ impl<'r> FromRequest<'r> for Web {
 pub fn create(conn: &mut crate::db::DbConnection, master: &[u8; 32], session_id: &str) -> diesel::QueryResult<String> {
     browser::create(conn, master, session_id, KIND)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The web pages, the console, the WebSocket and the API share one router: no two routes
+    /// may claim the same request.
+    #[rocket::async_test]
+    async fn no_route_collides_with_another() {
+        let r = rocket::custom(rocket::Config { log_level: rocket::config::LogLevel::Off, ..rocket::Config::debug_default() })
+            .mount("/api", crate::api_routes())
+            .mount("/", rocket::routes![crate::http::metrics::metrics, crate::realtime::ws::ws])
+            .mount("/admin", crate::admin::routes::routes())
+            .mount("/", super::routes::routes());
+        if let Err(e) = r.ignite().await {
+            if let rocket::error::ErrorKind::Collisions(c) = e.kind() {
+                let pairs: Vec<String> = c.routes.iter().map(|(a, b)| format!("{a} <-> {b}")).collect();
+                panic!("colliding routes: {pairs:#?}");
+            }
+        }
+    }
+}

@@ -216,11 +216,10 @@ async fn open_session(
     let token = state
         .db
         .run(move |c| {
-            crate::db::write_transaction(c, |c| {
-                let (s, _refresh) = sessions::create(c, &master, &uid, ttl, ip.clone(), ua.clone())?;
-                super::create(c, &master, &s.id)
-            })
-            .map_err(ApiError::from)
+            // (sessions::create has its own transaction; a session row left without its browser
+            // row by a failure here has no cookie and simply expires.)
+            let (s, _refresh) = sessions::create(c, &master, &uid, ttl, ip, ua).map_err(ApiError::from)?;
+            super::create(c, &master, &s.id).map_err(ApiError::from)
         })
         .await?;
     jar.add(session_cookie(state, token));
@@ -306,7 +305,7 @@ pub fn oidc_start(state: &State<AppState>, jar: &CookieJar<'_>, provider: &str) 
 }
 
 /// The end of an OpenID Connect sign-in started from the web UI (called by the API callback).
-pub async fn oidc_finished(
+pub(crate) async fn oidc_finished(
     state: &AppState,
     client: &ClientInfo,
     jar: &CookieJar<'_>,
