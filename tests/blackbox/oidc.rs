@@ -321,3 +321,45 @@ fn openid_connect_sign_in_creates_links_and_refuses_forgeries() {
         .unwrap();
     assert!(n >= 10, "{n} OIDC sign-in entries");
 }
+
+/// The web UI's "Sign in with …" button: the same flow, finished as a browser session (cookie,
+/// then a same-site step to the files page), errors shown on the sign-in page.
+#[test]
+fn openid_connect_from_the_web_sign_in_page_opens_a_browser_session() {
+    let provider = Provider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(&provider, &dir);
+
+    let mut anon = Browser::new();
+    let login = anon.send("GET", &srv.url("/login"), None);
+    assert!(login.body.contains("href=\"/login/oidc/test\""), "the page offers the provider: {}", login.body);
+    let none = anon.send("GET", &srv.url("/login/oidc/nope"), None);
+    assert_eq!(none.status, 404);
+    assert!(none.body.contains("There is no sign-in provider named"), "{}", none.body);
+
+    let mut b = Browser::new();
+    let start = b.send("GET", &srv.url("/login/oidc/test"), None);
+    assert_eq!(start.status, 303);
+    assert_eq!(start.location.as_deref(), Some(srv.url("/api/auth/login/test").as_str()));
+    let q = sign_in_at_provider(&mut b, &srv, "alice");
+    let url = srv.url(&format!("/api/auth/callback/test?code={}&state={}", q["code"], q["state"]));
+    let done = b.send("GET", &url, None);
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("http-equiv=\"refresh\" content=\"0;url=/files\""), "{}", done.body);
+    assert!(!done.body.contains("refresh_token"), "no tokens for the browser: {}", done.body);
+    let files = b.send("GET", &srv.url("/files"), None);
+    assert_eq!(files.status, 200, "signed in by the cookie: {:?}", files.location);
+    assert!(files.body.contains("name=\"csrf-token\""));
+    let me = b.send("GET", &srv.url("/api/auth/me"), None);
+    assert!(me.body.contains("alice@example.org"), "{}", me.body);
+
+    // A refusal at the provider comes back as the sign-in page with the reason, no session.
+    let mut c = Browser::new();
+    c.send("GET", &srv.url("/login/oidc/test"), None);
+    c.send("GET", &srv.url("/api/auth/login/test"), None);
+    let denied = c.send("GET", &srv.url("/api/auth/callback/test?error=access_denied"), None);
+    assert_eq!(denied.status, 401, "{}", denied.body);
+    assert!(denied.body.contains("Sign-in with test failed") && denied.body.contains("access_denied"), "{}", denied.body);
+    let files = c.send("GET", &srv.url("/files"), None);
+    assert_eq!(files.location.as_deref(), Some(srv.url("/login").as_str()));
+}

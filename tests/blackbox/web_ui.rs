@@ -509,6 +509,18 @@ fn two_users_share_chat_and_meet_in_chromium() {
     a.wait_css("#notification-list li.unread");
     a.screenshot("notifications");
 
+    // Alice deletes the file (confirming the dialog): it leaves Bob's list live.
+    a.goto(&format!("{base}/files"));
+    bb.goto(&format!("{base}/files"));
+    bb.wait_css(&format!("#shared-files tr[data-file-id=\"{fid}\"]"));
+    bb.wait_until("connected", "document.documentElement.dataset.live === 'connected'");
+    a.wait_css(&format!("#my-files tr[data-file-id=\"{fid}\"] button.delete"));
+    a.click(&format!("#my-files tr[data-file-id=\"{fid}\"] button.delete"));
+    a.accept_dialog();
+    a.wait_until("gone for Alice", &format!("!document.querySelector('#my-files tr[data-file-id=\"{fid}\"]')"));
+    bb.wait_until("gone for Bob", &format!("!document.querySelector('#shared-files tr[data-file-id=\"{fid}\"]')"));
+    get(&srv, &format!("/api/files/{fid}"), &alice_tok).assert_error(404, "file_not_found");
+
     // Account page and a phone-width layout.
     bb.goto(&format!("{base}/account"));
     bb.wait_css("#sessions tr.current");

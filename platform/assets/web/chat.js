@@ -7,6 +7,7 @@ import { api, upload, h, on, me, send, toast, explain, formatTime, formatSize, u
 
 const root = page();
 const convs = new Map(); // peer id → {user, last_message, unread, presence}
+const presence = new Map(); // user id → online | away | offline, from presence_update (newer than the list)
 let peer = null;         // {id, display_name, email}
 let olderCursor = null;
 let loadingOlder = false;
@@ -43,7 +44,7 @@ function drawList() {
     const snippet = c.last_message.type === 'text' ? c.last_message.content : `[${c.last_message.type}] ${c.last_message.media?.name || c.last_message.content || ''}`;
     return h('li', { dataset: { userId: c.user.id }, class: peer && peer.id === c.user.id ? 'current' : '' },
       h('button', { type: 'button', onclick: () => openConversation(c.user) },
-        dot(c.presence), ' ', h('strong', { class: 'name' }, c.user.display_name),
+        dot(presence.get(c.user.id) || c.presence), ' ', h('strong', { class: 'name' }, c.user.display_name),
         c.unread ? h('span', { class: 'count unread' }, String(c.unread)) : '',
         h('br'), h('span', { class: 'hint snippet' }, snippet.slice(0, 80))));
   }));
@@ -57,6 +58,7 @@ async function loadList() {
     convs.clear();
     for (const c of r.conversations) {
       convs.set(c.user.id, c);
+      presence.set(c.user.id, c.presence);
       rememberName(c.user.id, c.user.display_name);
     }
     if (peer && convs.has(peer.id)) convs.get(peer.id).unread = 0;
@@ -132,7 +134,7 @@ async function openConversation(u) {
   rememberName(u.id, u.display_name);
   history.replaceState(null, '', `/chat?with=${encodeURIComponent(u.id)}`);
   const c = convs.get(u.id);
-  header.replaceChildren(dot(c ? c.presence : 'offline'), ' ', h('h2', { id: 'peer-name' }, u.display_name), ' ', h('span', { class: 'hint' }, u.email || ''));
+  header.replaceChildren(dot(presence.get(u.id) || (c ? c.presence : 'offline')), ' ', h('h2', { id: 'peer-name' }, u.display_name), ' ', h('span', { class: 'hint' }, u.email || ''));
   typing.textContent = '';
   messages.replaceChildren();
   text.disabled = false;
@@ -224,7 +226,7 @@ on('typing_stop', (d) => {
 
 /** Moves a conversation to the top with its new last message. */
 function bump(user, m, unread) {
-  const c = convs.get(user.id) || { user, presence: 'offline', unread: 0 };
+  const c = convs.get(user.id) || { user, presence: presence.get(user.id) || 'offline', unread: 0 };
   c.last_message = m;
   if (unread) c.unread += 1;
   convs.set(user.id, c);
@@ -248,6 +250,7 @@ on('new_message', async (d) => {
 });
 
 on('presence_update', (d) => {
+  presence.set(d.user_id, d.status);
   const c = convs.get(d.user_id);
   if (c) { c.presence = d.status; drawList(); }
   if (peer && d.user_id === peer.id) {
