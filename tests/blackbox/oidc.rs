@@ -359,7 +359,11 @@ fn openid_connect_from_the_web_sign_in_page_opens_a_browser_session() {
     c.send("GET", &srv.url("/api/auth/login/test"), None);
     let denied = c.send("GET", &srv.url("/api/auth/callback/test?error=access_denied"), None);
     assert_eq!(denied.status, 401, "{}", denied.body);
-    assert!(denied.body.contains("Sign-in with test failed") && denied.body.contains("access_denied"), "{}", denied.body);
+    assert!(
+        denied.body.contains("Sign-in with test failed") && denied.body.contains("access_denied"),
+        "{}",
+        denied.body
+    );
     let files = c.send("GET", &srv.url("/files"), None);
     assert_eq!(files.location.as_deref(), Some(srv.url("/login").as_str()));
 }

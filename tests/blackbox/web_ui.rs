@@ -57,14 +57,21 @@ impl Client {
             self.set_cookies.push(c.to_string());
             let pair = c.split(';').next().unwrap_or("");
             if let Some((k, v)) = pair.split_once('=') {
-                if v.is_empty() || c.contains("Max-Age=0") || c.to_ascii_lowercase().contains("expires=thu, 01 jan 1970") {
+                if v.is_empty()
+                    || c.contains("Max-Age=0")
+                    || c.to_ascii_lowercase().contains("expires=thu, 01 jan 1970")
+                {
                     self.cookies.remove(k.trim());
                 } else {
                     self.cookies.insert(k.trim().to_string(), v.to_string());
                 }
             }
         }
-        Page { status: r.status(), location: r.header("location").map(str::to_string), body: r.into_string().unwrap_or_default() }
+        Page {
+            status: r.status(),
+            location: r.header("location").map(str::to_string),
+            body: r.into_string().unwrap_or_default(),
+        }
     }
 
     fn get(&mut self, srv: &Server, path: &str) -> Page {
@@ -94,7 +101,13 @@ fn web_sign_in(srv: &Server, email: &str) -> Client {
     let page = c.get(srv, "/login");
     assert_eq!(page.status, 200, "{}", page.body);
     let csrf = field(&page.body, "csrf");
-    let r = c.send(srv, "POST", "/login", &[], Some(Body::Form(vec![("csrf", &csrf), ("email", email), ("password", PASSWORD)])));
+    let r = c.send(
+        srv,
+        "POST",
+        "/login",
+        &[],
+        Some(Body::Form(vec![("csrf", &csrf), ("email", email), ("password", PASSWORD)])),
+    );
     assert_eq!((r.status, r.location.as_deref()), (303, Some("/files")), "{}", r.body);
     assert!(c.cookies.contains_key("seccollab_session"), "{:?}", c.set_cookies);
     c
@@ -114,13 +127,25 @@ both_backends!(the_web_session_drives_the_api_with_csrf_and_ends_at_sign_out, |b
     // A wrong password: the form again with the API's message, no session.
     let page = anon.get(&srv, "/login");
     let csrf = field(&page.body, "csrf");
-    let r = anon.send(&srv, "POST", "/login", &[], Some(Body::Form(vec![("csrf", &csrf), ("email", "alice@example.org"), ("password", "wrong wrong wrong")])));
+    let r = anon.send(
+        &srv,
+        "POST",
+        "/login",
+        &[],
+        Some(Body::Form(vec![("csrf", &csrf), ("email", "alice@example.org"), ("password", "wrong wrong wrong")])),
+    );
     assert_eq!(r.status, 401);
     assert!(r.body.contains("the email or password is wrong"), "{}", r.body);
     assert!(!anon.cookies.contains_key("seccollab_session"));
     // A sign-in form posted without the double-submit token changes nothing.
     let mut other = Client::new();
-    let r = other.send(&srv, "POST", "/login", &[], Some(Body::Form(vec![("csrf", &csrf), ("email", "alice@example.org"), ("password", PASSWORD)])));
+    let r = other.send(
+        &srv,
+        "POST",
+        "/login",
+        &[],
+        Some(Body::Form(vec![("csrf", &csrf), ("email", "alice@example.org"), ("password", PASSWORD)])),
+    );
     assert_eq!(r.status, 403);
     assert!(!other.cookies.contains_key("seccollab_session"));
 
@@ -178,7 +203,8 @@ both_backends!(the_web_session_drives_the_api_with_csrf_and_ends_at_sign_out, |b
 
     // The session is listed as a web session and marked current.
     let list: Value = serde_json::from_str(&c.get(&srv, "/api/auth/sessions").body).unwrap();
-    let mine = list["sessions"].as_array().unwrap().iter().find(|s| s["current"] == true).expect("current session").clone();
+    let mine =
+        list["sessions"].as_array().unwrap().iter().find(|s| s["current"] == true).expect("current session").clone();
     assert_eq!(mine["kind"], "web", "{list}");
 
     // Sign-out (a form with the token) ends the session at once: the old cookie is refused.
@@ -191,7 +217,13 @@ both_backends!(the_web_session_drives_the_api_with_csrf_and_ends_at_sign_out, |b
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap()["error"]["code"], "session_expired");
     assert_eq!(replay.get(&srv, "/files").location.as_deref(), Some("/login"));
-    assert!(srv.db.sql("SELECT count(*) FROM audit_log WHERE action = 'auth.login' AND details LIKE '%\"web\"%'").parse::<i64>().unwrap() >= 1);
+    assert!(
+        srv.db
+            .sql("SELECT count(*) FROM audit_log WHERE action = 'auth.login' AND details LIKE '%\"web\"%'")
+            .parse::<i64>()
+            .unwrap()
+            >= 1
+    );
 });
 
 #[test]
@@ -202,13 +234,23 @@ fn registration_page_follows_the_policy() {
     assert_eq!(page.status, 200);
     let csrf = field(&page.body, "csrf");
     let form = |pw2: &'static str| {
-        vec![("csrf", csrf.as_str()), ("email", "new@example.org"), ("display_name", "New <b>One</b>"), ("password", PASSWORD), ("password_again", pw2)]
+        vec![
+            ("csrf", csrf.as_str()),
+            ("email", "new@example.org"),
+            ("display_name", "New <b>One</b>"),
+            ("password", PASSWORD),
+            ("password_again", pw2),
+        ]
     };
     let r = c.send(&srv, "POST", "/register", &[], Some(Body::Form(form("something else entirely"))));
     assert_eq!(r.status, 400);
     assert!(r.body.contains("The two passwords differ."));
     assert!(!r.body.contains("<b>One</b>"), "the name is escaped: {}", r.body);
-    assert!(r.body.contains("New &#60;b&#62;One&#60;/b&#62;") || r.body.contains("New &lt;b&gt;One&lt;/b&gt;"), "the name is kept: {}", r.body);
+    assert!(
+        r.body.contains("New &#60;b&#62;One&#60;/b&#62;") || r.body.contains("New &lt;b&gt;One&lt;/b&gt;"),
+        "the name is kept: {}",
+        r.body
+    );
     assert_eq!(srv.db.sql("SELECT count(*) FROM users WHERE email = 'new@example.org'"), "0");
     let r = c.send(&srv, "POST", "/register", &[], Some(Body::Form(form(PASSWORD))));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -216,12 +258,26 @@ fn registration_page_follows_the_policy() {
     assert_eq!(login(&srv, "new@example.org", PASSWORD).status, 200);
 
     // Invite-only: the page asks for the code, and a wrong one is refused.
-    let srv = Server::start_with(crate::harness::TestDb::new(Backend::Sqlite), &[("SECCOLLAB_AUTH__REGISTRATION", "invite")]);
+    let srv =
+        Server::start_with(crate::harness::TestDb::new(Backend::Sqlite), &[("SECCOLLAB_AUTH__REGISTRATION", "invite")]);
     let mut c = Client::new();
     let page = c.get(&srv, "/register?invite=abc");
     assert!(page.body.contains("name=\"invite_code\" required value=\"abc\""), "{}", page.body);
     let csrf = field(&page.body, "csrf");
-    let r = c.send(&srv, "POST", "/register", &[], Some(Body::Form(vec![("csrf", &csrf), ("email", "x@example.org"), ("display_name", "X"), ("password", PASSWORD), ("password_again", PASSWORD), ("invite_code", "abc")])));
+    let r = c.send(
+        &srv,
+        "POST",
+        "/register",
+        &[],
+        Some(Body::Form(vec![
+            ("csrf", &csrf),
+            ("email", "x@example.org"),
+            ("display_name", "X"),
+            ("password", PASSWORD),
+            ("password_again", PASSWORD),
+            ("invite_code", "abc"),
+        ])),
+    );
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(srv.db.sql("SELECT count(*) FROM users"), "0");
 }
@@ -231,13 +287,25 @@ both_backends!(conversations_list_unread_counts_and_read_marks, |b: Backend| {
     let a = crate::auth::user_token(&srv, "ann@example.org");
     let bt = crate::auth::user_token(&srv, "ben@example.org");
     let ct = crate::auth::user_token(&srv, "cat@example.org");
-    let (a_tok, b_tok, c_tok) = (a["token"].as_str().unwrap(), bt["token"].as_str().unwrap(), ct["token"].as_str().unwrap());
-    let (a_id, b_id, c_id) = (a["user"]["id"].as_str().unwrap(), bt["user"]["id"].as_str().unwrap(), ct["user"]["id"].as_str().unwrap());
+    let (a_tok, b_tok, c_tok) =
+        (a["token"].as_str().unwrap(), bt["token"].as_str().unwrap(), ct["token"].as_str().unwrap());
+    let (a_id, b_id, c_id) =
+        (a["user"]["id"].as_str().unwrap(), bt["user"]["id"].as_str().unwrap(), ct["user"]["id"].as_str().unwrap());
     for i in 0..3 {
-        assert_eq!(post(&srv, "/api/messages/send", Some(b_tok), json!({"receiver_id": a_id, "content": format!("b{i}")})).status, 201);
+        assert_eq!(
+            post(&srv, "/api/messages/send", Some(b_tok), json!({"receiver_id": a_id, "content": format!("b{i}")}))
+                .status,
+            201
+        );
     }
-    assert_eq!(post(&srv, "/api/messages/send", Some(a_tok), json!({"receiver_id": c_id, "content": "to cat"})).status, 201);
-    assert_eq!(post(&srv, "/api/messages/send", Some(c_tok), json!({"receiver_id": a_id, "content": "from cat"})).status, 201);
+    assert_eq!(
+        post(&srv, "/api/messages/send", Some(a_tok), json!({"receiver_id": c_id, "content": "to cat"})).status,
+        201
+    );
+    assert_eq!(
+        post(&srv, "/api/messages/send", Some(c_tok), json!({"receiver_id": a_id, "content": "from cat"})).status,
+        201
+    );
 
     let list = get(&srv, "/api/messages/conversations", a_tok).json();
     let convs = list["conversations"].as_array().unwrap();
@@ -255,10 +323,14 @@ both_backends!(conversations_list_unread_counts_and_read_marks, |b: Backend| {
     let r = post(&srv, &format!("/api/messages/{b_id}/read"), Some(a_tok), json!({}));
     assert_eq!(r.status, 204, "{}", r.text());
     let list = get(&srv, "/api/messages/conversations", a_tok).json();
-    let unread: Vec<i64> = list["conversations"].as_array().unwrap().iter().map(|c| c["unread"].as_i64().unwrap()).collect();
+    let unread: Vec<i64> =
+        list["conversations"].as_array().unwrap().iter().map(|c| c["unread"].as_i64().unwrap()).collect();
     assert_eq!(unread, vec![1, 0]);
     // A new message after the mark counts again.
-    assert_eq!(post(&srv, "/api/messages/send", Some(b_tok), json!({"receiver_id": a_id, "content": "b3"})).status, 201);
+    assert_eq!(
+        post(&srv, "/api/messages/send", Some(b_tok), json!({"receiver_id": a_id, "content": "b3"})).status,
+        201
+    );
     let list = get(&srv, "/api/messages/conversations", a_tok).json();
     assert_eq!(list["conversations"][0]["user"]["id"], b_id);
     assert_eq!(list["conversations"][0]["unread"], 1);
@@ -288,10 +360,20 @@ both_backends!(own_sessions_and_file_shares_for_the_owner, |b: Backend| {
     let other = sessions.iter().find(|s| s["current"] == false).unwrap()["id"].as_str().unwrap().to_string();
     // Someone else cannot end it.
     let mallory = crate::auth::user_token(&srv, "mallory@example.org");
-    let r = srv.request("DELETE", &format!("/api/auth/sessions/{other}"), &[("Authorization", &format!("Bearer {}", mallory["token"].as_str().unwrap()))], None);
+    let r = srv.request(
+        "DELETE",
+        &format!("/api/auth/sessions/{other}"),
+        &[("Authorization", &format!("Bearer {}", mallory["token"].as_str().unwrap()))],
+        None,
+    );
     r.assert_error(404, "session_not_found");
     assert_eq!(get(&srv, "/api/auth/me", tok2).status, 200);
-    let r = srv.request("DELETE", &format!("/api/auth/sessions/{other}"), &[("Authorization", &format!("Bearer {tok1}"))], None);
+    let r = srv.request(
+        "DELETE",
+        &format!("/api/auth/sessions/{other}"),
+        &[("Authorization", &format!("Bearer {tok1}"))],
+        None,
+    );
     assert_eq!(r.status, 204);
     get(&srv, "/api/auth/me", tok2).assert_error(401, "invalid_token");
     assert_eq!(get(&srv, "/api/auth/me", tok1).status, 200);
@@ -300,13 +382,15 @@ both_backends!(own_sessions_and_file_shares_for_the_owner, |b: Backend| {
     let friend = crate::auth::user_token(&srv, "friend@example.org");
     let fid = crate::files::upload(&srv, tok1, "notes.txt", b"shared notes")["file_id"].as_str().unwrap().to_string();
     let fr_id = friend["user"]["id"].as_str().unwrap();
-    let r = post(&srv, "/api/files/share", Some(tok1), json!({"file_id": fid, "user_ids": [fr_id], "permissions": "view"}));
+    let r =
+        post(&srv, "/api/files/share", Some(tok1), json!({"file_id": fid, "user_ids": [fr_id], "permissions": "view"}));
     assert_eq!(r.status, 200, "{}", r.text());
     let shares = get(&srv, &format!("/api/files/{fid}/shares"), tok1).json();
     assert_eq!(shares["shares"][0]["email"], "friend@example.org", "{shares}");
     assert_eq!(shares["shares"][0]["permissions"], "view");
     get(&srv, &format!("/api/files/{fid}/shares"), friend["token"].as_str().unwrap()).assert_error(403, "forbidden");
-    get(&srv, &format!("/api/files/{fid}/shares"), mallory["token"].as_str().unwrap()).assert_error(404, "file_not_found");
+    get(&srv, &format!("/api/files/{fid}/shares"), mallory["token"].as_str().unwrap())
+        .assert_error(404, "file_not_found");
 });
 
 // ---------- in Chromium ----------
@@ -326,7 +410,10 @@ fn sha256_hex(data: &[u8]) -> String {
 
 /// How many `#messages li[data-id]` the page shows, and their texts in order.
 fn shown_messages(b: &Browser<'_>) -> Vec<String> {
-    let v = b.js("return [...document.querySelectorAll('#messages li[data-id] .content')].map(e => e.textContent);", json!([]));
+    let v = b.js(
+        "return [...document.querySelectorAll('#messages li[data-id] .content')].map(e => e.textContent);",
+        json!([]),
+    );
     v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
 }
 
@@ -336,9 +423,19 @@ fn two_users_share_chat_and_meet_in_chromium() {
     let base = srv.base.clone();
     // Hostile names and texts must render as text: no dialog may ever open.
     let hostile = "<img src=x onerror=alert(1)>";
-    let r = post(&srv, "/api/auth/register", None, json!({"email": "alice@example.org", "password": PASSWORD, "display_name": "Alice"}));
+    let r = post(
+        &srv,
+        "/api/auth/register",
+        None,
+        json!({"email": "alice@example.org", "password": PASSWORD, "display_name": "Alice"}),
+    );
     assert_eq!(r.status, 201);
-    let r = post(&srv, "/api/auth/register", None, json!({"email": "bob@example.org", "password": PASSWORD, "display_name": format!("Bob {hostile}")}));
+    let r = post(
+        &srv,
+        "/api/auth/register",
+        None,
+        json!({"email": "bob@example.org", "password": PASSWORD, "display_name": format!("Bob {hostile}")}),
+    );
     assert_eq!(r.status, 201);
     let bob_id = r.json()["user"]["id"].as_str().unwrap().to_string();
     let alice_api = login(&srv, "alice@example.org", PASSWORD).json();
@@ -371,7 +468,10 @@ fn two_users_share_chat_and_meet_in_chromium() {
     let fid = files["files"][0]["id"].as_str().unwrap().to_string();
     assert_eq!(files["files"][0]["name"], "report.bin", "the browser sends the file's own name");
     // The scan verdict arrives live: the badge turns to Clean without a reload.
-    a.wait_until("scanned clean", &format!("document.querySelector('#my-files tr[data-file-id=\"{fid}\"] .badge.scan')?.textContent === 'Clean'"));
+    a.wait_until(
+        "scanned clean",
+        &format!("document.querySelector('#my-files tr[data-file-id=\"{fid}\"] .badge.scan')?.textContent === 'Clean'"),
+    );
 
     // Rename the file's display name to the hostile one directly is not possible through the
     // API; the hostile text goes into the discussion and the chat instead (below).
@@ -415,8 +515,17 @@ fn two_users_share_chat_and_meet_in_chromium() {
     let note = "<script>alert(3)</script> looks good";
     bb.type_into("#discussion-input", note);
     bb.click("#discussion-send");
-    a.wait_until("discussion message live", &format!("[...document.querySelectorAll('#discussion-messages li p')].some(p => p.textContent === {})", json!(note)));
-    a.wait_until("sender named", "[...document.querySelectorAll('#discussion-messages .sender')].some(s => s.textContent.startsWith('Bob'))");
+    a.wait_until(
+        "discussion message live",
+        &format!(
+            "[...document.querySelectorAll('#discussion-messages li p')].some(p => p.textContent === {})",
+            json!(note)
+        ),
+    );
+    a.wait_until(
+        "sender named",
+        "[...document.querySelectorAll('#discussion-messages .sender')].some(s => s.textContent.startsWith('Bob'))",
+    );
     a.assert_no_dialog("discussion");
     a.screenshot("discussion");
 
@@ -431,7 +540,10 @@ fn two_users_share_chat_and_meet_in_chromium() {
     bb.wait_until("typing shown", "document.querySelector('#typing').textContent.includes('Alice is typing')");
     bb.screenshot("typing");
     a.click("#send");
-    bb.wait_until("message live", "[...document.querySelectorAll('#messages .content')].some(e => e.textContent === 'Hi Bob, <b>here</b>')");
+    bb.wait_until(
+        "message live",
+        "[...document.querySelectorAll('#messages .content')].some(e => e.textContent === 'Hi Bob, <b>here</b>')",
+    );
     bb.wait_until("typing cleared", "document.querySelector('#typing').textContent === ''");
     assert_eq!(shown_messages(&bb), vec!["Hi Bob, <b>here</b>"]);
     bb.assert_no_dialog("chat");
@@ -451,7 +563,10 @@ fn two_users_share_chat_and_meet_in_chromium() {
     }
     let mut want = vec!["Hi Bob, <b>here</b>".to_string()];
     want.extend(sent.iter().cloned());
-    bb.wait_until("all caught up", &format!("document.querySelectorAll('#messages li[data-id]').length >= {}", want.len()));
+    bb.wait_until(
+        "all caught up",
+        &format!("document.querySelectorAll('#messages li[data-id]').length >= {}", want.len()),
+    );
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(shown_messages(&bb), want, "no message lost or doubled");
     bb.screenshot("after-restart");
@@ -464,12 +579,20 @@ fn two_users_share_chat_and_meet_in_chromium() {
     srv.start_again();
     assert_eq!(srv.base, base, "the same address");
     for i in 0..5 {
-        let r = post(&srv, "/api/messages/send", Some(&alice_tok), json!({"receiver_id": bob_id, "content": format!("back {i}")}));
+        let r = post(
+            &srv,
+            "/api/messages/send",
+            Some(&alice_tok),
+            json!({"receiver_id": bob_id, "content": format!("back {i}")}),
+        );
         assert_eq!(r.status, 201);
         want.push(format!("back {i}"));
     }
     bb.wait_until("banner gone", "document.getElementById('offline').hidden");
-    bb.wait_until("caught up again", &format!("document.querySelectorAll('#messages li[data-id]').length >= {}", want.len()));
+    bb.wait_until(
+        "caught up again",
+        &format!("document.querySelectorAll('#messages li[data-id]').length >= {}", want.len()),
+    );
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(shown_messages(&bb), want, "no message lost or doubled");
 
@@ -492,7 +615,11 @@ fn two_users_share_chat_and_meet_in_chromium() {
     a.click(&format!("#meeting-form button.pick[data-user-id=\"{bob_id}\"]"));
     a.click("#meeting-create");
     a.wait_css("#upcoming li.meeting");
-    let sid = a.js("return document.querySelector('#upcoming li.meeting').dataset.id;", json!([])).as_str().unwrap().to_string();
+    let sid = a
+        .js("return document.querySelector('#upcoming li.meeting').dataset.id;", json!([]))
+        .as_str()
+        .unwrap()
+        .to_string();
     a.screenshot("meeting-created");
     bb.wait_css(&format!("#upcoming li[data-id=\"{sid}\"] button.accept"));
     assert!(bb.text(&format!("#upcoming li[data-id=\"{sid}\"] .title")).contains("Plan <i>review</i>"));
@@ -548,7 +675,10 @@ fn a_user_enrols_mfa_in_chromium_and_signs_in_with_oathtool_codes() {
     b.wait_css("#mfa-setup");
     b.click("#mfa-setup");
     b.wait_css("#mfa-secret");
-    b.wait_until("QR code drawn", "document.querySelector('#mfa-qr').complete && document.querySelector('#mfa-qr').naturalWidth > 0");
+    b.wait_until(
+        "QR code drawn",
+        "document.querySelector('#mfa-qr').complete && document.querySelector('#mfa-qr').naturalWidth > 0",
+    );
     b.screenshot("mfa-qr");
     let secret = b.text("#mfa-secret");
     // A wrong code first: an error, MFA stays off.

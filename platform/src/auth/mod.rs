@@ -72,7 +72,8 @@ async fn cookie_user(req: &Request<'_>, csrf: bool) -> Result<AuthUser, ApiError
             "your session has ended; sign in again",
         ));
     };
-    let safe = matches!(req.method(), rocket::http::Method::Get | rocket::http::Method::Head | rocket::http::Method::Options);
+    let safe =
+        matches!(req.method(), rocket::http::Method::Get | rocket::http::Method::Head | rocket::http::Method::Options);
     if csrf && !safe {
         let given = req.headers().get_one(crate::web::CSRF_HEADER).unwrap_or("");
         if !browser::csrf_ok(&s.csrf, given) {

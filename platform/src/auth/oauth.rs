@@ -207,7 +207,9 @@ pub async fn callback(
         Finished::Mfa(token) => Ok(rocket::Either::Left(Json(json!({"mfa_required": true, "mfa_token": token})))),
         Finished::Done(user, who) => {
             let tokens = start_session(app, &user, &client).await?;
-            app.audit.record(entry("auth.login", Outcome::Success, &client).actor(Some(user.id.clone())).details(who)).await;
+            app.audit
+                .record(entry("auth.login", Outcome::Success, &client).actor(Some(user.id.clone())).details(who))
+                .await;
             Ok(rocket::Either::Left(Json(serde_json::to_value(tokens).expect("json"))))
         }
     }
@@ -218,7 +220,7 @@ pub(crate) enum Finished {
     /// The account has MFA: the second step needs this challenge token.
     Mfa(String),
     /// Signed in: the caller starts the session and audits `auth.login` with these details.
-    Done(User, Value),
+    Done(Box<User>, Value),
 }
 
 /// Checks the provider's answer (state bound to this browser, code exchange, ID token) and
@@ -329,7 +331,7 @@ pub(crate) async fn finish(
             .await;
         return Ok(Finished::Mfa(token));
     }
-    Ok(Finished::Done(user, who))
+    Ok(Finished::Done(Box::new(user), who))
 }
 
 /// The account for `id`: already linked, linked now by verified e-mail, or created.

@@ -144,11 +144,14 @@ mod tests {
     /// may claim the same request.
     #[rocket::async_test]
     async fn no_route_collides_with_another() {
-        let r = rocket::custom(rocket::Config { log_level: rocket::config::LogLevel::Off, ..rocket::Config::debug_default() })
-            .mount("/api", crate::api_routes())
-            .mount("/", rocket::routes![crate::http::metrics::metrics, crate::realtime::ws::ws])
-            .mount("/admin", crate::admin::routes::routes())
-            .mount("/", super::routes::routes());
+        let r = rocket::custom(rocket::Config {
+            log_level: rocket::config::LogLevel::Off,
+            ..rocket::Config::debug_default()
+        })
+        .mount("/api", crate::api_routes())
+        .mount("/", rocket::routes![crate::http::metrics::metrics, crate::realtime::ws::ws])
+        .mount("/admin", crate::admin::routes::routes())
+        .mount("/", super::routes::routes());
         if let Err(e) = r.ignite().await {
             if let rocket::error::ErrorKind::Collisions(c) = e.kind() {
                 let pairs: Vec<String> = c.routes.iter().map(|(a, b)| format!("{a} <-> {b}")).collect();

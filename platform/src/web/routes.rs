@@ -153,7 +153,13 @@ fn providers(state: &AppState) -> Vec<Provider> {
         .collect()
 }
 
-fn login_view(state: &AppState, csrf: String, email: String, error: Option<String>, notice: Option<String>) -> LoginPage {
+fn login_view(
+    state: &AppState,
+    csrf: String,
+    email: String,
+    error: Option<String>,
+    notice: Option<String>,
+) -> LoginPage {
     LoginPage {
         csrf,
         email,
@@ -224,7 +230,10 @@ async fn open_session(
         .await?;
     jar.add(session_cookie(state, token));
     jar.remove(Cookie::build(PRE_COOKIE).path("/"));
-    state.audit.record(entry("auth.login", Outcome::Success, client).actor(Some(user.id.clone())).details(details)).await;
+    state
+        .audit
+        .record(entry("auth.login", Outcome::Success, client).actor(Some(user.id.clone())).details(details))
+        .await;
     Ok(())
 }
 
@@ -297,7 +306,13 @@ pub fn oidc_start(state: &State<AppState>, jar: &CookieJar<'_>, provider: &str) 
         let csrf = pre_token(state, jar);
         return render(
             Status::NotFound,
-            &login_view(state, csrf, String::new(), Some(format!("There is no sign-in provider named {provider:?}.")), None),
+            &login_view(
+                state,
+                csrf,
+                String::new(),
+                Some(format!("There is no sign-in provider named {provider:?}.")),
+                None,
+            ),
         );
     }
     jar.add(flow_cookie(state, OAUTH_MARKER, "1".into(), "/api/auth/callback"));
@@ -344,13 +359,31 @@ pub fn register_page(state: &State<AppState>, jar: &CookieJar<'_>, invite: Optio
     if matches!(state.config.auth.registration, Registration::Closed) {
         return render(
             Status::Forbidden,
-            &login_view(state, csrf, String::new(), Some("Registration is closed; ask an administrator for an account.".into()), None),
+            &login_view(
+                state,
+                csrf,
+                String::new(),
+                Some("Registration is closed; ask an administrator for an account.".into()),
+                None,
+            ),
         );
     }
-    let invite_code: String = invite.unwrap_or("").chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(200).collect();
+    let invite_code: String = invite
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(200)
+        .collect();
     render(
         Status::Ok,
-        &RegisterPage { csrf, email: String::new(), display_name: String::new(), invite_code, needs_invite, error: None },
+        &RegisterPage {
+            csrf,
+            email: String::new(),
+            display_name: String::new(),
+            invite_code,
+            needs_invite,
+            error: None,
+        },
     )
 }
 
