@@ -232,6 +232,20 @@ pub struct AlertsPage {
     pub nav: Nav,
     pub open_only: bool,
     pub alerts: Vec<AlertRow>,
+    /// Blocked addresses (automatic responses), active first.
+    pub blocks: Vec<BlockRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BlockRow {
+    pub id: String,
+    pub ip: String,
+    pub reason: String,
+    pub since: String,
+    pub until: String,
+    pub active: bool,
+    /// "lifted at … by …" when an admin lifted it.
+    pub lifted: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -52,6 +52,9 @@ enum Command {
     /// Inspect plugin libraries.
     #[command(subcommand)]
     Plugins(PluginsCmd),
+    /// Automatic security responses (break-glass).
+    #[command(subcommand)]
+    Security(SecurityCmd),
     /// Rescan stored files with the current YARA rules (e.g. after a rule change).
     Scan {
         /// Every file (the only mode for now).
@@ -79,6 +82,18 @@ enum UserCmd {
     List,
     /// Disable a user (by id or email): they can no longer sign in.
     Disable { user: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecurityCmd {
+    /// Lift address blocks at once (running servers follow within seconds): `--ip ADDRESS`
+    /// or `--all`.
+    Unblock {
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        ip: Option<std::net::IpAddr>,
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +165,7 @@ pub fn main() -> ExitCode {
         }
         Command::User(cmd) => user(cfg, cmd),
         Command::Audit(AuditCmd::Verify) => audit_verify(cfg),
+        Command::Security(SecurityCmd::Unblock { ip, all: _ }) => unblock(cfg, ip),
         Command::Scan { all: _ } => scan_all(cfg),
         Command::Plugins(PluginsCmd::List) => {
             let reg = crate::plugins::Registry::load(&cfg);
@@ -255,6 +271,35 @@ fn user(cfg: Config, cmd: UserCmd) -> ExitCode {
     state.audit.shutdown_blocking();
     match code {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn unblock(cfg: Config, ip: Option<std::net::IpAddr>) -> ExitCode {
+    let state = match crate::open_state(cfg) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let code = (|| -> Result<usize, String> {
+        let mut conn = state.db.get().map_err(|e| e.to_string())?;
+        let ip_s = ip.map(|i| i.to_string());
+        let n = crate::security::responses::lift_all(&mut conn, ip_s.as_deref(), "cli").map_err(|e| e.to_string())?;
+        state
+            .audit
+            .append_blocking(
+                NewAuditEntry::new("security.ip_unblock", Outcome::Success)
+                    .details(serde_json::json!({"via": "cli", "ip": ip_s, "lifted": n})),
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(n)
+    })();
+    state.events.shutdown_blocking();
+    state.audit.shutdown_blocking();
+    match code {
+        Ok(n) => {
+            println!("lifted {n} block(s)");
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(e),
     }
 }

@@ -64,6 +64,12 @@ pub struct AppState {
     pub plugins: Arc<plugins::Registry>,
     /// Delivery threads of the notifier plugins.
     pub plugin_notify: Arc<plugins::Dispatcher>,
+    /// Blocked source addresses (automatic responses), refreshed from the database.
+    pub blocks: Arc<security::responses::Blocks>,
+    /// Uploads in flight per user (`upload.max_concurrent_per_user`).
+    pub upload_slots: Arc<files::routes::UploadSlots>,
+    /// Request budgets by route class (`[rate_limits]`).
+    pub limiter: Arc<security::ratelimit::RateLimiter>,
 }
 
 impl AppState {
@@ -110,6 +116,7 @@ pub fn api_routes() -> Vec<Route> {
     r.extend(schedules::routes::routes());
     r.extend(notify::routes::routes());
     r.extend(security::alerts::routes());
+    r.extend(security::responses::routes());
     r.extend(security::scan_routes::routes());
     r.extend(plugins::routes::routes());
     r
@@ -149,7 +156,15 @@ pub fn build_rocket(state: AppState) -> Rocket<Build> {
         }))
         .manage(state)
         .mount("/api", api_routes())
-        .mount("/", rocket::routes![http::metrics::metrics, realtime::ws::ws])
+        .mount(
+            "/",
+            rocket::routes![
+                http::metrics::metrics,
+                realtime::ws::ws,
+                security::responses::blocked,
+                security::ratelimit::limited
+            ],
+        )
         .mount("/admin", admin::routes::routes())
         .mount("/", web::routes::routes())
         .register("/api", http::error::catchers())
@@ -219,6 +234,9 @@ fn open_state_inner(cfg: Config, with_plugins: bool) -> Result<AppState, StartEr
         mailer,
         plugins: Arc::new(plugins),
         plugin_notify,
+        blocks: Arc::new(security::responses::Blocks::default()),
+        upload_slots: Arc::new(files::routes::UploadSlots::default()),
+        limiter: Arc::new(security::ratelimit::RateLimiter::default()),
     };
     Ok(state)
 }
@@ -255,6 +273,11 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     realtime::start_retention(state.clone());
     audit::anchor::start(state.clone());
     audit::siem::start(state.clone());
+    {
+        let st = state.clone();
+        let _ = state.db.q(move |c| security::responses::refresh(&st, c)).await;
+    }
+    security::responses::start(state.clone());
     security::anomaly::start(state.clone());
     notify::email::Mailer::start(&state);
     if state.db.backend() == db::Backend::Postgres {

@@ -67,6 +67,8 @@ use utoipa::OpenApi;
         crate::notify::routes::retry,
         crate::security::alerts::list,
         crate::security::alerts::ack,
+        crate::security::responses::list_blocks,
+        crate::security::responses::lift_block,
         crate::security::scan_routes::security_scan,
         crate::security::scan_routes::reload,
         crate::plugins::routes::list,

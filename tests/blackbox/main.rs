@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod abuse;
 mod access;
 mod admin_console;
 mod audit_chain;

@@ -365,5 +365,5 @@ fn openid_connect_from_the_web_sign_in_page_opens_a_browser_session() {
         denied.body
     );
     let files = c.send("GET", &srv.url("/files"), None);
-    assert_eq!(files.location.as_deref(), Some(srv.url("/login").as_str()));
+    assert_eq!(files.location.as_deref(), Some(srv.url("/login?next=%2Ffiles").as_str()));
 }

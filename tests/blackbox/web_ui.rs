@@ -121,7 +121,7 @@ both_backends!(the_web_session_drives_the_api_with_csrf_and_ends_at_sign_out, |b
 
     // Signed out: pages send to the sign-in form; the API says 401 in its JSON shape.
     let mut anon = Client::new();
-    assert_eq!(anon.get(&srv, "/files").location.as_deref(), Some("/login"));
+    assert_eq!(anon.get(&srv, "/files").location.as_deref(), Some("/login?next=%2Ffiles"));
     assert_eq!(anon.get(&srv, "/").location.as_deref(), Some("/login"));
 
     // A wrong password: the form again with the API's message, no session.
@@ -148,6 +148,45 @@ both_backends!(the_web_session_drives_the_api_with_csrf_and_ends_at_sign_out, |b
     );
     assert_eq!(r.status, 403);
     assert!(!other.cookies.contains_key("seccollab_session"));
+
+    // A deep link while signed out comes back after the sign-in; a foreign target never does.
+    let mut deep = Client::new();
+    let to = deep.get(&srv, "/meetings/some-id").location.unwrap();
+    assert_eq!(to, "/login?next=%2Fmeetings%2Fsome-id");
+    let page = deep.get(&srv, &to);
+    assert!(page.body.contains("name=\"next\" value=\"/meetings/some-id\""), "{}", page.body);
+    let csrf = field(&page.body, "csrf");
+    let r = deep.send(
+        &srv,
+        "POST",
+        "/login",
+        &[],
+        Some(Body::Form(vec![
+            ("csrf", &csrf),
+            ("next", "/meetings/some-id"),
+            ("email", "alice@example.org"),
+            ("password", PASSWORD),
+        ])),
+    );
+    assert_eq!((r.status, r.location.as_deref()), (303, Some("/meetings/some-id")));
+    for evil in ["//evil.example/x", "https://evil.example/", "/\\evil.example", "/api/auth/logout"] {
+        let mut e = Client::new();
+        let page = e.get(&srv, "/login");
+        let csrf = field(&page.body, "csrf");
+        let r = e.send(
+            &srv,
+            "POST",
+            "/login",
+            &[],
+            Some(Body::Form(vec![
+                ("csrf", &csrf),
+                ("next", evil),
+                ("email", "alice@example.org"),
+                ("password", PASSWORD),
+            ])),
+        );
+        assert_eq!((r.status, r.location.as_deref()), (303, Some("/files")), "{evil}");
+    }
 
     let mut c = web_sign_in(&srv, "alice@example.org");
     let cookie = c.set_cookies.iter().find(|s| s.starts_with("seccollab_session=")).unwrap().clone();
@@ -216,7 +255,7 @@ both_backends!(the_web_session_drives_the_api_with_csrf_and_ends_at_sign_out, |b
     let r = replay.get(&srv, "/api/auth/me");
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap()["error"]["code"], "session_expired");
-    assert_eq!(replay.get(&srv, "/files").location.as_deref(), Some("/login"));
+    assert_eq!(replay.get(&srv, "/files").location.as_deref(), Some("/login?next=%2Ffiles"));
     assert!(
         srv.db
             .sql("SELECT count(*) FROM audit_log WHERE action = 'auth.login' AND details LIKE '%\"web\"%'")

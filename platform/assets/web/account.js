@@ -7,8 +7,9 @@ const profile = h('dl', { class: 'facts', id: 'profile' });
 const mfaBox = h('section', { class: 'card', id: 'mfa', 'aria-labelledby': 'mfa-title' });
 const pwBox = h('section', { class: 'card', id: 'password-card', 'aria-labelledby': 'pw-title' });
 const sessions = h('tbody', { id: 'sessions' });
+const prefsBox = h('section', { class: 'card', id: 'prefs', 'aria-labelledby': 'prefs-title' });
 root.append(profile,
-  h('div', { class: 'forms' }, mfaBox, pwBox),
+  h('div', { class: 'forms' }, mfaBox, pwBox, prefsBox),
   h('h2', {}, 'Where you are signed in'),
   h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Kind'), h('th', {}, 'Since'), h('th', {}, 'Address'), h('th', {}, 'Browser or app'), h('th', {}, ''))), sessions));
 
@@ -103,6 +104,29 @@ function showCodes(codes) {
     h('label', { for: 'pw-again' }, 'New password again'), again, err,
     h('button', { type: 'submit', id: 'pw-submit' }, 'Change')));
 }
+
+// ---------- notification channels ----------
+
+async function loadPrefs() {
+  try {
+    const p = await api('GET', '/api/notifications/preferences');
+    const email = h('input', { type: 'checkbox', id: 'pref-email', checked: p.email });
+    const inApp = h('input', { type: 'checkbox', id: 'pref-in-app', checked: p.in_app });
+    const save = async () => {
+      try {
+        await api('PUT', '/api/notifications/preferences', { email: email.checked, in_app: inApp.checked });
+        toast('Notification settings saved.');
+      } catch (e) { toast(explain(e), 'error'); loadPrefs(); }
+    };
+    email.addEventListener('change', save);
+    inApp.addEventListener('change', save);
+    prefsBox.replaceChildren(h('h2', { id: 'prefs-title' }, 'Notifications'),
+      h('p', { class: 'hint' }, 'How invitations, answers and shares reach you.'),
+      h('label', { class: 'inline' }, email, ' by e-mail'), h('br'),
+      h('label', { class: 'inline' }, inApp, ' in the app (the bell)'));
+  } catch (e) { toast(explain(e), 'error'); }
+}
+loadPrefs();
 
 // ---------- sessions ----------
 

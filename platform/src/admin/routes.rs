@@ -43,6 +43,7 @@ pub fn routes() -> Vec<Route> {
         audit_export,
         alerts_page,
         alert_ack,
+        block_lift,
         plugins_page,
         system_page,
         reload_rules,
@@ -1124,7 +1125,42 @@ pub async fn alerts_page(state: &State<AppState>, who: Console, all: Option<&str
             severity: a.severity,
         })
         .collect();
-    render(Status::Ok, &ui::AlertsPage { nav: nav(s, "alerts"), open_only, alerts })
+    let blocks = state.db.q(|c| crate::security::responses::list(c, 50)).await.unwrap_or_default();
+    let short = |t: &str| t.replace('T', " ").chars().take(19).collect::<String>();
+    let blocks = blocks
+        .into_iter()
+        .map(|b| ui::BlockRow {
+            since: short(&b.created_at),
+            until: short(&b.expires_at),
+            lifted: b
+                .lifted_at
+                .as_deref()
+                .map(|t| format!("lifted {} by {}", short(t), b.lifted_by.clone().unwrap_or_default())),
+            active: b.active,
+            id: b.id,
+            ip: b.ip,
+            reason: b.reason,
+        })
+        .collect();
+    render(Status::Ok, &ui::AlertsPage { nav: nav(s, "alerts"), open_only, alerts, blocks })
+}
+
+#[post("/blocks/<id>/lift", data = "<form>")]
+pub async fn block_lift(
+    state: &State<AppState>,
+    client: ClientInfo,
+    who: Console,
+    id: &str,
+    form: Form<CsrfForm>,
+) -> Page {
+    let Console::Admin(s) = &who else { return refuse_post(&who) };
+    if !csrf_ok(&s.csrf, &form.csrf) {
+        return bad_csrf();
+    }
+    match crate::security::responses::lift_as(state, &client, &s.user_id, id).await {
+        Ok(()) => Page::Redirect("/admin/alerts".into()),
+        Err(e) => error_page(e.status, "Not done", &api_message(&e)),
+    }
 }
 
 #[post("/alerts/<id>/ack", data = "<form>")]

@@ -198,10 +198,11 @@ pub async fn callback(
     error: Option<&str>,
 ) -> ApiResult<rocket::Either<Json<Value>, crate::web::Page>> {
     // Started from the web UI's sign-in page: finish as a browser session, errors as a page.
-    if jar.get(crate::web::OAUTH_MARKER).is_some() {
+    if let Some(marker) = jar.get(crate::web::OAUTH_MARKER).map(|c| c.value().to_string()) {
         jar.remove(Cookie::build(crate::web::OAUTH_MARKER).path(COOKIE_PATH));
         let done = finish(app, &client, jar, provider, code, state, error).await;
-        return Ok(rocket::Either::Right(crate::web::routes::oidc_finished(app, &client, jar, provider, done).await));
+        let page = crate::web::routes::oidc_finished(app, &client, jar, provider, done, &marker).await;
+        return Ok(rocket::Either::Right(page));
     }
     match finish(app, &client, jar, provider, code, state, error).await? {
         Finished::Mfa(token) => Ok(rocket::Either::Left(Json(json!({"mfa_required": true, "mfa_token": token})))),

@@ -323,3 +323,17 @@ diesel::table! {
         last_read_id -> Text,
     }
 }
+
+diesel::table! {
+    /// Blocked source addresses (automatic responses and admins).
+    ip_blocks (id) {
+        id -> Text,
+        ip -> Text,
+        reason -> Text,
+        alert_id -> Nullable<Text>,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        lifted_at -> Nullable<BigInt>,
+        lifted_by -> Nullable<Text>,
+    }
+}

@@ -51,6 +51,65 @@ impl<'r> FromRequest<'r> for ContentLength {
     }
 }
 
+fn quota_exceeded(quota: u64) -> ApiError {
+    ApiError::new(
+        Status::InsufficientStorage,
+        "quota_exceeded",
+        format!("this upload would exceed your storage quota of {quota} bytes; delete files or ask an administrator"),
+    )
+}
+
+/// Bytes of files `user` owns.
+async fn used_bytes(state: &AppState, user: &str) -> ApiResult<u64> {
+    use diesel::prelude::*;
+    let uid = user.to_string();
+    let n: i64 = state
+        .db
+        .q(move |c| {
+            crate::db::schema::files::table
+                .filter(crate::db::schema::files::owner_id.eq(&uid))
+                .select(diesel::dsl::sql::<diesel::sql_types::BigInt>("CAST(COALESCE(SUM(size), 0) AS BIGINT)"))
+                .first(c)
+        })
+        .await?;
+    Ok(n.max(0) as u64)
+}
+
+/// A user's upload in flight; the count goes down when it is dropped.
+pub struct UploadSlot {
+    slots: std::sync::Arc<UploadSlots>,
+    user: String,
+}
+
+/// Uploads in flight per user (this node).
+#[derive(Debug, Default)]
+pub struct UploadSlots(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+
+impl UploadSlots {
+    /// Takes a slot for `user` unless `max` are taken.
+    pub fn take(self: &std::sync::Arc<Self>, user: &str, max: u32) -> Option<UploadSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(user.to_string()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(UploadSlot { slots: self.clone(), user: user.to_string() })
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut m = self.slots.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.user);
+            }
+        }
+    }
+}
+
 fn too_large(max: u64) -> ApiError {
     ApiError::new(Status::PayloadTooLarge, "file_too_large", format!("the file exceeds the limit of {max} bytes"))
 }
@@ -131,11 +190,37 @@ pub async fn receive_upload(
                 "send the file as multipart/form-data with a boundary",
             )
         })?;
-    let max = state.config.files.max_upload_bytes;
+    let Some(_slot) = state.upload_slots.take(&user.id, state.policy.upload.max_concurrent_per_user) else {
+        return Err(ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                Status::TooManyRequests,
+                "too_many_uploads",
+                format!(
+                    "you already have {} uploads in progress; wait for one to finish",
+                    state.policy.upload.max_concurrent_per_user
+                ),
+            )
+        });
+    };
+    let quota = state.policy.upload.quota_bytes_per_user;
+    let remaining = if quota > 0 {
+        let used = used_bytes(state, &user.id).await?;
+        if used >= quota {
+            return Err(quota_exceeded(quota));
+        }
+        Some(quota - used)
+    } else {
+        None
+    };
+    let max_size = state.config.files.max_upload_bytes;
+    // The smaller of the size limit and what is left of the quota bounds this file.
+    let max = remaining.map_or(max_size, |r| r.min(max_size));
+    let over = move |limit: u64| if limit < max_size { quota_exceeded(quota) } else { too_large(limit) };
     // The whole body may exceed the file limit by the multipart framing and metadata only.
     let body_limit = max + 1024 * 1024;
     if content_length.0.is_some_and(|n| n > body_limit) {
-        return Err(too_large(max));
+        return Err(over(max));
     }
     // Counts what arrives, so a body cut off at the limit is told apart from a malformed one.
     let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -226,14 +311,14 @@ pub async fn receive_upload(
                         // The body was cut off; if the pipeline had already refused the file
                         // (too large, blocked type), that is the better answer.
                         return Err(match worker.await {
-                            Ok(Err(UploadError::TooLarge(max))) => too_large(max),
+                            Ok(Err(UploadError::TooLarge(max))) => over(max),
                             Ok(Err(UploadError::Blocked(m))) => type_blocked(&m),
-                            _ if received.load(std::sync::atomic::Ordering::Relaxed) >= body_limit => too_large(max),
+                            _ if received.load(std::sync::atomic::Ordering::Relaxed) >= body_limit => over(max),
                             _ => e,
                         });
                     }
                     let s = worker.await.map_err(|e| ApiError::internal("upload task", e))?.map_err(|e| match e {
-                        UploadError::TooLarge(max) => too_large(max),
+                        UploadError::TooLarge(max) => over(max),
                         UploadError::Blocked(m) => type_blocked(&m),
                         UploadError::Storage(e) => {
                             tracing::error!(error = %e, "storage failed during upload");
@@ -296,6 +381,12 @@ pub async fn receive_upload(
     if let Err(e) = check(&form).await {
         let _ = cleanup(state, &s).await;
         return Err(e);
+    }
+    // Uploads that ran side by side may together pass the quota: checked again before the
+    // record makes the file count.
+    if quota > 0 && used_bytes(state, &user.id).await?.saturating_add(s.size) > quota {
+        let _ = cleanup(state, &s).await;
+        return Err(quota_exceeded(quota));
     }
     let record = FileRecord {
         id: file_id.clone(),

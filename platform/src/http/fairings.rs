@@ -37,6 +37,33 @@ impl Fairing for HttpLayer {
 
     async fn on_request(&self, req: &mut Request<'_>, _: &mut Data<'_>) {
         req.local_cache(|| Started(Instant::now()));
+        // A blocked source address reaches no handler: the request is routed to the refusal.
+        let Some(state) = req.rocket().state::<AppState>() else { return };
+        let Some(ip) = ClientInfo::of(req).ip else { return };
+        if let Some(secs) = state.blocks.check(ip, crate::time::now_micros()) {
+            req.local_cache(|| crate::security::responses::BlockedFor(Some(secs)));
+            req.set_method(rocket::http::Method::Get);
+            req.set_uri(rocket::http::uri::Origin::parse(crate::security::responses::BLOCKED_PATH).expect("path"));
+            return;
+        }
+        // Rate limits by route class, per credential and per address.
+        use crate::security::ratelimit;
+        let Some(class) = ratelimit::classify(req.method().as_str(), req.uri().path().as_str()) else { return };
+        let credential = req
+            .headers()
+            .get_one("Authorization")
+            .map(str::to_string)
+            .or_else(|| req.query_value::<String>("token").and_then(Result::ok))
+            .or_else(|| req.cookies().get(crate::web::COOKIE).map(|c| c.value().to_string()))
+            .or_else(|| req.cookies().get(crate::admin::COOKIE).map(|c| c.value().to_string()));
+        let exempt = state.policy.responses.never_block.iter().any(|n| n.contains(&ip));
+        if let Err((secs, scope)) =
+            state.limiter.check(&state.policy.rate_limits, class, credential.as_deref(), Some(ip), exempt)
+        {
+            req.local_cache(|| ratelimit::LimitedFor(Some((secs, class.as_str(), scope))));
+            req.set_method(rocket::http::Method::Get);
+            req.set_uri(rocket::http::uri::Origin::parse(ratelimit::LIMITED_PATH).expect("path"));
+        }
     }
 
     async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {

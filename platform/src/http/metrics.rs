@@ -132,6 +132,7 @@ impl Metrics {
         for (name, help, kind, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         }
+        out.push_str(&state.limiter.render());
         out
     }
 }

@@ -232,6 +232,7 @@ pub fn raise(state: &AppState, conn: &mut DbConnection, p: &AnomalyPolicy, f: &F
     let id = super::alerts::raise(conn, f.kind, f.severity, subject, &details)?;
     let ev = super::alerts::event(&id, f.kind, f.severity, subject, &details);
     super::alerts::announce(state, conn, ev);
+    super::responses::respond(state, conn, f.kind, (f.subject.0, &f.subject.1), &id);
     Ok(Some(id))
 }
 

@@ -4,6 +4,8 @@
 pub mod alerts;
 pub mod anomaly;
 pub mod policy;
+pub mod ratelimit;
+pub mod responses;
 pub mod scan;
 pub mod scan_routes;
 pub mod throttle;

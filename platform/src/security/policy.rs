@@ -14,6 +14,50 @@ pub struct SecurityPolicy {
     pub upload: UploadPolicy,
     pub scan: ScanPolicy,
     pub anomaly: AnomalyPolicy,
+    pub responses: ResponsePolicy,
+    pub rate_limits: super::ratelimit::RateLimitPolicy,
+}
+
+/// Automatic responses to the anomaly rules (`security::responses`, docs/admin.md).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponsePolicy {
+    /// Addresses never blocked automatically (the break-glass path: an admin on the server or
+    /// behind these addresses can always reach the console). Default: loopback.
+    pub never_block: Vec<ipnet::IpNet>,
+    /// Rules about an address (`credential_stuffing`) may `block_ip`.
+    pub credential_stuffing: Response,
+    /// Rules about a user may `revoke_sessions` (never of an administrator).
+    pub exfiltration: Response,
+    pub mass_sharing: Response,
+}
+
+impl Default for ResponsePolicy {
+    fn default() -> Self {
+        Self {
+            never_block: vec!["127.0.0.0/8".parse().expect("net"), "::1/128".parse().expect("net")],
+            credential_stuffing: Response { action: ResponseAction::BlockIp, duration_secs: 900 },
+            exfiltration: Response { action: ResponseAction::None, duration_secs: 0 },
+            mass_sharing: Response { action: ResponseAction::None, duration_secs: 0 },
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Response {
+    pub action: ResponseAction,
+    /// How long a `block_ip` lasts.
+    #[serde(default)]
+    pub duration_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseAction {
+    None,
+    BlockIp,
+    RevokeSessions,
 }
 
 /// Anomaly rules evaluated from the audit stream (`security::anomaly`).
@@ -74,6 +118,10 @@ pub struct Toggle {
 pub struct UploadPolicy {
     /// MIME types (as detected from content) refused with 415.
     pub blocked_types: Vec<String>,
+    /// Bytes of files one user may own in all (0: no quota). Over it: 507 `quota_exceeded`.
+    pub quota_bytes_per_user: u64,
+    /// Uploads (files and media messages) one user may have in flight at once; more: 429.
+    pub max_concurrent_per_user: u32,
 }
 
 impl Default for UploadPolicy {
@@ -88,6 +136,8 @@ impl Default for UploadPolicy {
             ]
             .map(String::from)
             .to_vec(),
+            quota_bytes_per_user: 0,
+            max_concurrent_per_user: 4,
         }
     }
 }
@@ -173,11 +223,32 @@ impl Default for Argon2Policy {
 }
 
 impl SecurityPolicy {
+    /// Checks what the types cannot: each response fits its rule's subject.
+    pub fn check(&self) -> Result<(), String> {
+        let r = &self.responses;
+        if r.credential_stuffing.action == ResponseAction::RevokeSessions {
+            return Err("responses.credential_stuffing: the rule names an address; use block_ip or none".into());
+        }
+        if r.credential_stuffing.action == ResponseAction::BlockIp && r.credential_stuffing.duration_secs == 0 {
+            return Err("responses.credential_stuffing.duration_secs: a block needs a duration > 0".into());
+        }
+        for (name, rule) in [("exfiltration", &r.exfiltration), ("mass_sharing", &r.mass_sharing)] {
+            if rule.action == ResponseAction::BlockIp {
+                return Err(format!("responses.{name}: the rule names a user; use revoke_sessions or none"));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads `<dir>/security.toml`; defaults when it does not exist.
     pub fn load(dir: &Path) -> Result<Self, String> {
         let path = dir.join("security.toml");
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(text) => {
+                let p: Self = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                p.check().map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok(p)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!(path = %path.display(), "no security policy file; using defaults");
                 Ok(Self::default())

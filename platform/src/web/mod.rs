@@ -149,7 +149,15 @@ mod tests {
             ..rocket::Config::debug_default()
         })
         .mount("/api", crate::api_routes())
-        .mount("/", rocket::routes![crate::http::metrics::metrics, crate::realtime::ws::ws])
+        .mount(
+            "/",
+            rocket::routes![
+                crate::http::metrics::metrics,
+                crate::realtime::ws::ws,
+                crate::security::responses::blocked,
+                crate::security::ratelimit::limited
+            ],
+        )
         .mount("/admin", crate::admin::routes::routes())
         .mount("/", super::routes::routes());
         if let Err(e) = r.ignite().await {

@@ -67,6 +67,8 @@ pub struct Provider {
 #[template(path = "web/login.html")]
 pub struct LoginPage {
     pub csrf: String,
+    /// Where to go after signing in (a checked local path, or empty).
+    pub next: String,
     pub email: String,
     pub error: Option<String>,
     pub notice: Option<String>,
@@ -78,6 +80,7 @@ pub struct LoginPage {
 #[template(path = "web/mfa.html")]
 pub struct MfaPage {
     pub csrf: String,
+    pub next: String,
     pub mfa_token: String,
     pub error: Option<String>,
 }
@@ -128,6 +131,19 @@ pub struct AppPage {
     pub event_seq: i64,
 }
 
+/// A place to go after sign-in: a path of this site only (`/x`, never `//host` or a scheme).
+pub fn safe_next(next: Option<&str>) -> Option<String> {
+    let n = next?.trim();
+    let ok = n.starts_with('/')
+        && !n.starts_with("//")
+        && !n.contains('\\')
+        && n.len() <= 512
+        && !n.chars().any(|c| c.is_control())
+        && !n.starts_with("/login")
+        && !n.starts_with("/api/");
+    ok.then(|| n.to_string())
+}
+
 fn render(status: Status, t: &impl Template) -> Page {
     match t.render() {
         Ok(html) => Page::Html(status, html),
@@ -162,6 +178,7 @@ fn login_view(
 ) -> LoginPage {
     LoginPage {
         csrf,
+        next: String::new(),
         email,
         error,
         notice,
@@ -192,18 +209,25 @@ pub fn home(who: Web) -> Page {
     }
 }
 
-#[get("/login")]
-pub fn login_page(state: &State<AppState>, who: Web, jar: &CookieJar<'_>) -> Page {
+#[get("/login?<next>")]
+pub fn login_page(state: &State<AppState>, who: Web, jar: &CookieJar<'_>, next: Option<&str>) -> Page {
+    let next = safe_next(next);
     if matches!(who, Web::SignedIn(_)) {
-        return Page::Redirect("/files".into());
+        return Page::Redirect(next.unwrap_or_else(|| "/files".into()));
     }
     let csrf = pre_token(state, jar);
-    render(Status::Ok, &login_view(state, csrf, String::new(), None, None))
+    let mut page = login_view(state, csrf, String::new(), None, None);
+    if let Some(n) = next {
+        page.providers.iter_mut().for_each(|p| p.href = format!("{}?next={}", p.href, crate::http::percent_encode(&n)));
+        page.next = n;
+    }
+    render(Status::Ok, &page)
 }
 
 #[derive(Debug, FromForm)]
 pub struct LoginForm {
     csrf: String,
+    next: Option<String>,
     email: String,
     password: String,
 }
@@ -244,35 +268,45 @@ pub async fn login(state: &State<AppState>, client: ClientInfo, jar: &CookieJar<
         return bad_csrf(state, jar);
     }
     let csrf = pre_token(state, jar);
+    let next = safe_next(f.next.as_deref());
+    let again = |status: Status, msg: String| {
+        let mut page = login_view(state, csrf.clone(), f.email.clone(), Some(msg), None);
+        page.next = next.clone().unwrap_or_default();
+        render(status, &page)
+    };
     match password_step(state, &client, f.email.clone(), f.password).await {
-        Ok(PasswordStep::Mfa { mfa_token, .. }) => render(Status::Ok, &MfaPage { csrf, mfa_token, error: None }),
+        Ok(PasswordStep::Mfa { mfa_token, .. }) => render(
+            Status::Ok,
+            &MfaPage { csrf: csrf.clone(), next: next.clone().unwrap_or_default(), mfa_token, error: None },
+        ),
         Ok(PasswordStep::Done(user)) => {
             let details = json!({"email": user.email, "method": "password", "via": "web"});
             match open_session(state, &client, jar, &user, details).await {
-                Ok(()) => Page::Redirect("/files".into()),
-                Err(e) => render(e.status, &login_view(state, csrf, f.email, Some(e.message), None)),
+                Ok(()) => Page::Redirect(next.clone().unwrap_or_else(|| "/files".into())),
+                Err(e) => again(e.status, e.message),
             }
         }
-        Err(e) => render(e.status, &login_view(state, csrf, f.email, Some(e.message), None)),
+        Err(e) => again(e.status, e.message),
     }
 }
 
 #[derive(Debug, FromForm)]
 pub struct CodeForm {
     csrf: String,
+    next: Option<String>,
     mfa_token: String,
     code: String,
 }
 
 /// The code page of an OpenID Connect sign-in that needs the second factor.
-#[get("/login/mfa")]
-pub fn mfa_page(state: &State<AppState>, jar: &CookieJar<'_>) -> Page {
+#[get("/login/mfa?<next>")]
+pub fn mfa_page(state: &State<AppState>, jar: &CookieJar<'_>, next: Option<&str>) -> Page {
     let Some(mfa_token) = jar.get(MFA_COOKIE).map(|c| c.value().to_string()) else {
         return Page::Redirect("/login".into());
     };
     jar.remove(Cookie::build(MFA_COOKIE).path("/login"));
     let csrf = pre_token(state, jar);
-    render(Status::Ok, &MfaPage { csrf, mfa_token, error: None })
+    render(Status::Ok, &MfaPage { csrf, next: safe_next(next).unwrap_or_default(), mfa_token, error: None })
 }
 
 #[post("/login/mfa", data = "<form>")]
@@ -282,26 +316,28 @@ pub async fn mfa_form(state: &State<AppState>, client: ClientInfo, jar: &CookieJ
         return bad_csrf(state, jar);
     }
     let csrf = pre_token(state, jar);
+    let next = safe_next(f.next.as_deref());
     match mfa_step(state, &client, f.mfa_token.clone(), f.code).await {
         Ok((user, method)) => {
             let details = json!({"email": user.email, "method": method, "via": "web", "step": "mfa"});
             match open_session(state, &client, jar, &user, details).await {
-                Ok(()) => Page::Redirect("/files".into()),
+                Ok(()) => Page::Redirect(next.unwrap_or_else(|| "/files".into())),
                 Err(e) => render(e.status, &login_view(state, csrf, String::new(), Some(e.message), None)),
             }
         }
         // A wrong code may be retried; an expired or used-up challenge means starting over.
-        Err(e) if e.code == "invalid_mfa_code" => {
-            render(e.status, &MfaPage { csrf, mfa_token: f.mfa_token, error: Some(e.message) })
-        }
+        Err(e) if e.code == "invalid_mfa_code" => render(
+            e.status,
+            &MfaPage { csrf, next: next.unwrap_or_default(), mfa_token: f.mfa_token, error: Some(e.message) },
+        ),
         Err(e) => render(e.status, &login_view(state, csrf, String::new(), Some(e.message), None)),
     }
 }
 
 /// Starts an OpenID Connect sign-in for the web UI: marks the browser, then hands over to the
 /// API's `/api/auth/login/{provider}`.
-#[get("/login/oidc/<provider>")]
-pub fn oidc_start(state: &State<AppState>, jar: &CookieJar<'_>, provider: &str) -> Page {
+#[get("/login/oidc/<provider>?<next>")]
+pub fn oidc_start(state: &State<AppState>, jar: &CookieJar<'_>, provider: &str, next: Option<&str>) -> Page {
     if state.plugins.oauth_provider(provider).is_none() {
         let csrf = pre_token(state, jar);
         return render(
@@ -315,7 +351,9 @@ pub fn oidc_start(state: &State<AppState>, jar: &CookieJar<'_>, provider: &str) 
             ),
         );
     }
-    jar.add(flow_cookie(state, OAUTH_MARKER, "1".into(), "/api/auth/callback"));
+    // The marker carries where to go afterwards (a checked local path; "/" when none).
+    let to = safe_next(next).unwrap_or_else(|| "/".into());
+    jar.add(flow_cookie(state, OAUTH_MARKER, crate::http::percent_encode(&to), "/api/auth/callback"));
     Page::Redirect(format!("/api/auth/login/{}", crate::http::percent_encode(provider)))
 }
 
@@ -326,14 +364,16 @@ pub(crate) async fn oidc_finished(
     jar: &CookieJar<'_>,
     provider: &str,
     done: ApiResult<Finished>,
+    marker: &str,
 ) -> Page {
+    let next = percent_decode(marker).and_then(|m| safe_next(Some(&m))).filter(|n| n != "/");
     match done {
         Ok(Finished::Done(user, mut who)) => {
             if let Some(o) = who.as_object_mut() {
                 o.insert("via".into(), json!("web"));
             }
             match open_session(state, client, jar, &user, who).await {
-                Ok(()) => render(Status::Ok, &ContinuePage { to: "/files".into() }),
+                Ok(()) => render(Status::Ok, &ContinuePage { to: next.unwrap_or_else(|| "/files".into()) }),
                 Err(e) => {
                     let csrf = pre_token(state, jar);
                     render(e.status, &login_view(state, csrf, String::new(), Some(e.message), None))
@@ -342,7 +382,11 @@ pub(crate) async fn oidc_finished(
         }
         Ok(Finished::Mfa(token)) => {
             jar.add(flow_cookie(state, MFA_COOKIE, token, "/login"));
-            render(Status::Ok, &ContinuePage { to: "/login/mfa".into() })
+            let to = match next {
+                Some(n) => format!("/login/mfa?next={}", crate::http::percent_encode(&n)),
+                None => "/login/mfa".into(),
+            };
+            render(Status::Ok, &ContinuePage { to })
         }
         Err(e) => {
             let csrf = pre_token(state, jar);
@@ -466,8 +510,35 @@ pub async fn logout(
     Page::Redirect("/login".into())
 }
 
-async fn app_page(state: &AppState, who: Web, active: &'static str, title: &'static str, script: &'static str) -> Page {
-    let Web::SignedIn(s) = who else { return Page::Redirect("/login".into()) };
+/// Percent-decoding of a cookie value this module encoded.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn app_page(
+    state: &AppState,
+    who: Web,
+    here: &str,
+    active: &'static str,
+    title: &'static str,
+    script: &'static str,
+) -> Page {
+    let Web::SignedIn(s) = who else {
+        return Page::Redirect(format!("/login?next={}", crate::http::percent_encode(here)));
+    };
     // The page's script connects with `/ws?after=<this>`: whatever happens between this render
     // and the connection is replayed, not lost.
     let uid = s.user_id.clone();
@@ -478,32 +549,33 @@ async fn app_page(state: &AppState, who: Web, active: &'static str, title: &'sta
 
 #[get("/files")]
 pub async fn files_page(state: &State<AppState>, who: Web) -> Page {
-    app_page(state, who, "files", "Files", "files.js").await
+    app_page(state, who, "/files", "files", "Files", "files.js").await
 }
 
 #[get("/chat")]
 pub async fn chat_page(state: &State<AppState>, who: Web) -> Page {
-    app_page(state, who, "chat", "Chat", "chat.js").await
+    app_page(state, who, "/chat", "chat", "Chat", "chat.js").await
 }
 
 #[get("/meetings")]
 pub async fn meetings_page(state: &State<AppState>, who: Web) -> Page {
-    app_page(state, who, "meetings", "Meetings", "meetings.js").await
+    app_page(state, who, "/meetings", "meetings", "Meetings", "meetings.js").await
 }
 
 #[get("/account")]
 pub async fn account_page(state: &State<AppState>, who: Web) -> Page {
-    app_page(state, who, "account", "Account", "account.js").await
+    app_page(state, who, "/account", "account", "Account", "account.js").await
 }
 
 /// The links in e-mails: `/files/{id}` and `/meetings/{id}` open the page on that item (the
 /// script reads the id from the address).
-#[get("/files/<_id>")]
-pub async fn file_link(state: &State<AppState>, who: Web, _id: &str) -> Page {
-    app_page(state, who, "files", "Files", "files.js").await
+#[get("/files/<id>")]
+pub async fn file_link(state: &State<AppState>, who: Web, id: &str) -> Page {
+    app_page(state, who, &format!("/files/{}", crate::http::percent_encode(id)), "files", "Files", "files.js").await
 }
 
-#[get("/meetings/<_id>")]
-pub async fn meeting_link(state: &State<AppState>, who: Web, _id: &str) -> Page {
-    app_page(state, who, "meetings", "Meetings", "meetings.js").await
+#[get("/meetings/<id>")]
+pub async fn meeting_link(state: &State<AppState>, who: Web, id: &str) -> Page {
+    let here = format!("/meetings/{}", crate::http::percent_encode(id));
+    app_page(state, who, &here, "meetings", "Meetings", "meetings.js").await
 }

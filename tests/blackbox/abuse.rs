@@ -1,0 +1,376 @@
+//! Abuse resistance over the real API: automatic responses to an alert (an address blocked
+//! after credential stuffing, then expiring or lifted), the break-glass paths.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::auth::{admin_token, get, PASSWORD};
+use crate::harness::{policy_dir_with, run_cli, Backend, Server, TestDb};
+
+const POLICY: &str = r#"
+[lockout]
+max_failures = 50
+ip_free_failures = 100
+
+[anomaly]
+poll_secs = 1
+dedup_secs = 1
+
+[anomaly.credential_stuffing]
+enabled = true
+window_secs = 600
+threshold = 3
+
+[responses.credential_stuffing]
+action = "block_ip"
+duration_secs = 6
+
+# Budgets would cut the polling below short; the floods test covers them.
+[rate_limits]
+enabled = false
+"#;
+
+/// A sign-in attempt as a client behind the trusted proxy at `ip`.
+fn login_from(srv: &Server, ip: &str, email: &str, password: &str) -> crate::harness::Resp {
+    let body = json!({"email": email, "password": password}).to_string();
+    srv.request(
+        "POST",
+        "/api/auth/login",
+        &[("Content-Type", "application/json"), ("X-Forwarded-For", ip)],
+        Some(body.as_bytes()),
+    )
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn credential_stuffing_blocks_that_address_only_until_it_expires_or_is_lifted() {
+    let policy = policy_dir_with(POLICY);
+    let srv = Server::start_with(
+        TestDb::new(Backend::Sqlite),
+        &[
+            ("SECCOLLAB_SECURITY__POLICY_DIR", policy.path().to_str().unwrap()),
+            ("SECCOLLAB_SERVER__TRUSTED_PROXIES", "[\"127.0.0.1/32\"]"),
+            ("SECCOLLAB_AUTH__REGISTRATION", "open"),
+        ],
+    );
+    let admin = admin_token(&srv);
+    crate::auth::register(&srv, "real@example.org");
+    let attacker = "203.0.113.66";
+    let bystander = "198.51.100.7";
+
+    // Stuffing: failures for three accounts from one address.
+    for who in ["a@example.org", "b@example.org", "real@example.org"] {
+        assert_eq!(login_from(&srv, attacker, who, "Password123!").status, 401);
+    }
+    // Within a few seconds the rule fires and the response blocks the address.
+    wait_until("the block", 15, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 403);
+    let r = login_from(&srv, attacker, "real@example.org", PASSWORD);
+    r.assert_error(403, "ip_blocked");
+    let retry: u64 = r.header("Retry-After").expect("Retry-After").parse().unwrap();
+    assert!((1..=6).contains(&retry), "{retry}");
+    // Every route, not only sign-in; even the right password.
+    let h = srv.request("GET", "/api/health", &[("X-Forwarded-For", attacker)], None);
+    assert_eq!(h.status, 403);
+    // Anyone else is unaffected.
+    assert_eq!(login_from(&srv, bystander, "real@example.org", PASSWORD).status, 200);
+
+    // The response is audited and listed for admins, with the alert it answers.
+    let blocks = get(&srv, "/api/admin/blocks", &admin).json();
+    assert_eq!(blocks["blocks"][0]["ip"], attacker, "{blocks}");
+    assert_eq!(blocks["blocks"][0]["active"], true);
+    assert_eq!(blocks["blocks"][0]["reason"], "credential_stuffing");
+    assert!(blocks["blocks"][0]["alert_id"].is_string());
+    let n: i64 = srv.db.sql("SELECT count(*) FROM audit_log WHERE action = 'security.response'").parse().unwrap();
+    assert_eq!(n, 1);
+
+    // It expires on time.
+    wait_until("the expiry", 12, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 200);
+
+    // Again, then lifted by an admin before it expires (the undo).
+    for who in ["c@example.org", "d@example.org", "e@example.org"] {
+        login_from(&srv, attacker, who, "Password123!");
+    }
+    wait_until("the second block", 15, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 403);
+    let blocks = get(&srv, "/api/admin/blocks", &admin).json();
+    let id = blocks["blocks"].as_array().unwrap().iter().find(|b| b["active"] == true).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let user_tok = crate::auth::login(&srv, "real@example.org", PASSWORD).json()["token"].as_str().unwrap().to_string();
+    let r = srv.request(
+        "DELETE",
+        &format!("/api/admin/blocks/{id}"),
+        &[("Authorization", &format!("Bearer {user_tok}"))],
+        None,
+    );
+    r.assert_error(403, "forbidden");
+    let r = srv.request(
+        "DELETE",
+        &format!("/api/admin/blocks/{id}"),
+        &[("Authorization", &format!("Bearer {admin}"))],
+        None,
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(login_from(&srv, attacker, "real@example.org", PASSWORD).status, 200);
+    let r = srv.request(
+        "DELETE",
+        &format!("/api/admin/blocks/{id}"),
+        &[("Authorization", &format!("Bearer {admin}"))],
+        None,
+    );
+    r.assert_error(404, "block_not_found");
+    assert_eq!(srv.db.sql("SELECT count(*) FROM audit_log WHERE action = 'security.ip_unblock'"), "1");
+
+    // A third time, lifted from the command line (break-glass, the server keeps running).
+    for who in ["f@example.org", "g@example.org", "h@example.org"] {
+        login_from(&srv, attacker, who, "Password123!");
+    }
+    wait_until("the third block", 15, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 403);
+    let (code, out, err) = run_cli(&srv.db.env(), &["security", "unblock", "--ip", attacker], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("lifted 1 block"), "{out}");
+    wait_until("the CLI lift", 10, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 200);
+}
+
+#[test]
+fn loopback_is_never_blocked_and_bad_response_policies_are_refused() {
+    // Stuffing from the server itself (no proxy): alerted, never blocked (break-glass).
+    let policy = policy_dir_with(POLICY);
+    let srv = Server::start_with(
+        TestDb::new(Backend::Sqlite),
+        &[("SECCOLLAB_SECURITY__POLICY_DIR", policy.path().to_str().unwrap())],
+    );
+    let admin = admin_token(&srv);
+    for who in ["a@example.org", "b@example.org", "c@example.org"] {
+        assert_eq!(crate::auth::login(&srv, who, "Password123!").status, 401);
+    }
+    wait_until("the alert", 15, || {
+        get(&srv, "/api/admin/alerts", &admin).json()["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "credential_stuffing")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(crate::auth::login(&srv, "root@example.org", PASSWORD).status, 200);
+    assert_eq!(get(&srv, "/api/admin/blocks", &admin).json()["blocks"].as_array().unwrap().len(), 0);
+
+    // A response that does not fit its rule: the server refuses to start, naming the key.
+    let bad = policy_dir_with("[responses.exfiltration]\naction = \"block_ip\"\nduration_secs = 5\n");
+    let db = TestDb::new(Backend::Sqlite);
+    let mut env = db.env();
+    env.push(("SECCOLLAB_SECURITY__POLICY_DIR".into(), bad.path().to_str().unwrap().into()));
+    let (code, _, err) = run_cli(&env, &["serve"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("responses.exfiltration"), "{err}");
+}
+
+#[test]
+fn quota_overruns_and_too_many_parallel_uploads_are_refused_with_nothing_stored() {
+    let policy = policy_dir_with("[upload]\nquota_bytes_per_user = 100000\nmax_concurrent_per_user = 1\n");
+    let srv = Server::start_with(
+        TestDb::new(Backend::Sqlite),
+        &[
+            ("SECCOLLAB_SECURITY__POLICY_DIR", policy.path().to_str().unwrap()),
+            ("SECCOLLAB_AUTH__REGISTRATION", "open"),
+        ],
+    );
+    let u = crate::auth::user_token(&srv, "q@example.org");
+    let tok = u["token"].as_str().unwrap().to_string();
+    let first = crate::files::upload(&srv, &tok, "a.bin", &vec![7u8; 60_000]);
+    let first_id = first["file_id"].as_str().unwrap().to_string();
+    let objects = srv.db.objects().keys().len();
+
+    // 60 kB more would make 120 kB of a 100 kB quota: refused, nothing stored.
+    let body = crate::files::multipart("b.bin", "application/octet-stream", &vec![8u8; 60_000], None);
+    let r = crate::files::upload_raw(&srv, &tok, &body);
+    r.assert_error(507, "quota_exceeded");
+    assert_eq!(srv.db.sql("SELECT count(*) FROM files"), "1");
+    assert_eq!(srv.db.objects().keys().len(), objects, "no object left behind");
+    // What fits still goes in; deleting frees the space.
+    assert_eq!(
+        crate::files::upload_raw(
+            &srv,
+            &tok,
+            &crate::files::multipart("c.bin", "application/octet-stream", &vec![9u8; 30_000], None)
+        )
+        .status,
+        201
+    );
+    let r =
+        srv.request("DELETE", &format!("/api/files/{first_id}"), &[("Authorization", &format!("Bearer {tok}"))], None);
+    assert_eq!(r.status, 204);
+    assert_eq!(crate::files::upload_raw(&srv, &tok, &body).status, 201);
+
+    // One upload in flight (a client sending slowly): a second one is refused with 429.
+    use std::io::Write;
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    let boundary = "slowboundary";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    );
+    write!(
+        slow,
+        "POST /api/files/upload HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {tok}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 20000\r\n\r\n{head}"
+    )
+    .unwrap();
+    slow.write_all(&[1u8; 1000]).unwrap();
+    slow.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let small = crate::files::multipart("d.bin", "application/octet-stream", b"tiny", None);
+    let r = crate::files::upload_raw(&srv, &tok, &small);
+    r.assert_error(429, "too_many_uploads");
+    assert!(r.header("Retry-After").is_some());
+    // Another user is not affected.
+    let other = crate::auth::user_token(&srv, "other@example.org");
+    assert_eq!(crate::files::upload_raw(&srv, other["token"].as_str().unwrap(), &small).status, 201);
+    // The slow client goes away: the slot is free again.
+    drop(slow);
+    wait_until("the slot freed", 10, || crate::files::upload_raw(&srv, &tok, &small).status == 201);
+}
+
+const LIMITS: &str = r#"
+[rate_limits.auth]
+per_user_per_minute = 0
+per_ip_per_minute = 30
+burst = 3
+
+[rate_limits.upload]
+per_user_per_minute = 30
+per_ip_per_minute = 6000
+burst = 3
+
+[rate_limits.admin]
+per_user_per_minute = 60
+per_ip_per_minute = 6000
+burst = 10
+
+[rate_limits.ws]
+per_user_per_minute = 30
+per_ip_per_minute = 6000
+burst = 3
+
+[rate_limits.api]
+per_user_per_minute = 6000
+per_ip_per_minute = 60000
+burst = 20
+"#;
+
+fn p99(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[(v.len() * 99 / 100).min(v.len() - 1)]
+}
+
+#[test]
+fn floods_of_each_route_class_get_429_while_others_are_unaffected() {
+    let policy = policy_dir_with(LIMITS);
+    let srv = Server::start_with(
+        TestDb::new(Backend::Sqlite),
+        &[
+            ("SECCOLLAB_SECURITY__POLICY_DIR", policy.path().to_str().unwrap()),
+            ("SECCOLLAB_SERVER__TRUSTED_PROXIES", "[\"127.0.0.1/32\"]"),
+            ("SECCOLLAB_AUTH__REGISTRATION", "open"),
+        ],
+    );
+    let admin = admin_token(&srv);
+    let a = crate::auth::user_token(&srv, "flood@example.org")["token"].as_str().unwrap().to_string();
+    let b = crate::auth::user_token(&srv, "calm@example.org")["token"].as_str().unwrap().to_string();
+    let me = |t: &str| srv.request("GET", "/api/auth/me", &[("Authorization", &format!("Bearer {t}"))], None);
+
+    // B's latency alone, then while A floods from several threads.
+    let timed = |n: usize| -> Vec<Duration> {
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                assert_eq!(me(&b).status, 200);
+                std::thread::sleep(Duration::from_millis(20)); // within B's own budget
+                t.elapsed() - Duration::from_millis(20)
+            })
+            .collect()
+    };
+    let unloaded = p99(timed(40));
+    let (refused, loaded) = std::thread::scope(|s| {
+        let floods: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut refused = 0;
+                    for _ in 0..150 {
+                        let r = me(&a);
+                        if r.status == 429 {
+                            r.assert_error(429, "rate_limited");
+                            assert!(r.header("Retry-After").is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s >= 1)));
+                            refused += 1;
+                        } else {
+                            assert_eq!(r.status, 200);
+                        }
+                    }
+                    refused
+                })
+            })
+            .collect();
+        let loaded = p99(timed(40));
+        (floods.into_iter().map(|h| h.join().unwrap()).sum::<usize>(), loaded)
+    });
+    assert!(refused >= 100, "the flood was cut: {refused} of 450 refused");
+    eprintln!(
+        "calm user's p99: {unloaded:?} unloaded, {loaded:?} during the flood ({refused} of 450 flood requests refused)"
+    );
+
+    // Sign-in floods are limited per address: the flooding address waits, another does not.
+    let login_from = |ip: &str| login_from(&srv, ip, "nobody@example.org", "wrong password!!");
+    let statuses: Vec<u16> = (0..8).map(|_| login_from("203.0.113.5").status).collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let r = login_from("203.0.113.5");
+    r.assert_error(429, "rate_limited");
+    let other = crate::abuse::login_from(&srv, "203.0.113.6", "someone-else@example.org", "wrong password!!");
+    assert_eq!(other.status, 401, "another address has its own budget");
+
+    // Uploads: a burst of 3, then 429 for this user only.
+    let small = crate::files::multipart("x.bin", "application/octet-stream", b"data", None);
+    let codes: Vec<u16> = (0..5).map(|_| crate::files::upload_raw(&srv, &a, &small).status).collect();
+    assert_eq!(&codes[..3], &[201, 201, 201], "{codes:?}");
+    assert_eq!(codes[4], 429, "{codes:?}");
+    assert_eq!(crate::files::upload_raw(&srv, &b, &small).status, 201);
+
+    // WebSocket connects.
+    let ws = |t: &str| {
+        let url = format!("{}/ws?token={t}", srv.base.replacen("http", "ws", 1));
+        match tungstenite::connect(url.as_str()) {
+            Ok((mut s, _)) => {
+                let _ = s.close(None);
+                101
+            }
+            Err(tungstenite::Error::Http(r)) => r.status().as_u16(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let codes: Vec<u16> = (0..5).map(|_| ws(&a)).collect();
+    assert_eq!(codes[4], 429, "{codes:?}");
+    assert_eq!(ws(&b), 101);
+
+    // Admin routes.
+    let codes: Vec<u16> = (0..15).map(|_| get(&srv, "/api/admin/users", &admin).status).collect();
+    assert!(codes.contains(&429), "{codes:?}");
+
+    // Counted in /metrics by class and budget.
+    let m = srv.get("/metrics").text();
+    for line in [
+        "seccollab_rate_limited_total{class=\"api\",scope=\"user\"}",
+        "seccollab_rate_limited_total{class=\"auth\",scope=\"ip\"}",
+        "seccollab_rate_limited_total{class=\"upload\",scope=\"user\"}",
+        "seccollab_rate_limited_total{class=\"ws\",scope=\"user\"}",
+        "seccollab_rate_limited_total{class=\"admin\",scope=\"user\"}",
+    ] {
+        assert!(m.contains(line), "{line} missing from /metrics");
+    }
+    let _ = PASSWORD;
+}
