@@ -157,7 +157,8 @@ impl Progress {
 
 /// The configured object store (`storage.backend`: local or a storage plugin).
 fn storage(cfg: &Config) -> Result<std::sync::Arc<dyn seccollab_plugin_api::StorageBackend>, String> {
-    crate::plugins::Registry::load_storage(cfg).storage_backend(cfg).map_err(|e| format!("storage: {e}"))
+    let s = crate::plugins::Registry::load_storage(cfg).storage_backend(cfg).map_err(|e| format!("storage: {e}"))?;
+    Ok(s)
 }
 
 fn pg_tool(name: &str) -> Result<PathBuf, String> {

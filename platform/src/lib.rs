@@ -68,11 +68,19 @@ pub struct AppState {
     pub blocks: Arc<security::responses::Blocks>,
     /// Uploads in flight per user (`upload.max_concurrent_per_user`).
     pub upload_slots: Arc<files::routes::UploadSlots>,
+    /// The storage backend's circuit breaker (`plugins::GuardedStorage`).
+    pub storage_breaker: Arc<plugins::Breaker>,
     /// Request budgets by route class (`[rate_limits]`).
     pub limiter: Arc<security::ratelimit::RateLimiter>,
 }
 
 impl AppState {
+    /// 503 for a storage failure: `Retry-After` is the breaker's pause when it is open.
+    pub fn storage_unavailable(&self) -> http::ApiError {
+        let secs = self.storage_breaker.open_for().map(|d| d.as_secs() + 1).unwrap_or(5);
+        http::ApiError::unavailable("storage is unavailable; try again shortly", secs)
+    }
+
     /// Sessions were revoked: forget them in the cache and close their WebSockets.
     pub fn sessions_revoked(&self, sids: &[String]) {
         self.sessions.forget(sids);
@@ -206,7 +214,9 @@ fn open_state_inner(cfg: Config, with_plugins: bool) -> Result<AppState, StartEr
     let audit = AuditLog::start(db.clone(), cfg.audit.batch_max, cfg.audit.queue_capacity);
     let yara = security::scan::YaraScanner::load(&cfg.security.policy_dir.join("yara")).map_err(StartError::Policy)?;
     let plugins = if with_plugins { plugins::Registry::load(&cfg) } else { plugins::Registry::load_storage(&cfg) };
-    let storage = plugins.storage_backend(&cfg).map_err(StartError::Storage)?;
+    let guarded = plugins.storage_backend(&cfg).map_err(StartError::Storage)?;
+    let storage_breaker = guarded.breaker.clone();
+    let storage: Arc<dyn seccollab_plugin_api::StorageBackend> = guarded;
     let scanner = security::scan::ScanService::new(Arc::new(yara), policy.scan.max_bytes, policy.scan.workers)
         .with_plugins(&plugins.scanners);
     let plugin_notify = Arc::new(plugins::Dispatcher::start(&plugins.notifiers));
@@ -237,6 +247,7 @@ fn open_state_inner(cfg: Config, with_plugins: bool) -> Result<AppState, StartEr
         blocks: Arc::new(security::responses::Blocks::default()),
         upload_slots: Arc::new(files::routes::UploadSlots::default()),
         limiter: Arc::new(security::ratelimit::RateLimiter::default()),
+        storage_breaker,
     };
     Ok(state)
 }

@@ -71,7 +71,7 @@ fn credential_stuffing_blocks_that_address_only_until_it_expires_or_is_lifted() 
         assert_eq!(login_from(&srv, attacker, who, "Password123!").status, 401);
     }
     // Within a few seconds the rule fires and the response blocks the address.
-    wait_until("the block", 15, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 403);
+    wait_until("the block", 40, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 403);
     let r = login_from(&srv, attacker, "real@example.org", PASSWORD);
     r.assert_error(403, "ip_blocked");
     let retry: u64 = r.header("Retry-After").expect("Retry-After").parse().unwrap();
@@ -92,13 +92,13 @@ fn credential_stuffing_blocks_that_address_only_until_it_expires_or_is_lifted() 
     assert_eq!(n, 1);
 
     // It expires on time.
-    wait_until("the expiry", 12, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 200);
+    wait_until("the expiry", 30, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 200);
 
     // Again, then lifted by an admin before it expires (the undo).
     for who in ["c@example.org", "d@example.org", "e@example.org"] {
         login_from(&srv, attacker, who, "Password123!");
     }
-    wait_until("the second block", 15, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 403);
+    wait_until("the second block", 40, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 403);
     let blocks = get(&srv, "/api/admin/blocks", &admin).json();
     let id = blocks["blocks"].as_array().unwrap().iter().find(|b| b["active"] == true).unwrap()["id"]
         .as_str()
@@ -133,11 +133,11 @@ fn credential_stuffing_blocks_that_address_only_until_it_expires_or_is_lifted() 
     for who in ["f@example.org", "g@example.org", "h@example.org"] {
         login_from(&srv, attacker, who, "Password123!");
     }
-    wait_until("the third block", 15, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 403);
+    wait_until("the third block", 40, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 403);
     let (code, out, err) = run_cli(&srv.db.env(), &["security", "unblock", "--ip", attacker], None);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("lifted 1 block"), "{out}");
-    wait_until("the CLI lift", 10, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 200);
+    wait_until("the CLI lift", 30, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 200);
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn loopback_is_never_blocked_and_bad_response_policies_are_refused() {
     for who in ["a@example.org", "b@example.org", "c@example.org"] {
         assert_eq!(crate::auth::login(&srv, who, "Password123!").status, 401);
     }
-    wait_until("the alert", 15, || {
+    wait_until("the alert", 40, || {
         get(&srv, "/api/admin/alerts", &admin).json()["alerts"]
             .as_array()
             .unwrap()
@@ -373,4 +373,124 @@ fn floods_of_each_route_class_get_429_while_others_are_unaffected() {
         assert!(m.contains(line), "{line} missing from /metrics");
     }
     let _ = PASSWORD;
+}
+
+/// A private `moto_server` (from the venv `./tests/run` prepares) that the test can pause.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Self {
+        let python = std::env::var("SECCOLLAB_TEST_PYTHON").expect(
+            "SECCOLLAB_TEST_PYTHON must name the test venv's python (./tests/run sets it; it has moto[server])",
+        );
+        let bin = std::path::Path::new(&python).parent().unwrap().join("moto_server");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+        let endpoint = format!("http://127.0.0.1:{port}");
+        wait_until("moto", 30, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        let (st, body) = crate::harness::s3_request("PUT", &format!("{endpoint}/resilience"), None);
+        assert!(st == 200 || st == 409, "{st} {}", String::from_utf8_lossy(&body));
+        Self { child, endpoint }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_unreachable_object_store_opens_the_breaker_and_recovers_without_partial_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let moto = Moto::start();
+    let db = TestDb::new(Backend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = std::path::Path::new(crate::harness::BIN).parent().unwrap().join("libseccollab_s3.so");
+    assert!(src.exists(), "{} missing: `cargo build -p seccollab-s3` first (./tests/run does)", src.display());
+    let lib = plugins.join("libseccollab_s3.so");
+    std::fs::copy(&src, &lib).unwrap();
+    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = dir.path().join("seccollab.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[storage]\nbackend = \"s3\"\n\n[plugins]\ndir = \"{}\"\nbreaker_failures = 2\nbreaker_cooldown_secs = 3\n\n\
+             [plugins.enabled.s3.settings]\nurl = \"s3://resilience/t\"\nfrom_env = false\nmax_retries = 1\n\
+             options = {{ endpoint = \"{}\", region = \"us-east-1\", access_key_id = \"test\", \
+             secret_access_key = \"test\", allow_http = \"true\", timeout = \"1s\", connect_timeout = \"1s\" }}\n",
+            plugins.display(),
+            moto.endpoint
+        ),
+    )
+    .unwrap();
+    let srv = Server::start_with(
+        db,
+        &[("SECCOLLAB_CONFIG", cfg.to_str().unwrap()), ("SECCOLLAB_AUTH__REGISTRATION", "open")],
+    );
+    let tok = crate::auth::user_token(&srv, "s@example.org")["token"].as_str().unwrap().to_string();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let first = crate::files::upload(&srv, &tok, "kept.bin", &data)["file_id"].as_str().unwrap().to_string();
+    assert_eq!(crate::files::scanned(&srv, &tok, &first), "clean");
+
+    // The store stops answering (the process is paused: connections hang, as in an outage).
+    moto.signal("-STOP");
+    let body = crate::files::multipart("lost.bin", "application/octet-stream", &data, None);
+    let mut fast = None;
+    for attempt in 0..6 {
+        let t = Instant::now();
+        let r = crate::files::upload_raw(&srv, &tok, &body);
+        r.assert_error(503, "unavailable");
+        assert!(r.header("Retry-After").is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s >= 1)), "{:?}", r.headers);
+        if t.elapsed() < Duration::from_millis(300) {
+            fast = Some(attempt);
+            break;
+        }
+    }
+    let fast = fast.expect("after repeated failures the breaker answers at once");
+    assert!(fast >= 1, "the first failures waited for the store (retries), then the breaker opened");
+    assert!(srv.get("/metrics").text().contains("seccollab_storage_breaker_open 1"));
+    // Downloads fail fast too, with 503, instead of a cut-off body.
+    let r = crate::files::download(&srv, &tok, &first, None);
+    r.assert_error(503, "unavailable");
+    assert_eq!(srv.db.sql("SELECT count(*) FROM files"), "1", "no record of a failed upload");
+
+    // The store comes back: after the pause the breaker lets a trial through and closes.
+    moto.signal("-CONT");
+    wait_until("recovery", 30, || crate::files::upload_raw(&srv, &tok, &body).status == 201);
+    assert!(srv.get("/metrics").text().contains("seccollab_storage_breaker_open 0"));
+    let r = crate::files::download(&srv, &tok, &first, None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, data, "the earlier file is intact");
+    assert_eq!(srv.db.sql("SELECT count(*) FROM files"), "2");
+    // The store ends up with exactly the committed objects: writes it finished after the client
+    // gave up are deleted again (within seconds), nothing partial stays.
+    let keys = || {
+        let (st, list) =
+            crate::harness::s3_request("GET", &format!("{}/resilience?list-type=2&prefix=t/", moto.endpoint), None);
+        assert_eq!(st, 200);
+        String::from_utf8_lossy(&list).matches("<Key>").count()
+    };
+    wait_until("late writes cleaned up", 30, || keys() == 2);
+    let (st, uploads) = crate::harness::s3_request("GET", &format!("{}/resilience?uploads", moto.endpoint), None);
+    assert_eq!(st, 200);
+    assert!(!String::from_utf8_lossy(&uploads).contains("<UploadId>"), "no multipart upload left open");
 }

@@ -64,15 +64,16 @@ pub fn new_storage_key() -> String {
 /// Consumes plaintext chunks (`Some`) from `rx` until the end marker (`None`); stores the
 /// encrypted object. Only the explicit end marker commits: a channel that closes without it
 /// (client gone, malformed body) aborts, and so does any error, so nothing is left behind.
+#[allow(clippy::too_many_arguments)]
 pub fn store(
     storage: Arc<dyn StorageBackend>,
     master: [u8; 32],
     file_id: String,
+    storage_key: String,
     max: u64,
     blocked: Vec<String>,
     mut rx: mpsc::Receiver<Option<bytes::Bytes>>,
 ) -> Result<Stored, UploadError> {
-    let storage_key = new_storage_key();
     let dek = envelope::new_data_key();
     let mut enc = Encryptor::new(&dek);
     let mut writer = storage.put(&storage_key)?;
@@ -241,7 +242,7 @@ mod tests {
         let plain: Vec<u8> = (0..(3 * SEGMENT_SIZE + 100)).map(|i| (i % 253) as u8).collect();
         let (tx, rx) = mpsc::channel(4);
         let s2 = storage.clone();
-        let h = std::thread::spawn(move || store(s2, [1; 32], "f".into(), u64::MAX, vec![], rx));
+        let h = std::thread::spawn(move || store(s2, [1; 32], "f".into(), new_storage_key(), u64::MAX, vec![], rx));
         for c in plain.chunks(10_000) {
             tx.blocking_send(Some(bytes::Bytes::copy_from_slice(c))).unwrap();
         }

@@ -51,6 +51,19 @@ impl<'r> FromRequest<'r> for ContentLength {
     }
 }
 
+/// Deletes `key` a few times over the next minutes (best effort): after a storage outage an
+/// object the client gave up on can still land in the store, and nothing else names it.
+fn clean_up_later(state: &AppState, key: String) {
+    let storage = state.storage.clone();
+    tokio::spawn(async move {
+        for wait in [2u64, 10, 30, 120, 600] {
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            let (s, k) = (storage.clone(), key.clone());
+            let _ = tokio::task::spawn_blocking(move || s.delete(&k)).await;
+        }
+    });
+}
+
 fn quota_exceeded(quota: u64) -> ApiError {
     ApiError::new(
         Status::InsufficientStorage,
@@ -236,6 +249,9 @@ pub async fn receive_upload(
     let file_id = uuid::Uuid::now_v7().to_string();
     let mut form = UploadForm::default();
     let mut stored: Option<(String, pipeline::Stored)> = None;
+    // The key the object was being written under: after a storage failure a write the store
+    // finished late (it answered after the client gave up) must not stay behind.
+    let mut attempted_key: Option<String> = None;
     let malformed = |e: multer::Error| ApiError::invalid("body", format!("malformed multipart: {e}"));
     let result: ApiResult<()> = async {
         while let Some(mut field) = multipart.next_field().await.map_err(malformed)? {
@@ -264,8 +280,11 @@ pub async fn receive_upload(
                     let (tx, rx) = mpsc::channel::<Option<bytes::Bytes>>(4);
                     let (storage, master, fid) = (state.storage.clone(), state.keys.master, file_id.clone());
                     let blocked = state.policy.upload.blocked_types.clone();
-                    let worker =
-                        tokio::task::spawn_blocking(move || pipeline::store(storage, master, fid, max, blocked, rx));
+                    let key = pipeline::new_storage_key();
+                    attempted_key = Some(key.clone());
+                    let worker = tokio::task::spawn_blocking(move || {
+                        pipeline::store(storage, master, fid, key, max, blocked, rx)
+                    });
                     let mut feed_error = None;
                     // Pieces are gathered into 1 MiB hand-offs: each hand-off wakes the
                     // encryption and hashing threads, and with multer's small pieces those
@@ -322,7 +341,7 @@ pub async fn receive_upload(
                         UploadError::Blocked(m) => type_blocked(&m),
                         UploadError::Storage(e) => {
                             tracing::error!(error = %e, "storage failed during upload");
-                            ApiError::unavailable("storage is unavailable; try again shortly", 5)
+                            state.storage_unavailable()
                         }
                         UploadError::Envelope(e) => ApiError::internal("encryption", e),
                         UploadError::Incomplete => {
@@ -364,6 +383,9 @@ pub async fn receive_upload(
     if let Err(e) = result {
         if let Some((_, s)) = &stored {
             let _ = cleanup(state, s).await;
+        }
+        if let (Some(key), true) = (attempted_key, e.status == Status::ServiceUnavailable) {
+            clean_up_later(state, key);
         }
         state
             .audit
@@ -842,6 +864,23 @@ pub async fn download(
     let (start, end) = span.unwrap_or((0, size));
     let dek =
         super::data_key(&state.keys, &f).ok_or_else(|| ApiError::internal("download", "data key does not unwrap"))?;
+    // The object must be reachable before the answer starts: a storage outage is a 503 with
+    // Retry-After (at once while the breaker is open), not a cut-off body.
+    {
+        let (storage, key) = (state.storage.clone(), f.storage_key.clone());
+        match tokio::task::spawn_blocking(move || storage.stat(&key)).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) | Ok(Err(seccollab_plugin_api::StorageError::NotFound)) => {
+                tracing::error!(file_id = %f.id, "the file's object is missing from storage");
+                return Err(ApiError::internal("download", "object missing"));
+            }
+            Ok(Err(e)) => {
+                tracing::error!(file_id = %f.id, error = %e, "storage failed before a download");
+                return Err(state.storage_unavailable());
+            }
+            Err(e) => return Err(ApiError::internal("download", e)),
+        }
+    }
     let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
     let storage = state.storage.clone();
     let (key, fid, db) = (f.storage_key.clone(), f.id.clone(), state.db.clone());

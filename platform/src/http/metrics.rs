@@ -133,6 +133,17 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         }
         out.push_str(&state.limiter.render());
+        let b = &state.storage_breaker;
+        let _ = writeln!(
+            out,
+            "# HELP seccollab_storage_breaker_open 1 while the storage backend's circuit breaker is open.\n# TYPE seccollab_storage_breaker_open gauge\nseccollab_storage_breaker_open {}",
+            u8::from(b.health() == "paused")
+        );
+        let _ = writeln!(
+            out,
+            "# HELP seccollab_storage_failures_total Storage calls that failed.\n# TYPE seccollab_storage_failures_total counter\nseccollab_storage_failures_total {}",
+            b.failures.load(Ordering::Relaxed)
+        );
         out
     }
 }

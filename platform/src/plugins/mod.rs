@@ -119,6 +119,12 @@ impl Breaker {
         }
     }
 
+    /// How long the breaker stays open, if it is.
+    pub fn open_for(&self) -> Option<Duration> {
+        let t = self.lock().open_until?;
+        Some(t.saturating_duration_since(Instant::now()))
+    }
+
     pub fn last_error(&self) -> Option<String> {
         self.lock().last_error.clone()
     }
@@ -263,54 +269,118 @@ impl OAuthProvider for GuardedOAuth {
     }
 }
 
-/// A storage plugin with its calls counted for `/api/admin/plugins`. Storage calls are not
-/// run on a thread of their own (one per chunk would cost too much) and not refused by the
-/// breaker: the plugin's own request timeouts bound them, and a failed write already fails the
-/// upload cleanly. The breaker records failures so health shows `degraded`.
-struct CountedStorage {
+/// A storage backend behind a circuit breaker (plugins and the built-in local store alike).
+/// Calls are not run on a thread of their own (one per chunk would cost too much): the
+/// backend's own timeouts bound them, and a storage plugin retries transient failures itself
+/// with back-off and jitter (`s3`: `max_retries`). What still fails counts against the breaker:
+/// after `plugins.breaker_failures` transient failures in a row it opens, and every call fails
+/// fast (`StorageError::Transient`, so uploads and downloads answer 503 with `Retry-After`)
+/// until the pause is over; then one trial call closes it again or doubles the pause.
+pub struct GuardedStorage {
     name: String,
     inner: Arc<dyn StorageBackend>,
-    breaker: Arc<Breaker>,
+    pub breaker: Arc<Breaker>,
 }
 
-impl CountedStorage {
+impl GuardedStorage {
+    pub fn new(name: String, inner: Arc<dyn StorageBackend>, breaker: Arc<Breaker>) -> Self {
+        Self { name, inner, breaker }
+    }
+
+    fn admit(&self) -> Result<(), StorageError> {
+        self.breaker.admit().map_err(|left| {
+            StorageError::Transient(format!(
+                "storage backend `{}` is paused for {} s after repeated failures (circuit open)",
+                self.name,
+                left.as_secs() + 1
+            ))
+        })
+    }
+
     fn count<R>(&self, r: Result<R, StorageError>) -> Result<R, StorageError> {
-        self.breaker.calls.fetch_add(1, Ordering::Relaxed);
-        match &r {
-            Err(StorageError::NotFound) | Ok(_) => self.breaker.consecutive.store(0, Ordering::Relaxed),
-            Err(e) => {
-                self.breaker.failures.fetch_add(1, Ordering::Relaxed);
-                self.breaker.consecutive.fetch_add(1, Ordering::Relaxed);
-                self.breaker.lock().last_error = Some(e.to_string());
-                tracing::warn!(plugin = %self.name, error = %e, "storage call failed");
-            }
-        }
+        note(&self.name, &self.breaker, &r);
         r
     }
 }
 
-impl StorageBackend for CountedStorage {
+/// Feeds a storage call's outcome to the breaker: transient failures count towards opening it;
+/// a permanent failure (permissions, a bad key) is recorded but says nothing about availability.
+fn note<R>(name: &str, breaker: &Breaker, r: &Result<R, StorageError>) {
+    match r {
+        Ok(_) | Err(StorageError::NotFound) => {
+            if breaker.consecutive.load(Ordering::Relaxed) > 0 || breaker.health() == "paused" {
+                breaker.success();
+            }
+        }
+        Err(e @ StorageError::Transient(_)) => breaker.failure(name, &e.to_string()),
+        Err(e) => {
+            breaker.failures.fetch_add(1, Ordering::Relaxed);
+            breaker.lock().last_error = Some(e.to_string());
+            tracing::warn!(storage = %name, error = %e, "storage call failed");
+        }
+    }
+}
+
+/// An object being written, its failures fed to the breaker.
+struct GuardedWriter {
+    name: String,
+    inner: Box<dyn ObjectWriter>,
+    breaker: Arc<Breaker>,
+}
+
+impl ObjectWriter for GuardedWriter {
+    fn write(&mut self, buf: &[u8]) -> Result<(), StorageError> {
+        let r = self.inner.write(buf);
+        if r.is_err() {
+            note(&self.name, &self.breaker, &r);
+        }
+        r
+    }
+
+    fn commit(self: Box<Self>) -> Result<u64, StorageError> {
+        let r = self.inner.commit();
+        note(&self.name, &self.breaker, &r);
+        r
+    }
+
+    fn abort(self: Box<Self>) {
+        self.inner.abort();
+    }
+}
+
+impl StorageBackend for GuardedStorage {
     fn name(&self) -> &str {
         &self.name
     }
 
     fn put(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError> {
-        self.count(self.inner.put(key))
+        self.admit()?;
+        self.breaker.calls.fetch_add(1, Ordering::Relaxed);
+        let w = self.inner.put(key);
+        if w.is_err() {
+            return self.count(w);
+        }
+        let inner = w?;
+        Ok(Box::new(GuardedWriter { name: self.name.clone(), inner, breaker: self.breaker.clone() }))
     }
 
     fn get(&self, key: &str, offset: u64) -> Result<Box<dyn std::io::Read + Send>, StorageError> {
+        self.admit()?;
         self.count(self.inner.get(key, offset))
     }
 
     fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.admit()?;
         self.count(self.inner.delete(key))
     }
 
     fn stat(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        self.admit()?;
         self.count(self.inner.stat(key))
     }
 
     fn list(&self) -> Result<Vec<String>, StorageError> {
+        self.admit()?;
         self.count(self.inner.list())
     }
 }
@@ -349,19 +419,21 @@ pub struct Registry {
     pub scanners: Vec<Arc<dyn Scanner>>,
     pub notifiers: Vec<Arc<dyn Notifier>>,
     pub oauth: Vec<Arc<dyn OAuthProvider>>,
-    pub storage: Vec<Arc<dyn StorageBackend>>,
+    pub storage: Vec<Arc<GuardedStorage>>,
 }
 
 impl Registry {
     /// The storage backend `storage.backend` selects: the built-in local store or a loaded
     /// storage plugin. A plugin that failed to load is an error naming its reason: the server
     /// must not start on a store it cannot reach.
-    pub fn storage_backend(&self, cfg: &Config) -> Result<Arc<dyn StorageBackend>, String> {
+    pub fn storage_backend(&self, cfg: &Config) -> Result<Arc<GuardedStorage>, String> {
         let name = cfg.storage.backend.as_str();
         if name == "local" {
             let store = crate::files::local::LocalStorage::open(&cfg.storage.data_dir.join("objects"))
                 .map_err(|e| e.to_string())?;
-            return Ok(Arc::new(store));
+            let p = &cfg.plugins;
+            let breaker = Arc::new(Breaker::new(p.breaker_failures, Duration::from_secs(p.breaker_cooldown_secs)));
+            return Ok(Arc::new(GuardedStorage::new("local".into(), Arc::new(store), breaker)));
         }
         if let Some(s) = self.storage.iter().find(|s| s.name() == name) {
             return Ok(s.clone());
@@ -573,9 +645,7 @@ impl Registry {
                 breaker: breaker.clone(),
                 timeout,
             })),
-            Instance::Storage(inner) => {
-                self.storage.push(Arc::new(CountedStorage { name, inner, breaker: breaker.clone() }))
-            }
+            Instance::Storage(inner) => self.storage.push(Arc::new(GuardedStorage::new(name, inner, breaker.clone()))),
         }
         Ok(breaker)
     }

@@ -67,7 +67,7 @@ impl Default for RateLimitPolicy {
         Self {
             enabled: true,
             auth: l(0.0, 120.0, 30.0),
-            upload: l(600.0, 3000.0, 100.0),
+            upload: l(6000.0, 12000.0, 1000.0),
             admin: l(1200.0, 6000.0, 300.0),
             ws: l(120.0, 1200.0, 60.0),
             api: l(6000.0, 12000.0, 1000.0),
