@@ -289,6 +289,7 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
         let _ = state.db.q(move |c| security::responses::refresh(&st, c)).await;
     }
     security::responses::start(state.clone());
+    security::ratelimit::start_cleanup(state.clone());
     security::anomaly::start(state.clone());
     notify::email::Mailer::start(&state);
     if state.db.backend() == db::Backend::Postgres {

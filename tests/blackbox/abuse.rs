@@ -94,13 +94,20 @@ fn credential_stuffing_blocks_that_address_only_until_it_expires_or_is_lifted() 
     // It expires on time.
     wait_until("the expiry", 30, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 200);
 
-    // Again, then lifted by an admin before it expires (the undo).
+    // Again, from this address and from a second one: both blocked; one lifted by an admin
+    // before it expires (the undo), the other from the command line (break-glass).
+    let second = "203.0.113.99";
     for who in ["c@example.org", "d@example.org", "e@example.org"] {
-        login_from(&srv, attacker, who, "Password123!");
+        assert_eq!(login_from(&srv, attacker, who, "Password123!").status, 401);
+        assert_eq!(login_from(&srv, second, who, "Password123!").status, 401);
     }
     wait_until("the second block", 40, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 403);
+    wait_until("the block of the second address", 40, || {
+        login_from(&srv, second, "real@example.org", PASSWORD).status == 403
+    });
     let blocks = get(&srv, "/api/admin/blocks", &admin).json();
-    let id = blocks["blocks"].as_array().unwrap().iter().find(|b| b["active"] == true).unwrap()["id"]
+    let id = blocks["blocks"].as_array().unwrap().iter().find(|b| b["active"] == true && b["ip"] == attacker).unwrap()
+        ["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -120,6 +127,7 @@ fn credential_stuffing_blocks_that_address_only_until_it_expires_or_is_lifted() 
     );
     assert_eq!(r.status, 204);
     assert_eq!(login_from(&srv, attacker, "real@example.org", PASSWORD).status, 200);
+    assert_eq!(login_from(&srv, second, "real@example.org", PASSWORD).status, 403, "the other block stays");
     let r = srv.request(
         "DELETE",
         &format!("/api/admin/blocks/{id}"),
@@ -129,15 +137,10 @@ fn credential_stuffing_blocks_that_address_only_until_it_expires_or_is_lifted() 
     r.assert_error(404, "block_not_found");
     assert_eq!(srv.db.sql("SELECT count(*) FROM audit_log WHERE action = 'security.ip_unblock'"), "1");
 
-    // A third time, lifted from the command line (break-glass, the server keeps running).
-    for who in ["f@example.org", "g@example.org", "h@example.org"] {
-        login_from(&srv, attacker, who, "Password123!");
-    }
-    wait_until("the third block", 40, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 403);
-    let (code, out, err) = run_cli(&srv.db.env(), &["security", "unblock", "--ip", attacker], None);
+    let (code, out, err) = run_cli(&srv.db.env(), &["security", "unblock", "--ip", second], None);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("lifted 1 block"), "{out}");
-    wait_until("the CLI lift", 30, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 200);
+    wait_until("the CLI lift", 30, || login_from(&srv, second, "real@example.org", PASSWORD).status == 200);
 }
 
 #[test]
@@ -493,4 +496,41 @@ fn an_unreachable_object_store_opens_the_breaker_and_recovers_without_partial_fi
     let (st, uploads) = crate::harness::s3_request("GET", &format!("{}/resilience?uploads", moto.endpoint), None);
     assert_eq!(st, 200);
     assert!(!String::from_utf8_lossy(&uploads).contains("<UploadId>"), "no multipart upload left open");
+}
+
+#[test]
+fn rate_limits_hold_across_two_nodes_on_postgresql() {
+    let policy = policy_dir_with("[rate_limits.auth]\nper_user_per_minute = 0\nper_ip_per_minute = 6\nburst = 3\n");
+    let env = [
+        ("SECCOLLAB_SECURITY__POLICY_DIR", policy.path().to_str().unwrap()),
+        ("SECCOLLAB_SERVER__TRUSTED_PROXIES", "[\"127.0.0.1/32\"]"),
+    ];
+    let a = Server::start_with(TestDb::new(Backend::Postgres), &env);
+    let b = a.start_peer(&env);
+    // Not across a minute boundary: the shared count is per minute.
+    while std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 60 > 50 {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Ten sign-in attempts from one address, alternating between the nodes: each node alone
+    // sees five (within a node's own bucket of six), together they pass the budget of six.
+    let statuses: Vec<u16> = (0..10)
+        .map(|i| {
+            login_from(
+                if i % 2 == 0 { &a } else { &b },
+                "203.0.113.77",
+                &format!("u{i}@example.org"),
+                "wrong password!!",
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(&statuses[..6], &[401; 6], "{statuses:?}");
+    assert_eq!(&statuses[6..], &[429; 4], "{statuses:?}");
+    let r = login_from(&b, "203.0.113.77", "x@example.org", "wrong password!!");
+    r.assert_error(429, "rate_limited");
+    let secs: u64 = r.header("Retry-After").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&secs), "{secs}");
+    // Another address is unaffected on either node.
+    assert_eq!(login_from(&a, "203.0.113.78", "y@example.org", "wrong password!!").status, 401);
+    assert_eq!(login_from(&b, "203.0.113.78", "z@example.org", "wrong password!!").status, 401);
 }

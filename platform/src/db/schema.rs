@@ -337,3 +337,12 @@ diesel::table! {
         lifted_by -> Nullable<Text>,
     }
 }
+
+diesel::table! {
+    /// Shared request counts per budget key and minute (PostgreSQL installations).
+    rate_counters (key, window_start) {
+        key -> Text,
+        window_start -> BigInt,
+        count -> BigInt,
+    }
+}

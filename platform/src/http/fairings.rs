@@ -57,9 +57,25 @@ impl Fairing for HttpLayer {
             .or_else(|| req.cookies().get(crate::web::COOKIE).map(|c| c.value().to_string()))
             .or_else(|| req.cookies().get(crate::admin::COOKIE).map(|c| c.value().to_string()));
         let exempt = state.policy.responses.never_block.iter().any(|n| n.contains(&ip));
-        if let Err((secs, scope)) =
+        let verdict = if !state.policy.rate_limits.enabled {
+            Ok(())
+        } else if state.db.backend() == crate::db::Backend::Postgres {
+            // Shared by every node: one atomic count per budget key and minute.
+            let keys =
+                ratelimit::shared_keys(&state.policy.rate_limits, class, credential.as_deref(), Some(ip), exempt);
+            let now = crate::time::now_micros() / 1_000_000;
+            match state.db.q(move |c| ratelimit::check_shared(c, &keys, now)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err((secs, scope))) => Err(state.limiter.note_limited(class, scope, secs)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "rate limit counters unavailable; letting the request through");
+                    Ok(())
+                }
+            }
+        } else {
             state.limiter.check(&state.policy.rate_limits, class, credential.as_deref(), Some(ip), exempt)
-        {
+        };
+        if let Err((secs, scope)) = verdict {
             req.local_cache(|| ratelimit::LimitedFor(Some((secs, class.as_str(), scope))));
             req.set_method(rocket::http::Method::Get);
             req.set_uri(rocket::http::uri::Origin::parse(ratelimit::LIMITED_PATH).expect("path"));

@@ -9,7 +9,13 @@
 //! have their own per-user limiter (`messages.send_rate_per_sec`) and are not counted here.
 //! Addresses in `responses.never_block` (loopback by default) have no per-address budget, so a
 //! reverse proxy on the same machine must be listed in `server.trusted_proxies` (it should be
-//! anyway). Buckets live in this process: with several nodes each enforces its own budget.
+//! anyway).
+//!
+//! On SQLite (one process) the buckets live in memory. On PostgreSQL, where several nodes may
+//! serve behind a balancer, the counts are shared: one row per budget key and minute in
+//! `rate_counters`, incremented atomically (`INSERT … ON CONFLICT … DO UPDATE … RETURNING`),
+//! refused above `max(per_minute, bucket size)` until the minute ends. If the database cannot
+//! be asked, the request passes (the limits protect the service; they must not take it down).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -185,6 +191,11 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Counts one refusal for `/metrics`.
+    pub fn note_limited(&self, class: Class, scope: &'static str, secs: u64) -> (u64, &'static str) {
+        self.count(class, scope, secs)
+    }
+
     fn count(&self, class: Class, scope: &'static str, secs: u64) -> (u64, &'static str) {
         *self.limited.lock().unwrap_or_else(|e| e.into_inner()).entry((class, scope)).or_default() += 1;
         (secs, scope)
@@ -203,6 +214,80 @@ impl RateLimiter {
         }
         out
     }
+}
+
+/// The budget keys of a request: `(key, limit per minute, scope)`.
+pub fn shared_keys(
+    p: &RateLimitPolicy,
+    class: Class,
+    credential: Option<&str>,
+    ip: Option<IpAddr>,
+    ip_exempt: bool,
+) -> Vec<(String, i64, &'static str)> {
+    let l = p.limit(class);
+    let mut keys = Vec::new();
+    if let Some(c) = credential.filter(|_| l.per_user_per_minute > 0.0) {
+        let h = Sha256::digest(c.as_bytes());
+        let k = format!("{}:u:{}", class.as_str(), h.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>());
+        keys.push((k, l.per_user_per_minute.max(l.burst) as i64, "user"));
+    }
+    if let (Some(ip), false, true) = (ip, ip_exempt, l.per_ip_per_minute > 0.0) {
+        keys.push((format!("{}:i:{ip}", class.as_str()), l.per_ip_per_minute.max(l.burst * 2.0) as i64, "ip"));
+    }
+    keys
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// Counts one request against each shared key in this minute's window (PostgreSQL);
+/// `Err((seconds to the next window, scope))` when a count passes its limit.
+pub fn check_shared(
+    conn: &mut crate::db::DbConnection,
+    keys: &[(String, i64, &'static str)],
+    now_secs: i64,
+) -> diesel::QueryResult<Result<(), (u64, &'static str)>> {
+    use diesel::sql_types::{BigInt, Text};
+    use diesel::RunQueryDsl;
+    let window = now_secs - now_secs.rem_euclid(60);
+    for (key, limit, scope) in keys {
+        let c: Count = diesel::sql_query(
+            "INSERT INTO rate_counters (key, window_start, count) VALUES ($1, $2, 1) \
+             ON CONFLICT (key, window_start) DO UPDATE SET count = rate_counters.count + 1 RETURNING count AS n",
+        )
+        .bind::<Text, _>(key)
+        .bind::<BigInt, _>(window)
+        .get_result(conn)?;
+        if c.n > *limit {
+            return Ok(Err(((window + 60 - now_secs).max(1) as u64, *scope)));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Deletes the counts of windows that ended (PostgreSQL), every minute.
+pub fn start_cleanup(state: crate::AppState) {
+    if state.db.backend() != crate::db::Backend::Postgres {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let before = (crate::time::now_micros() / 1_000_000) - 120;
+            let _ = state
+                .db
+                .q(move |c| {
+                    use crate::db::schema::rate_counters as rc;
+                    use diesel::prelude::*;
+                    diesel::delete(rc::table.filter(rc::window_start.lt(before))).execute(c)
+                })
+                .await;
+        }
+    });
 }
 
 /// Where the HTTP layer routes a request over its budget.
