@@ -23,24 +23,18 @@ use rocket::Request;
 
 use crate::auth::browser::{self, BrowserSession};
 use crate::auth::CurrentActor;
-use crate::crypto::random_token;
 use crate::db::DbConnection;
 use crate::AppState;
 
 pub const COOKIE: &str = "seccollab_admin";
 /// Double-submit CSRF cookie of the sign-in forms.
 pub const PRE_COOKIE: &str = "seccollab_admin_pre";
-const KIND: &str = "admin";
+pub(crate) const KIND: &str = "admin";
 
 /// A live console session.
 pub type ConsoleSession = BrowserSession;
 
 pub use crate::auth::browser::csrf_ok;
-
-/// Creates the browser half of a console session for `session_id`; returns the cookie secret.
-pub fn create(conn: &mut DbConnection, master: &[u8; 32], session_id: &str) -> QueryResult<String> {
-    browser::create(conn, master, session_id, KIND)
-}
 
 /// The console session a cookie secret belongs to, if it is live (see [`browser::lookup`]).
 pub fn lookup(
@@ -70,19 +64,7 @@ pub fn session_cookie(state: &AppState, token: String) -> Cookie<'static> {
 
 /// The double-submit token of the sign-in forms: the cookie's value, set when missing.
 pub fn pre_token(state: &AppState, jar: &CookieJar<'_>) -> String {
-    if let Some(c) = jar.get(PRE_COOKIE).filter(|c| c.value().len() >= 32) {
-        return c.value().to_string();
-    }
-    let t = random_token(32);
-    jar.add(
-        Cookie::build((PRE_COOKIE, t.clone()))
-            .http_only(true)
-            .same_site(SameSite::Strict)
-            .path("/admin")
-            .secure(secure(state))
-            .build(),
-    );
-    t
+    browser::pre_token(jar, PRE_COOKIE, "/admin", secure(state))
 }
 
 /// Who is asking for a console page.

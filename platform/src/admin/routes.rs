@@ -245,18 +245,8 @@ async fn open_session(
     jar: &CookieJar<'_>,
     user: &users::User,
 ) -> Result<(), ApiError> {
-    let master = state.keys.hash_key;
-    let (uid, ttl) = (user.id.clone(), state.config.admin.absolute_timeout_secs);
-    let (ip, ua) = (client.ip_string(), client.user_agent.clone());
-    let token = state
-        .db
-        .run(move |c| {
-            // (sessions::create has its own transaction; a session row left without its browser
-            // row by a failure here has no cookie and simply expires.)
-            let (s, _refresh) = sessions::create(c, &master, &uid, ttl, ip, ua).map_err(ApiError::from)?;
-            super::create(c, &master, &s.id).map_err(ApiError::from)
-        })
-        .await?;
+    let ttl = state.config.admin.absolute_timeout_secs;
+    let token = crate::auth::browser::open(state, client, &user.id, super::KIND, ttl).await?;
     jar.add(session_cookie(state, token));
     jar.remove(rocket::http::Cookie::build(PRE_COOKIE).path("/admin"));
     state.audit.record(entry("admin.console_login", Outcome::Success, client).actor(Some(user.id.clone()))).await;

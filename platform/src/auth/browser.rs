@@ -95,3 +95,45 @@ pub fn lookup(
 pub fn csrf_ok(expected: &str, given: &str) -> bool {
     !expected.is_empty() && expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
 }
+
+/// Starts a session of `user_id` (a `sessions` row living `ttl_secs`) with its browser half of
+/// `kind`; returns the cookie secret. Shared by the console's and the web UI's sign-in.
+pub async fn open(
+    state: &crate::AppState,
+    client: &crate::http::ClientInfo,
+    user_id: &str,
+    kind: &'static str,
+    ttl_secs: u64,
+) -> Result<String, crate::http::ApiError> {
+    use crate::http::ApiError;
+    let master = state.keys.hash_key;
+    let uid = user_id.to_string();
+    let (ip, ua) = (client.ip_string(), client.user_agent.clone());
+    state
+        .db
+        .run(move |c| {
+            // (sessions::create has its own transaction; a session row left without its browser
+            // row by a failure here has no cookie and simply expires.)
+            let (s, _refresh) = super::sessions::create(c, &master, &uid, ttl_secs, ip, ua).map_err(ApiError::from)?;
+            create(c, &master, &s.id, kind).map_err(ApiError::from)
+        })
+        .await
+}
+
+/// The double-submit token of sign-in forms (no session yet): the value of cookie `name`
+/// (HttpOnly, SameSite=Strict, under `path`), set when missing.
+pub fn pre_token(jar: &rocket::http::CookieJar<'_>, name: &'static str, path: &'static str, secure: bool) -> String {
+    if let Some(c) = jar.get(name).filter(|c| c.value().len() >= 32) {
+        return c.value().to_string();
+    }
+    let t = random_token(32);
+    jar.add(
+        rocket::http::Cookie::build((name, t.clone()))
+            .http_only(true)
+            .same_site(rocket::http::SameSite::Strict)
+            .path(path)
+            .secure(secure)
+            .build(),
+    );
+    t
+}

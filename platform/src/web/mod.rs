@@ -22,7 +22,6 @@ use rocket::Request;
 
 use crate::auth::browser::{self, BrowserSession};
 use crate::auth::CurrentActor;
-use crate::crypto::random_token;
 use crate::AppState;
 
 pub use crate::admin::routes::Page;
@@ -37,7 +36,7 @@ pub const PRE_COOKIE: &str = "seccollab_pre";
 pub const OAUTH_MARKER: &str = "seccollab_oauth_web";
 /// The MFA challenge of an OpenID Connect sign-in, for the code page.
 pub const MFA_COOKIE: &str = "seccollab_mfa";
-const KIND: &str = "web";
+pub(crate) const KIND: &str = "web";
 
 fn secure(state: &AppState) -> bool {
     state.config.web.secure_cookie.unwrap_or_else(|| state.config.server.tls_enabled())
@@ -63,19 +62,7 @@ fn flow_cookie(state: &AppState, name: &'static str, value: String, path: &'stat
 
 /// The double-submit token of the sign-in forms: the cookie's value, set when missing.
 pub fn pre_token(state: &AppState, jar: &CookieJar<'_>) -> String {
-    if let Some(c) = jar.get(PRE_COOKIE).filter(|c| c.value().len() >= 32) {
-        return c.value().to_string();
-    }
-    let t = random_token(32);
-    jar.add(
-        Cookie::build((PRE_COOKIE, t.clone()))
-            .http_only(true)
-            .same_site(SameSite::Strict)
-            .path("/")
-            .secure(secure(state))
-            .build(),
-    );
-    t
+    browser::pre_token(jar, PRE_COOKIE, "/", secure(state))
 }
 
 /// Whether the sign-in form's token matches the double-submit cookie.
@@ -131,11 +118,6 @@ impl<'r> FromRequest<'r> for Web {
             None => Outcome::Success(Web::SignedOut),
         }
     }
-}
-
-/// Creates the browser half of a web session; returns the cookie secret.
-pub fn create(conn: &mut crate::db::DbConnection, master: &[u8; 32], session_id: &str) -> diesel::QueryResult<String> {
-    browser::create(conn, master, session_id, KIND)
 }
 
 #[cfg(test)]

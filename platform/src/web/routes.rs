@@ -15,7 +15,7 @@ use crate::auth::oauth::Finished;
 use crate::auth::routes::{entry, mfa_step, password_step, register_user, PasswordStep, RegisterRequest};
 use crate::auth::{sessions, users};
 use crate::config::Registration;
-use crate::http::{ApiError, ApiResult, ClientInfo};
+use crate::http::{ApiResult, ClientInfo};
 use crate::AppState;
 
 pub fn routes() -> Vec<Route> {
@@ -240,18 +240,8 @@ async fn open_session(
     user: &users::User,
     details: serde_json::Value,
 ) -> ApiResult<()> {
-    let master = state.keys.hash_key;
-    let (uid, ttl) = (user.id.clone(), state.config.web.absolute_timeout_secs);
-    let (ip, ua) = (client.ip_string(), client.user_agent.clone());
-    let token = state
-        .db
-        .run(move |c| {
-            // (sessions::create has its own transaction; a session row left without its browser
-            // row by a failure here has no cookie and simply expires.)
-            let (s, _refresh) = sessions::create(c, &master, &uid, ttl, ip, ua).map_err(ApiError::from)?;
-            super::create(c, &master, &s.id).map_err(ApiError::from)
-        })
-        .await?;
+    let ttl = state.config.web.absolute_timeout_secs;
+    let token = crate::auth::browser::open(state, client, &user.id, super::KIND, ttl).await?;
     jar.add(session_cookie(state, token));
     jar.remove(Cookie::build(PRE_COOKIE).path("/"));
     state
