@@ -148,6 +148,8 @@ pub struct UserRow {
     pub role: String,
     pub mfa: bool,
     pub disabled: bool,
+    /// The alert rule that suspended the account (an automatic response), if suspended.
+    pub suspended: Option<String>,
     /// Wait left on a lockout, e.g. `14 min`; `None` when not locked.
     pub locked: Option<String>,
     pub created: String,
@@ -234,6 +236,18 @@ pub struct AlertsPage {
     pub alerts: Vec<AlertRow>,
     /// Blocked addresses (automatic responses), active first.
     pub blocks: Vec<BlockRow>,
+    /// Accounts held by automatic responses (suspended, or waiting for re-verification).
+    pub held: Vec<HeldRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeldRow {
+    pub user_id: String,
+    pub email: String,
+    /// `suspended` or `reverify`.
+    pub state: String,
+    /// What the row says: the rule and time of a suspension, or the sessions waiting.
+    pub detail: String,
 }
 
 #[derive(Debug, Clone)]
@@ -365,7 +379,8 @@ mod tests {
                 display_name: "<script>alert(1)</script>".into(),
                 role: "user".into(),
                 mfa: false,
-                disabled: false,
+                disabled: true,
+                suspended: Some("<i>rule</i>".into()),
                 locked: Some("5 min".into()),
                 created: "2026-11-27".into(),
             }],
@@ -375,7 +390,8 @@ mod tests {
         }
         .render()
         .unwrap();
-        assert!(!page.contains("<script>alert(1)</script>"), "{page}");
+        assert!(!page.contains("<script>alert(1)</script>") && !page.contains("<i>rule</i>"), "{page}");
+        assert!(page.contains(">Reinstate<"), "{page}");
         assert!(page.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "{page}");
         assert!(!page.contains("<b>Root</b>"));
         assert!(page.contains("value=\"tok&#34;en\"") || page.contains("value=\"tok&quot;en\""), "{page}");

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `user add|list|disable`, `audit verify`, `config check`,
+//! The command line: `serve`, `migrate`, `user add|list|disable|enable`, `audit verify`, `config check`,
 //! `keys rotate`, `scan --all`, `backup DIR`, `restore DIR`, `plugins list|check FILE`.
 
 use std::io::{IsTerminal, Read};
@@ -82,6 +82,9 @@ enum UserCmd {
     List,
     /// Disable a user (by id or email): they can no longer sign in.
     Disable { user: String },
+    /// Enable a disabled user, or reinstate one an automatic response suspended, and lift any
+    /// re-verification demand on their sessions (the break-glass path).
+    Enable { user: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,7 +256,6 @@ fn user(cfg: Config, cmd: UserCmd) -> ExitCode {
                 let u = users::find(&mut conn, &user).map_err(|e| e.to_string())?;
                 users::set_disabled(&mut conn, &u.id, true).map_err(|e| e.to_string())?;
                 crate::auth::sessions::revoke_all(&mut conn, &u.id, None, "disabled").map_err(|e| e.to_string())?;
-                crate::auth::sessions::revoke_all(&mut conn, &u.id, None, "disabled").map_err(|e| e.to_string())?;
                 state
                     .audit
                     .append_blocking(
@@ -263,6 +265,21 @@ fn user(cfg: Config, cmd: UserCmd) -> ExitCode {
                     )
                     .map_err(|e| e.to_string())?;
                 println!("disabled {}", u.email);
+            }
+            UserCmd::Enable { user } => {
+                let u = users::find(&mut conn, &user).map_err(|e| e.to_string())?;
+                users::set_disabled(&mut conn, &u.id, false).map_err(|e| e.to_string())?;
+                let cleared =
+                    crate::auth::sessions::clear_reverify(&mut conn, &u.id, None).map_err(|e| e.to_string())?;
+                state
+                    .audit
+                    .append_blocking(
+                        NewAuditEntry::new("user.enable", Outcome::Success).target("user", u.id.clone()).details(
+                            serde_json::json!({"via": "cli", "was_suspended_by": u.suspended_reason, "sessions_cleared": cleared.len()}),
+                        ),
+                    )
+                    .map_err(|e| e.to_string())?;
+                println!("enabled {}", u.email);
             }
         }
         Ok(())

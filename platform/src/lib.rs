@@ -67,7 +67,9 @@ pub struct AppState {
     /// Blocked source addresses (automatic responses), refreshed from the database.
     pub blocks: Arc<security::responses::Blocks>,
     /// Uploads in flight per user (`upload.max_concurrent_per_user`).
-    pub upload_slots: Arc<files::routes::UploadSlots>,
+    pub upload_slots: Arc<files::limits::UploadSlots>,
+    /// Paces each user's upload bodies (`[upload] bandwidth_bytes_per_sec_per_user`).
+    pub upload_pace: Arc<files::limits::UploadPace>,
     /// The storage backend's circuit breaker (`plugins::GuardedStorage`).
     pub storage_breaker: Arc<plugins::Breaker>,
     /// Request budgets by route class (`[rate_limits]`).
@@ -245,7 +247,8 @@ fn open_state_inner(cfg: Config, with_plugins: bool) -> Result<AppState, StartEr
         plugins: Arc::new(plugins),
         plugin_notify,
         blocks: Arc::new(security::responses::Blocks::default()),
-        upload_slots: Arc::new(files::routes::UploadSlots::default()),
+        upload_slots: Arc::new(files::limits::UploadSlots::default()),
+        upload_pace: Arc::new(files::limits::UploadPace::default()),
         limiter: Arc::new(security::ratelimit::RateLimiter::default()),
         storage_breaker,
     };

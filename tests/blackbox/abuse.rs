@@ -141,6 +141,14 @@ fn credential_stuffing_blocks_that_address_only_until_it_expires_or_is_lifted() 
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("lifted 1 block"), "{out}");
     wait_until("the CLI lift", 30, || login_from(&srv, second, "real@example.org", PASSWORD).status == 200);
+
+    // A lift forgives, it does not forget: more stuffing from the first address (its earlier
+    // failures are still in the rule's window) blocks it again.
+    let before: i64 = srv.db.sql("SELECT count(*) FROM ip_blocks").parse().unwrap();
+    assert_eq!(login_from(&srv, attacker, "f@example.org", "Password123!").status, 401);
+    wait_until("the third block", 40, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 403);
+    let after: i64 = srv.db.sql("SELECT count(*) FROM ip_blocks").parse().unwrap();
+    assert!(after > before, "{before} -> {after}");
 }
 
 #[test]
@@ -533,4 +541,279 @@ fn rate_limits_hold_across_two_nodes_on_postgresql() {
     // Another address is unaffected on either node.
     assert_eq!(login_from(&a, "203.0.113.78", "y@example.org", "wrong password!!").status, 401);
     assert_eq!(login_from(&b, "203.0.113.78", "z@example.org", "wrong password!!").status, 401);
+}
+
+const ACCOUNT_RESPONSES: &str = r#"
+[anomaly]
+poll_secs = 1
+dedup_secs = 1
+
+[anomaly.mass_sharing]
+enabled = true
+window_secs = 600
+threshold = 3
+
+[anomaly.exfiltration]
+enabled = true
+window_secs = 600
+threshold = 3
+
+[responses.mass_sharing]
+action = "suspend_account"
+
+[responses.exfiltration]
+action = "force_mfa"
+
+[rate_limits]
+enabled = false
+"#;
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+/// `n` share grants of one file by `tok`, one request each.
+fn share_n(srv: &Server, tok: &str, file: &str, to: &[String]) {
+    for u in to {
+        let r = crate::auth::post(
+            srv,
+            "/api/files/share",
+            Some(tok),
+            json!({"file_id": file, "user_ids": [u], "permissions": "view"}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+#[test]
+fn suspend_account_and_force_mfa_responses_hold_accounts_until_undone_never_admins() {
+    let policy = policy_dir_with(ACCOUNT_RESPONSES);
+    let srv = Server::start_with(
+        TestDb::new(Backend::Sqlite),
+        &[
+            ("SECCOLLAB_SECURITY__POLICY_DIR", policy.path().to_str().unwrap()),
+            ("SECCOLLAB_AUTH__REGISTRATION", "open"),
+        ],
+    );
+    let admin = admin_token(&srv);
+    let id_of = |t: &serde_json::Value| t["user"]["id"].as_str().unwrap().to_string();
+    let tok_of = |t: &serde_json::Value| t["token"].as_str().unwrap().to_string();
+    let friends: Vec<String> =
+        (0..3).map(|i| id_of(&crate::auth::user_token(&srv, &format!("f{i}@example.org")))).collect();
+    let me = |t: &str| srv.request("GET", "/api/auth/me", &[("Authorization", &bearer(t))], None);
+
+    // --- suspend_account: a user who shares with three people in a minute is held for review.
+    let sharer = crate::auth::user_token(&srv, "sharer@example.org");
+    let (stok, sid) = (tok_of(&sharer), id_of(&sharer));
+    let file = crate::files::upload(&srv, &stok, "a.txt", b"hello")["file_id"].as_str().unwrap().to_string();
+    assert_eq!(crate::files::scanned(&srv, &stok, &file), "clean");
+    share_n(&srv, &stok, &file, &friends);
+    wait_until("the suspension", 40, || me(&stok).status == 401);
+    crate::auth::login(&srv, "sharer@example.org", PASSWORD).assert_error(403, "account_suspended");
+    let held = get(&srv, "/api/admin/responses/held", &admin).json();
+    let h = held["accounts"].as_array().unwrap().iter().find(|a| a["user_id"] == sid.as_str()).expect("held");
+    assert_eq!(h["state"], "suspended", "{held}");
+    assert_eq!(h["rule"], "mass_sharing", "{held}");
+    let listed = get(&srv, "/api/admin/users?q=sharer", &admin).json();
+    assert_eq!(listed["users"][0]["suspended_by_rule"], "mass_sharing", "{listed}");
+    assert_eq!(listed["users"][0]["disabled"], true);
+    let resp: String = srv
+        .db
+        .sql(&format!("SELECT details FROM audit_log WHERE action = 'security.response' AND target_id = '{sid}'"));
+    assert!(resp.contains("\"action\":\"suspend_account\"") && resp.contains("\"suspended\":true"), "{resp}");
+
+    // The undo: admins only, audited; the account signs in again.
+    let f0 = crate::auth::login(&srv, "f0@example.org", PASSWORD).json()["token"].as_str().unwrap().to_string();
+    let undo = |t: &str, what: &str, uid: &str| {
+        srv.request("POST", &format!("/api/admin/users/{uid}/{what}"), &[("Authorization", &bearer(t))], None)
+    };
+    undo(&f0, "enable", &sid).assert_error(403, "forbidden");
+    assert_eq!(undo(&admin, "enable", &sid).status, 204);
+    assert_eq!(crate::auth::login(&srv, "sharer@example.org", PASSWORD).status, 200);
+    assert_eq!(srv.db.sql("SELECT count(*) FROM audit_log WHERE action = 'admin.user_enable'"), "1");
+    let held = get(&srv, "/api/admin/responses/held", &admin).json();
+    assert!(held["accounts"].as_array().unwrap().iter().all(|a| a["user_id"] != sid.as_str()), "{held}");
+
+    // An administrator doing the same is alerted on, never suspended.
+    let root_id = crate::auth::get(&srv, "/api/auth/me", &admin).json()["user"]["id"].as_str().unwrap().to_string();
+    let afile = crate::files::upload(&srv, &admin, "b.txt", b"admin file")["file_id"].as_str().unwrap().to_string();
+    assert_eq!(crate::files::scanned(&srv, &admin, &afile), "clean");
+    share_n(&srv, &admin, &afile, &friends);
+    wait_until("the alert about the admin", 40, || {
+        get(&srv, "/api/admin/alerts?open=false", &admin).json()["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "mass_sharing" && a["subject_id"] == root_id.as_str())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(me(&admin).status, 200, "the admin still works");
+    assert_eq!(crate::auth::login(&srv, "root@example.org", PASSWORD).status, 200);
+
+    // --- force_mfa without MFA: three downloads hold every session until the password is given.
+    let dl = crate::auth::user_token(&srv, "dl@example.org");
+    let (dtok, did) = (tok_of(&dl), id_of(&dl));
+    let second = crate::auth::login(&srv, "dl@example.org", PASSWORD).json()["token"].as_str().unwrap().to_string();
+    let dfile = crate::files::upload(&srv, &dtok, "d.txt", b"data")["file_id"].as_str().unwrap().to_string();
+    assert_eq!(crate::files::scanned(&srv, &dtok, &dfile), "clean");
+    for _ in 0..3 {
+        assert_eq!(crate::files::download(&srv, &dtok, &dfile, None).status, 200);
+    }
+    wait_until("the re-verification demand", 40, || me(&dtok).status == 403);
+    me(&dtok).assert_error(403, "mfa_reverify_required");
+    me(&second).assert_error(403, "mfa_reverify_required");
+    // Nothing else works meanwhile, the WebSocket included; signing out does.
+    let files = srv.request("GET", "/api/files", &[("Authorization", &bearer(&dtok))], None);
+    files.assert_error(403, "mfa_reverify_required");
+    let ws = srv.request("GET", &format!("/ws?token={dtok}"), &[], None);
+    assert_eq!(ws.status, 403, "{}", ws.text());
+    let reverify = |t: &str, body: serde_json::Value| crate::auth::post(&srv, "/api/auth/reverify", Some(t), body);
+    reverify(&dtok, json!({"totp_code": "123456"})).assert_error(400, "invalid_input");
+    reverify(&dtok, json!({"password": "not my password"})).assert_error(403, "wrong_password");
+    me(&dtok).assert_error(403, "mfa_reverify_required");
+    assert_eq!(reverify(&dtok, json!({"password": PASSWORD})).status, 204);
+    assert_eq!(me(&dtok).status, 200, "this session is confirmed");
+    me(&second).assert_error(403, "mfa_reverify_required");
+    let held = get(&srv, "/api/admin/responses/held", &admin).json();
+    let h = held["accounts"].as_array().unwrap().iter().find(|a| a["user_id"] == did.as_str()).expect("held");
+    assert_eq!((h["state"].as_str(), h["sessions"].as_i64()), (Some("reverify"), Some(1)), "{held}");
+    // The admin's undo releases the other session.
+    undo(&f0, "clear-reverify", &did).assert_error(403, "forbidden");
+    assert_eq!(undo(&admin, "clear-reverify", &did).status, 204);
+    assert_eq!(me(&second).status, 200);
+    assert_eq!(srv.db.sql("SELECT count(*) FROM audit_log WHERE action = 'admin.user_clear_reverify'"), "1");
+
+    // --- force_mfa with MFA on: the password is not enough, the second factor is.
+    let m = crate::auth::user_token(&srv, "mfa@example.org");
+    let mtok = tok_of(&m);
+    let setup = crate::auth::post(&srv, "/api/auth/mfa/setup", Some(&mtok), json!({})).json();
+    let secret = setup["secret"].as_str().unwrap().to_string();
+    let r = crate::auth::post(
+        &srv,
+        "/api/auth/mfa/enable",
+        Some(&mtok),
+        json!({"totp_code": crate::auth::totp(&secret, "")}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let recovery = r.json()["recovery_codes"][0].as_str().unwrap().to_string();
+    let mfile = crate::files::upload(&srv, &mtok, "m.txt", b"mine")["file_id"].as_str().unwrap().to_string();
+    assert_eq!(crate::files::scanned(&srv, &mtok, &mfile), "clean");
+    for _ in 0..3 {
+        assert_eq!(crate::files::download(&srv, &mtok, &mfile, None).status, 200);
+    }
+    wait_until("the second demand", 40, || me(&mtok).status == 403);
+    reverify(&mtok, json!({"password": PASSWORD})).assert_error(400, "invalid_input");
+    reverify(&mtok, json!({"totp_code": "000000"})).assert_error(401, "invalid_mfa_code");
+    assert_eq!(reverify(&mtok, json!({"totp_code": recovery})).status, 204);
+    assert_eq!(me(&mtok).status, 200);
+    let ok: String = srv.db.sql(
+        "SELECT count(*) FROM audit_log WHERE action = 'auth.reverify' AND outcome = 'success' \
+         AND details LIKE '%recovery_code%'",
+    );
+    assert_eq!(ok, "1");
+}
+
+#[test]
+fn response_policies_that_could_lock_out_admins_are_refused() {
+    for (bad, key) in [
+        ("[responses.admin_new_location]\naction = \"suspend_account\"\n", "responses.admin_new_location"),
+        ("[responses.admin_new_location]\naction = \"revoke_sessions\"\n", "responses.admin_new_location"),
+        ("[responses.credential_stuffing]\naction = \"force_mfa\"\n", "responses.credential_stuffing"),
+        ("[responses.mass_sharing]\naction = \"block_ip\"\nduration_secs = 5\n", "responses.mass_sharing"),
+    ] {
+        let p = policy_dir_with(bad);
+        let db = TestDb::new(Backend::Sqlite);
+        let mut env = db.env();
+        env.push(("SECCOLLAB_SECURITY__POLICY_DIR".into(), p.path().to_str().unwrap().into()));
+        let (code, _, err) = run_cli(&env, &["serve"], None);
+        assert_ne!(code, 0, "{bad}");
+        assert!(err.contains(key), "{bad}: {err}");
+    }
+}
+
+/// Starts an upload of `total` declared bytes on `srv` and sends only its first kilobyte:
+/// an upload in flight until the stream is dropped.
+fn slow_upload(srv: &Server, tok: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    let boundary = "slowboundary";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    );
+    write!(
+        slow,
+        "POST /api/files/upload HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {tok}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 20000\r\n\r\n{head}"
+    )
+    .unwrap();
+    slow.write_all(&[1u8; 1000]).unwrap();
+    slow.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    slow
+}
+
+#[test]
+fn parallel_uploads_are_counted_across_two_nodes_on_postgresql() {
+    let policy = policy_dir_with("[upload]\nmax_concurrent_per_user = 1\n");
+    let env =
+        [("SECCOLLAB_SECURITY__POLICY_DIR", policy.path().to_str().unwrap()), ("SECCOLLAB_AUTH__REGISTRATION", "open")];
+    let a = Server::start_with(TestDb::new(Backend::Postgres), &env);
+    let b = a.start_peer(&env);
+    let tok = crate::auth::user_token(&a, "two@example.org")["token"].as_str().unwrap().to_string();
+    let small = crate::files::multipart("d.bin", "application/octet-stream", b"tiny", None);
+    // One upload in flight on node A: node B refuses the second.
+    let slow = slow_upload(&a, &tok);
+    assert_eq!(a.db.sql("SELECT count(*) FROM upload_slots"), "1");
+    crate::files::upload_raw(&b, &tok, &small).assert_error(429, "too_many_uploads");
+    crate::files::upload_raw(&a, &tok, &small).assert_error(429, "too_many_uploads");
+    // Another user is not affected.
+    let other = crate::auth::user_token(&b, "other@example.org")["token"].as_str().unwrap().to_string();
+    assert_eq!(crate::files::upload_raw(&b, &other, &small).status, 201);
+    // The client goes away: the slot is given back, on both nodes.
+    drop(slow);
+    wait_until("the slot freed", 10, || crate::files::upload_raw(&b, &tok, &small).status == 201);
+    assert_eq!(a.db.sql("SELECT count(*) FROM upload_slots"), "0");
+    // A node that died leaves a slot behind: it stops counting when its lease runs out.
+    a.db.sql(
+        "INSERT INTO upload_slots (id, user_id, expires_at) SELECT 'dead', id, 0 FROM users WHERE email = 'two@example.org'",
+    );
+    assert_eq!(crate::files::upload_raw(&a, &tok, &small).status, 201);
+}
+
+#[test]
+fn upload_bandwidth_is_bounded_per_user() {
+    // 256 KiB/s per user: 1 MiB takes about three seconds (the first second's worth at once).
+    let policy = policy_dir_with("[upload]\nbandwidth_bytes_per_sec_per_user = 262144\n");
+    let srv = Server::start_with(
+        TestDb::new(Backend::Sqlite),
+        &[
+            ("SECCOLLAB_SECURITY__POLICY_DIR", policy.path().to_str().unwrap()),
+            ("SECCOLLAB_AUTH__REGISTRATION", "open"),
+        ],
+    );
+    let a = crate::auth::user_token(&srv, "big@example.org")["token"].as_str().unwrap().to_string();
+    let b = crate::auth::user_token(&srv, "small@example.org")["token"].as_str().unwrap().to_string();
+    let data: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let started = Instant::now();
+    let done_a = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let (srv_ref, d2) = (&srv, done_a.clone());
+    std::thread::scope(|s| {
+        let t = s.spawn(move || {
+            let body = crate::files::multipart("big.bin", "application/octet-stream", &data, None);
+            let r = crate::files::upload_raw(srv_ref, &a, &body);
+            *d2.lock().unwrap() = Some(Instant::now());
+            r
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        // Another user's upload meanwhile is not held behind the first.
+        let small = crate::files::multipart("s.bin", "application/octet-stream", &[5u8; 64 * 1024], None);
+        assert_eq!(crate::files::upload_raw(srv_ref, &b, &small).status, 201);
+        assert!(done_a.lock().unwrap().is_none(), "the other user's upload finished first");
+        let r = t.join().unwrap();
+        assert_eq!(r.status, 201, "{}", r.text());
+    });
+    let took = started.elapsed();
+    eprintln!("1 MiB at 256 KiB/s took {took:?}");
+    assert!(took >= Duration::from_millis(2500), "the upload was not slowed: {took:?}");
+    assert_eq!(srv.db.sql("SELECT size FROM files WHERE name = 'big.bin'"), "1048576");
 }

@@ -425,3 +425,59 @@ fn every_console_route_refuses_non_admins() {
     assert_eq!(srv.db.sql("SELECT count(*) FROM invites"), "0", "no invitation was created");
     assert_eq!(srv.db.sql("SELECT count(*) FROM users WHERE disabled"), before);
 }
+
+#[test]
+fn held_accounts_are_listed_with_their_undo_and_a_held_admin_signs_in_again() {
+    let srv = crate::auth::open_server(Backend::Sqlite);
+    let _ = admin_token(&srv);
+    let sus = register(&srv, "sus@example.org")["id"].as_str().unwrap().to_string();
+    let held = user_token(&srv, "held@example.org");
+    let held_id = held["user"]["id"].as_str().unwrap().to_string();
+    let held_tok = held["token"].as_str().unwrap().to_string();
+    // What the suspend_account and force_mfa responses leave (tests/blackbox/abuse.rs raises
+    // them through real alerts).
+    srv.db.sql(&format!(
+        "UPDATE users SET disabled = TRUE, suspended_at = 1700000000000000, suspended_reason = 'mass_sharing' WHERE id = '{sus}'"
+    ));
+    srv.db.sql(&format!("UPDATE sessions SET reverify_required = TRUE WHERE user_id = '{held_id}'"));
+    let (mut b, secret) = first_sign_in(&srv);
+    let p = b.get("/admin/alerts");
+    assert_eq!(p.status, 200);
+    let table = p.body.split("id=\"held\"").nth(1).expect("the held accounts table");
+    assert!(table.contains("sus@example.org") && table.contains("by rule mass_sharing"), "{table}");
+    assert!(table.contains("held@example.org") && table.contains("1 session(s) waiting"), "{table}");
+    assert!(table.contains(&format!("/admin/users/{sus}/enable")), "{table}");
+    assert!(table.contains(&format!("/admin/users/{held_id}/clear-reverify")), "{table}");
+    let users = b.get("/admin/users");
+    assert!(users.body.contains("suspended (mass_sharing)") && users.body.contains(">Reinstate<"), "{}", users.body);
+    let csrf = field(&p.body, "csrf");
+    // Without the form token nothing changes.
+    let r = b.post(&format!("/admin/users/{sus}/enable"), &[("csrf", "forged")]);
+    assert_eq!(r.status, 403);
+    login(&srv, "sus@example.org", PASSWORD).assert_error(403, "account_suspended");
+    let r = b.post(&format!("/admin/users/{sus}/enable"), &[("csrf", &csrf)]);
+    assert_eq!((r.status, r.location.as_deref()), (303, Some("/admin/users?done=enable")));
+    assert_eq!(login(&srv, "sus@example.org", PASSWORD).status, 200);
+    std::thread::sleep(Duration::from_secs(6)); // past the API's session cache
+    let me = |t: &str| srv.request("GET", "/api/auth/me", &[("Authorization", &format!("Bearer {t}"))], None);
+    me(&held_tok).assert_error(403, "mfa_reverify_required");
+    let r = b.post(&format!("/admin/users/{held_id}/clear-reverify"), &[("csrf", &csrf)]);
+    assert_eq!((r.status, r.location.as_deref()), (303, Some("/admin/users?done=clear-reverify")));
+    assert_eq!(me(&held_tok).status, 200);
+    assert!(!b.get("/admin/alerts").body.split("id=\"held\"").nth(1).unwrap().contains("@example.org"));
+
+    // force_mfa about the admin (admin_new_location): the console asks for a full sign-in.
+    srv.db.sql(
+        "UPDATE sessions SET reverify_required = TRUE WHERE user_id IN (SELECT id FROM users WHERE role = 'admin')",
+    );
+    let p = b.get("/admin/users");
+    assert_eq!((p.status, p.location.as_deref()), (303, Some("/admin/login")));
+    let p = b.get("/admin/login");
+    let csrf = field(&p.body, "csrf");
+    let p = b.post("/admin/login", &[("csrf", &csrf), ("email", "root@example.org"), ("password", PASSWORD)]);
+    assert_eq!(p.status, 200, "{}", p.body);
+    let token = field(&p.body, "mfa_token");
+    let p = b.post("/admin/mfa", &[("csrf", &csrf), ("mfa_token", &token), ("code", &totp(&secret, "+ 30 seconds"))]);
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert_eq!(b.get("/admin/users").status, 200);
+}

@@ -309,6 +309,14 @@ fn siem_forwarding_survives_a_restart_without_gaps() {
     let login_line = msgs.iter().find(|m| m.contains(" auth.login [")).expect("a sign-in was forwarded");
     assert!(login_line.starts_with("<110>1 ") || login_line.starts_with("<108>1 "), "{login_line}");
     assert!(login_line.contains("[seccollab@32473 type=\"audit\" seq=\""), "{login_line}");
+    // The head anchored at the first stop went to the collector too (a copy of the chain's
+    // head outside the server): its seq and hash are the log's.
+    let anchor = msgs.iter().find(|m| m.contains(" audit_anchor [")).expect("the anchored head was forwarded");
+    let field =
+        |k: &str| anchor.split(&format!(" {k}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap().to_string();
+    let hash = srv.db.sql(&format!("SELECT hash FROM audit_log WHERE seq = {}", field("seq")));
+    assert_eq!(field("hash"), hash, "{anchor}");
+    assert_eq!(field("mac").len(), 64, "{anchor}");
 }
 
 #[test]

@@ -760,3 +760,55 @@ fn a_user_enrols_mfa_in_chromium_and_signs_in_with_oathtool_codes() {
     b.wait_until("signed in with MFA", "location.pathname === '/files'");
     b.assert_no_dialog("files");
 }
+
+both_backends!(a_session_held_by_force_mfa_is_confirmed_on_the_reverify_page, |b: Backend| {
+    let srv = open_server(b);
+    register(&srv, "held@example.org");
+    let mut c = web_sign_in(&srv, "held@example.org");
+    let files = c.get(&srv, "/files");
+    assert_eq!(files.status, 200);
+    let csrf = field(&files.body, "csrf-token");
+    // What the force_mfa response does to the user's sessions (tests/blackbox/abuse.rs triggers
+    // it through a real alert).
+    srv.db.sql("UPDATE sessions SET reverify_required = TRUE");
+    assert_eq!(c.get(&srv, "/files").location.as_deref(), Some("/login/reverify?next=%2Ffiles"));
+    let api = c.send(&srv, "GET", "/api/files", &[], None);
+    assert_eq!(api.status, 403, "{}", api.body);
+    assert!(api.body.contains("mfa_reverify_required"), "{}", api.body);
+    let page = c.get(&srv, "/login/reverify?next=%2Ffiles");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("name=\"password\""), "MFA is off: the password is asked for");
+    let form_csrf = field(&page.body, "csrf");
+    assert_eq!(form_csrf, csrf, "the session's own token");
+    // A forged form (no token) changes nothing; a wrong password shows the error.
+    let r = c.send(
+        &srv,
+        "POST",
+        "/login/reverify",
+        &[],
+        Some(Body::Form(vec![("csrf", "x"), ("password", PASSWORD), ("next", "/files")])),
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(c.get(&srv, "/files").status, 303, "still held");
+    let r = c.send(
+        &srv,
+        "POST",
+        "/login/reverify",
+        &[],
+        Some(Body::Form(vec![("csrf", &form_csrf), ("password", "not the password"), ("next", "/files")])),
+    );
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("id=\"reverify-error\""), "{}", r.body);
+    let r = c.send(
+        &srv,
+        "POST",
+        "/login/reverify",
+        &[],
+        Some(Body::Form(vec![("csrf", &form_csrf), ("password", PASSWORD), ("next", "/files")])),
+    );
+    assert_eq!((r.status, r.location.as_deref()), (303, Some("/files")), "{}", r.body);
+    assert_eq!(c.get(&srv, "/files").status, 200);
+    assert_eq!(c.send(&srv, "GET", "/api/files", &[], None).status, 200);
+    // Not held: the page sends on.
+    assert_eq!(c.get(&srv, "/login/reverify?next=%2Fchat").location.as_deref(), Some("/chat"));
+});

@@ -28,6 +28,9 @@ async function failure(res) {
   if (res.status === 401 && ['session_expired', 'unauthenticated', 'invalid_token'].includes(code)) {
     // The session ended (signed out elsewhere, timed out): back to the sign-in page.
     location.assign('/login');
+  } else if (res.status === 403 && code === 'mfa_reverify_required') {
+    // An automatic response asks this session to be confirmed again.
+    location.assign('/login/reverify?next=' + encodeURIComponent(location.pathname + location.search));
   }
   return new ApiError(res.status, code, message, ra);
 }
@@ -185,6 +188,9 @@ function connect() {
     socket = null;
     setOnline(false);
     emit('close');
+    // Why it closed: an ended session or one held for re-verification sends the page to the
+    // right sign-in step (failure() above); a network loss just reconnects.
+    api('GET', '/api/auth/me').catch(() => {});
     setTimeout(connect, retryDelay);
     retryDelay = Math.min(retryDelay * 2, 10000);
   });

@@ -89,11 +89,13 @@ impl<'r> FromRequest<'r> for Console {
             let idle = state.config.admin.idle_timeout_secs as i64 * 1_000_000;
             let found = state.db.q(move |c| lookup(c, &master, &token, crate::time::now_micros(), idle)).await;
             match found {
-                Ok(Some(s)) => {
+                // A session that must be confirmed again (`force_mfa`) signs in anew here:
+                // the console's sign-in asks for the password and the second factor.
+                Ok(Some(s)) if !s.reverify => {
                     req.local_cache(|| CurrentActor(Some(s.user_id.clone())));
                     return Outcome::Success(if s.role == "admin" { Console::Admin(s) } else { Console::NotAdmin });
                 }
-                Ok(None) => {}
+                Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "console session lookup failed"),
             }
         }

@@ -125,7 +125,7 @@ fn nav(s: &ConsoleSession, active: &'static str) -> ui::Nav {
 
 /// The admin as the API's admin functions take it.
 fn as_admin(s: &ConsoleSession) -> AdminUser {
-    AdminUser(AuthUser { id: s.user_id.clone(), sid: s.sid.clone(), role: s.role.clone() })
+    AdminUser(AuthUser { id: s.user_id.clone(), sid: s.sid.clone(), role: s.role.clone(), reverify: false })
 }
 
 fn api_message(e: &ApiError) -> String {
@@ -526,6 +526,8 @@ pub async fn users_page(state: &State<AppState>, who: Console, q: Option<String>
         Some("unlock") => Some("The account is unlocked.".to_string()),
         Some("disable") => Some("The account is disabled and its sessions ended.".to_string()),
         Some("reset-mfa") => Some("MFA is reset and the user's sessions ended.".to_string()),
+        Some("enable") => Some("The account is enabled; it can sign in again.".to_string()),
+        Some("clear-reverify") => Some("The user's sessions no longer wait for re-verification.".to_string()),
         Some("created") => Some("The user is created.".to_string()),
         _ => None,
     };
@@ -565,6 +567,7 @@ async fn users_view(
                         role: str_of("role"),
                         mfa: u["mfa_enabled"].as_bool().unwrap_or(false),
                         disabled: u["disabled"].as_bool().unwrap_or(false),
+                        suspended: u["suspended_by_rule"].as_str().map(str::to_string),
                         locked,
                         created: str_of("created_at").chars().take(10).collect(),
                     }
@@ -662,6 +665,8 @@ pub async fn user_act(
     let r = match act {
         "unlock" => ar::unlock(state, client, as_admin(s), id).await,
         "disable" => ar::disable(state, client, as_admin(s), id).await,
+        "enable" => ar::enable(state, client, as_admin(s), id).await,
+        "clear-reverify" => ar::clear_reverify(state, client, as_admin(s), id).await,
         "reset-mfa" => ar::reset_mfa(state, client, as_admin(s), id).await,
         _ => return error_page(Status::NotFound, "Not found", "No such action."),
     };
@@ -724,6 +729,7 @@ pub async fn user_page(state: &State<AppState>, who: Console, id: &str, done: Op
         role: u.role.clone(),
         mfa: u.mfa_enabled,
         disabled: u.disabled,
+        suspended: u.suspended_at.and(u.suspended_reason.clone()),
         locked: lock.map(|until| format!("{} min left", ((until - now).max(0) + 59_999_999) / 60_000_000)),
         created: when(u.created_at),
     };
@@ -1132,7 +1138,24 @@ pub async fn alerts_page(state: &State<AppState>, who: Console, all: Option<&str
             reason: b.reason,
         })
         .collect();
-    render(Status::Ok, &ui::AlertsPage { nav: nav(s, "alerts"), open_only, alerts, blocks })
+    let held = state.db.q(crate::security::responses::held).await.unwrap_or_default();
+    let held = held
+        .into_iter()
+        .map(|h| ui::HeldRow {
+            detail: match h.state.as_str() {
+                "suspended" => format!(
+                    "by rule {} at {}",
+                    h.rule.unwrap_or_default(),
+                    short(h.since.as_deref().unwrap_or_default())
+                ),
+                _ => format!("{} session(s) waiting", h.sessions),
+            },
+            user_id: h.user_id,
+            email: h.email,
+            state: h.state,
+        })
+        .collect();
+    render(Status::Ok, &ui::AlertsPage { nav: nav(s, "alerts"), open_only, alerts, blocks, held })
 }
 
 #[post("/blocks/<id>/lift", data = "<form>")]

@@ -43,7 +43,8 @@ pub fn path(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE)
 }
 
-fn read(data_dir: &Path) -> Result<Option<Anchor>, String> {
+/// The anchor file, if one was written.
+pub fn read(data_dir: &Path) -> Result<Option<Anchor>, String> {
     match std::fs::read(path(data_dir)) {
         Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| format!("{FILE}: {e}")),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -33,6 +33,9 @@ pub struct Cursor {
     pub audit_seq: i64,
     pub alert_at: i64,
     pub alert_id: String,
+    /// The last anchored audit head sent (`audit-anchor.json`'s `seq`).
+    #[serde(default)]
+    pub anchor_seq: i64,
 }
 
 impl Cursor {
@@ -287,7 +290,13 @@ fn forward_once(
         .load(&mut *db)
         .map_err(|e| e.to_string())?;
     drop(db);
-    if entries.is_empty() && alerts.is_empty() {
+    // The anchored head, sent once per anchor and only after the entries it covers: a copy of
+    // the chain's head outside this server, so a rewritten or rolled-back log shows there too.
+    let anchor = super::anchor::read(&state.config.storage.data_dir)
+        .ok()
+        .flatten()
+        .filter(|a| a.seq > cursor.anchor_seq && a.seq <= entries.last().map_or(cursor.audit_seq, |e| e.0));
+    if entries.is_empty() && alerts.is_empty() && anchor.is_none() {
         return Ok(0);
     }
     if conn.is_none() {
@@ -308,8 +317,18 @@ fn forward_once(
         };
         c.send(&m, format).map_err(|e| e.to_string())?;
     }
+    if let Some(a) = &anchor {
+        let m = match format {
+            SiemFormat::Rfc5424 => anchor_syslog(host, a),
+            SiemFormat::Jsonl => anchor_json(a),
+        };
+        c.send(&m, format).map_err(|e| e.to_string())?;
+    }
     if let Conn::Tcp(s) = c {
         s.flush().map_err(|e| e.to_string())?;
+    }
+    if let Some(a) = &anchor {
+        cursor.anchor_seq = a.seq;
     }
     if let Some(e) = entries.last() {
         cursor.audit_seq = e.0;
@@ -319,7 +338,25 @@ fn forward_once(
         cursor.alert_id = a.0.clone();
     }
     cursor.save(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(entries.len() + alerts.len())
+    Ok(entries.len() + alerts.len() + usize::from(anchor.is_some()))
+}
+
+/// The anchored audit head as an RFC 5424 message (`audit_anchor`).
+pub fn anchor_syslog(host: &str, a: &super::anchor::Anchor) -> String {
+    format!(
+        "<{}>1 {} {} seccollab {} audit_anchor [{SD_ID} type=\"anchor\" seq=\"{}\" hash=\"{}\" mac=\"{}\"] audit head anchored",
+        FACILITY * 8 + 5,
+        a.at,
+        host,
+        std::process::id(),
+        a.seq,
+        sd_escape(&a.hash),
+        sd_escape(&a.mac),
+    )
+}
+
+fn anchor_json(a: &super::anchor::Anchor) -> String {
+    json!({"type": "anchor", "seq": a.seq, "hash": a.hash, "at": a.at, "mac": a.mac}).to_string()
 }
 
 #[cfg(test)]
@@ -350,6 +387,15 @@ mod tests {
         );
         assert!(m.ends_with("] {\"email\":\"a@x\"}"), "{m}");
         assert_eq!(msgid("a b\u{e9}c"), "abc");
+        let a = crate::audit::anchor::Anchor {
+            seq: 9,
+            hash: "ab".into(),
+            at: "2026-11-27T00:00:00.000000Z".into(),
+            mac: "cd".into(),
+        };
+        let m = anchor_syslog("host", &a);
+        assert!(m.starts_with("<109>1 2026-11-27T00:00:00.000000Z host seccollab "), "{m}");
+        assert!(m.contains(" audit_anchor [seccollab@32473 type=\"anchor\" seq=\"9\" hash=\"ab\" mac=\"cd\"]"), "{m}");
     }
 
     #[test]
@@ -357,7 +403,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = Cursor::path(d.path());
         assert_eq!(Cursor::load(&p).unwrap(), None);
-        let c = Cursor { audit_seq: 42, alert_at: 5, alert_id: "x".into() };
+        let c = Cursor { audit_seq: 42, alert_at: 5, alert_id: "x".into(), anchor_seq: 40 };
         c.save(&p).unwrap();
         assert_eq!(Cursor::load(&p).unwrap(), Some(c));
     }

@@ -20,7 +20,7 @@ use crate::security::throttle;
 use crate::AppState;
 
 pub fn routes() -> Vec<Route> {
-    rocket::routes![list, create, unlock, disable, reset_mfa, create_invite]
+    rocket::routes![list, create, unlock, disable, enable, clear_reverify, reset_mfa, create_invite]
 }
 
 /// A user as admins see it, with the lock state.
@@ -162,6 +162,51 @@ pub async fn disable(state: &State<AppState>, client: ClientInfo, admin: AdminUs
     state
         .audit
         .record(entry("admin.user_disable", Outcome::Success, &client).actor(Some(admin.0.id)).target("user", u.id))
+        .await;
+    Ok(Status::NoContent)
+}
+
+/// Enables a disabled account, or reinstates one an automatic response suspended (the undo
+/// of `suspend_account`). Enabling an active account changes nothing.
+#[utoipa::path(post, path = "/api/admin/users/{id}/enable", tag = "admin", params(("id" = String, Path)), responses((status = 204), (status = 404)))]
+#[post("/admin/users/<id>/enable")]
+pub async fn enable(state: &State<AppState>, client: ClientInfo, admin: AdminUser, id: &str) -> ApiResult<Status> {
+    let u = target(state, id).await?;
+    let uid = u.id.clone();
+    state.db.run(move |c| users::set_disabled(c, &uid, false).map_err(ApiError::from)).await?;
+    state
+        .audit
+        .record(
+            entry("admin.user_enable", Outcome::Success, &client)
+                .actor(Some(admin.0.id))
+                .target("user", u.id)
+                .details(json!({"was_disabled": u.disabled, "was_suspended_by": u.suspended_reason})),
+        )
+        .await;
+    Ok(Status::NoContent)
+}
+
+/// Lifts the re-verification demand of every session of a user (the undo of `force_mfa`).
+#[utoipa::path(post, path = "/api/admin/users/{id}/clear-reverify", tag = "admin", params(("id" = String, Path)), responses((status = 204), (status = 404)))]
+#[post("/admin/users/<id>/clear-reverify")]
+pub async fn clear_reverify(
+    state: &State<AppState>,
+    client: ClientInfo,
+    admin: AdminUser,
+    id: &str,
+) -> ApiResult<Status> {
+    let u = target(state, id).await?;
+    let uid = u.id.clone();
+    let cleared = state.db.q(move |c| sessions::clear_reverify(c, &uid, None)).await?;
+    state.sessions.forget(&cleared);
+    state
+        .audit
+        .record(
+            entry("admin.user_clear_reverify", Outcome::Success, &client)
+                .actor(Some(admin.0.id))
+                .target("user", u.id)
+                .details(json!({"sessions": cleared.len()})),
+        )
         .await;
     Ok(Status::NoContent)
 }

@@ -26,6 +26,8 @@ pub struct BrowserSession {
     pub role: String,
     pub sid: String,
     pub csrf: String,
+    /// The session must be confirmed again (`force_mfa`).
+    pub reverify: bool,
 }
 
 /// Creates the browser half of session `session_id`; returns the cookie secret.
@@ -58,7 +60,7 @@ pub fn lookup(
 ) -> QueryResult<Option<BrowserSession>> {
     let hash = keyed_hash(master, PURPOSE, token);
     #[allow(clippy::type_complexity)]
-    let row: Option<(String, String, i64, String, String, String, String, bool)> = bs::table
+    let row: Option<(String, String, i64, String, String, String, String, bool, bool)> = bs::table
         .inner_join(st::table.on(st::id.eq(bs::session_id)))
         .inner_join(users::table.on(users::id.eq(st::user_id)))
         .filter(bs::token_hash.eq(&hash))
@@ -74,10 +76,13 @@ pub fn lookup(
             users::email,
             users::role,
             users::disabled,
+            st::reverify_required,
         ))
         .first(conn)
         .optional()?;
-    let Some((sid, csrf, last_seen, user_id, display_name, email, role, disabled)) = row else { return Ok(None) };
+    let Some((sid, csrf, last_seen, user_id, display_name, email, role, disabled, reverify)) = row else {
+        return Ok(None);
+    };
     if disabled {
         return Ok(None);
     }
@@ -88,7 +93,7 @@ pub fn lookup(
     if now - last_seen > TOUCH_EVERY {
         diesel::update(bs::table.find(&hash)).set(bs::last_seen_at.eq(now)).execute(conn)?;
     }
-    Ok(Some(BrowserSession { user_id, display_name, email, role, sid, csrf }))
+    Ok(Some(BrowserSession { user_id, display_name, email, role, sid, csrf, reverify }))
 }
 
 /// Whether `given` is the expected CSRF token (constant time).

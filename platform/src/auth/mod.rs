@@ -33,6 +33,10 @@ pub struct AuthUser {
     /// The session this request belongs to.
     pub sid: String,
     pub role: String,
+    /// An automatic response (`force_mfa`) asks this session to be confirmed again: the
+    /// guards refuse it (403 `mfa_reverify_required`) except on `POST /api/auth/reverify`
+    /// and `POST /api/auth/logout` ([`PendingUser`]).
+    pub reverify: bool,
 }
 
 impl AuthUser {
@@ -45,11 +49,33 @@ impl AuthUser {
 #[derive(Debug, Clone)]
 pub struct AdminUser(pub AuthUser);
 
+/// A signed-in user whose session may still wait for re-verification (the re-verify and
+/// sign-out calls).
+#[derive(Debug, Clone)]
+pub struct PendingUser(pub AuthUser);
+
+/// The answer to a session that must be confirmed again before use.
+pub fn reverify_required() -> ApiError {
+    ApiError::new(
+        rocket::http::Status::Forbidden,
+        "mfa_reverify_required",
+        "confirm it is you: POST /api/auth/reverify with your authenticator code (or your password when MFA is off)",
+    )
+}
+
+/// Refuses a session waiting for re-verification unless `allow`.
+fn gate(u: AuthUser, allow: bool) -> Result<AuthUser, ApiError> {
+    if u.reverify && !allow {
+        return Err(reverify_required());
+    }
+    Ok(u)
+}
+
 fn bearer<'a>(req: &'a Request<'_>) -> Option<&'a str> {
     req.headers().get_one("Authorization").and_then(|h| h.strip_prefix("Bearer ")).map(str::trim)
 }
 
-async fn authenticate(req: &Request<'_>) -> Result<AuthUser, ApiError> {
+async fn authenticate(req: &Request<'_>, allow_reverify: bool) -> Result<AuthUser, ApiError> {
     let Some(state) = req.rocket().state::<AppState>() else {
         return Err(ApiError::internal("guard", "no state"));
     };
@@ -59,7 +85,7 @@ async fn authenticate(req: &Request<'_>) -> Result<AuthUser, ApiError> {
         None => return Err(ApiError::unauthenticated("sign in first: this call needs a valid access token")),
     };
     req.local_cache(|| CurrentActor(Some(user.id.clone())));
-    Ok(user)
+    gate(user, allow_reverify)
 }
 
 /// The user of the web UI's session cookie. With `csrf`, a state-changing request (anything
@@ -84,7 +110,7 @@ async fn cookie_user(req: &Request<'_>, csrf: bool) -> Result<AuthUser, ApiError
             ));
         }
     }
-    Ok(AuthUser { id: s.user_id.clone(), sid: s.sid.clone(), role: s.role.clone() })
+    Ok(AuthUser { id: s.user_id.clone(), sid: s.sid.clone(), role: s.role.clone(), reverify: s.reverify })
 }
 
 /// Validates an access token and the live session it names.
@@ -98,7 +124,9 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> Result<AuthUse
     };
     let claims = tokens::validate(&state.keys.jwt_signing, token).ok_or_else(invalid)?;
     match session_live(state, &claims.sid).await? {
-        Some(s) if s.user_id == claims.sub => Ok(AuthUser { id: s.user_id, sid: claims.sid, role: s.role }),
+        Some(s) if s.user_id == claims.sub => {
+            Ok(AuthUser { id: s.user_id, sid: claims.sid, role: s.role, reverify: s.reverify })
+        }
         _ => Err(invalid()),
     }
 }
@@ -136,7 +164,7 @@ impl<'r> FromRequest<'r> for WsUser {
                     let e = ApiError::forbidden("the WebSocket was opened from another site");
                     return Outcome::Error((fail_with(req, e), ()));
                 }
-                return match cookie_user(req, false).await {
+                return match cookie_user(req, false).await.and_then(|u| gate(u, false)) {
                     Ok(u) => {
                         req.local_cache(|| CurrentActor(Some(u.id.clone())));
                         Outcome::Success(WsUser(u))
@@ -149,7 +177,7 @@ impl<'r> FromRequest<'r> for WsUser {
             );
             return Outcome::Error((fail_with(req, e), ()));
         };
-        match authenticate_token(state, &token).await {
+        match authenticate_token(state, &token).await.and_then(|u| gate(u, false)) {
             Ok(u) => {
                 req.local_cache(|| CurrentActor(Some(u.id.clone())));
                 Outcome::Success(WsUser(u))
@@ -164,7 +192,7 @@ impl<'r> FromRequest<'r> for AuthUser {
     type Error = ();
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ()> {
-        match authenticate(req).await {
+        match authenticate(req, false).await {
             Ok(u) => Outcome::Success(u),
             Err(e) => Outcome::Error((fail_with(req, e), ())),
         }
@@ -176,9 +204,21 @@ impl<'r> FromRequest<'r> for AdminUser {
     type Error = ();
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ()> {
-        match authenticate(req).await {
+        match authenticate(req, false).await {
             Ok(u) if u.is_admin() => Outcome::Success(AdminUser(u)),
             Ok(_) => Outcome::Error((fail_with(req, ApiError::forbidden("this call is for administrators")), ())),
+            Err(e) => Outcome::Error((fail_with(req, e), ())),
+        }
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for PendingUser {
+    type Error = ();
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ()> {
+        match authenticate(req, true).await {
+            Ok(u) => Outcome::Success(PendingUser(u)),
             Err(e) => Outcome::Error((fail_with(req, e), ())),
         }
     }

@@ -316,11 +316,7 @@ pub(crate) async fn finish(
     let who = json!({"provider": provider, "method": "oidc", "issuer": identity.issuer, "subject": identity.subject, "account": how});
     if user.disabled {
         app.audit.record(entry("auth.login", Outcome::Denied, &client).actor(Some(user.id.clone())).details(who)).await;
-        return Err(ApiError::new(
-            Status::Forbidden,
-            "account_disabled",
-            "this account is disabled; contact an administrator",
-        ));
+        return Err(super::routes::account_refused(&user));
     }
     if user.mfa_enabled {
         let (master, uid) = (app.keys.hash_key, user.id.clone());

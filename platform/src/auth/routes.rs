@@ -32,7 +32,8 @@ pub fn routes() -> Vec<Route> {
         list_users,
         my_sessions,
         revoke_my_session,
-        get_user
+        get_user,
+        reverify
     ]
 }
 
@@ -361,17 +362,11 @@ pub(crate) async fn password_step(
     if user.disabled {
         state
             .audit
-            .record(
-                entry("auth.login", Outcome::Denied, &client)
-                    .actor(actor)
-                    .details(json!({"email": email, "reason": "disabled"})),
-            )
+            .record(entry("auth.login", Outcome::Denied, &client).actor(actor).details(
+                json!({"email": email, "reason": if user.suspended_at.is_some() { "suspended" } else { "disabled" }}),
+            ))
             .await;
-        return Err(ApiError::new(
-            Status::Forbidden,
-            "account_disabled",
-            "this account is disabled; contact an administrator",
-        ));
+        return Err(account_refused(&user));
     }
     let master = state.keys.hash_key;
     let (email2, uid, mfa_on) = (email.clone(), user.id.clone(), user.mfa_enabled);
@@ -588,7 +583,8 @@ pub async fn refresh(
 /// Ends this session: its access and refresh tokens stop working at once.
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth", responses((status = 204), (status = 401)))]
 #[post("/auth/logout")]
-pub async fn logout(state: &State<AppState>, client: ClientInfo, user: AuthUser) -> ApiResult<Status> {
+pub async fn logout(state: &State<AppState>, client: ClientInfo, user: super::PendingUser) -> ApiResult<Status> {
+    let user = user.0;
     let sid = user.sid.clone();
     state.db.run(move |c| sessions::revoke(c, &sid, "logout").map_err(ApiError::from)).await?;
     state.sessions_revoked(std::slice::from_ref(&user.sid));
@@ -809,6 +805,118 @@ pub async fn mfa_disable(
     Ok(Status::NoContent)
 }
 
+// ---------- re-verification (force_mfa) ----------
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReverifyRequest {
+    /// A current TOTP code or a recovery code (accounts with MFA on).
+    pub totp_code: Option<String>,
+    /// The password (accounts without MFA).
+    pub password: Option<String>,
+}
+
+/// Confirms this session again after an automatic response asked for it (`force_mfa`):
+/// with the second factor when MFA is on, else with the password. Other sessions of the
+/// user stay waiting until each is confirmed (or ended).
+#[utoipa::path(post, path = "/api/auth/reverify", tag = "auth", request_body = ReverifyRequest,
+    responses((status = 204), (status = 400, description = "the factor the account needs is missing"),
+              (status = 401, description = "invalid_mfa_code"), (status = 403, description = "wrong_password"),
+              (status = 423, description = "account locked")))]
+#[post("/auth/reverify", data = "<body>")]
+pub async fn reverify(
+    state: &State<AppState>,
+    client: ClientInfo,
+    user: super::PendingUser,
+    body: JsonBody<ReverifyRequest>,
+) -> ApiResult<Status> {
+    let ReverifyRequest { totp_code, password } = body.0;
+    reverify_session(state, &client, &user.0.id, &user.0.sid, totp_code, password).await?;
+    Ok(Status::NoContent)
+}
+
+/// Confirms session `sid` of `user_id` again (the API's and the web UI's re-verification).
+pub(crate) async fn reverify_session(
+    state: &AppState,
+    client: &ClientInfo,
+    user_id: &str,
+    sid: &str,
+    totp_code: Option<String>,
+    password: Option<String>,
+) -> ApiResult<()> {
+    let client = client.clone();
+    let u = load_user(state, user_id).await?;
+    let (policy, email, ip) = (state.policy.lockout.clone(), u.email.clone(), client.ip_string());
+    let verdict = state
+        .db
+        .run(move |c| {
+            throttle::check(c, &policy, &email, ip.as_deref(), crate::time::now_micros()).map_err(ApiError::from)
+        })
+        .await?;
+    match verdict {
+        Verdict::Allowed => {}
+        Verdict::AccountLocked(s) => return Err(locked(s)),
+        Verdict::IpBackoff(s) => return Err(backoff(s)),
+    }
+    let method = if u.mfa_enabled {
+        let code = totp_code.filter(|c| !c.trim().is_empty()).ok_or_else(|| {
+            ApiError::invalid("totp_code", "your account has MFA on: send a current code or a recovery code")
+        })?;
+        let secret = u.totp_secret_enc.as_deref().and_then(|s| mfa::open_secret(&state.keys, &u.id, s));
+        let (uid, master) = (u.id.clone(), state.keys.hash_key);
+        let method = state
+            .db
+            .q(move |c| {
+                let now = (crate::time::now_micros() / 1_000_000) as u64;
+                if let Some(step) = secret.as_deref().and_then(|s| mfa::matching_step(s, &code, now)) {
+                    return Ok(if mfa::claim_step(c, &uid, step)? { Some("totp") } else { None });
+                }
+                Ok(if mfa::use_recovery_code(c, &master, &uid, &code)? { Some("recovery_code") } else { None })
+            })
+            .await?;
+        let Some(method) = method else {
+            state
+                .audit
+                .record(
+                    entry("auth.reverify", Outcome::Failure, &client)
+                        .actor(Some(u.id.clone()))
+                        .details(json!({"reason": "invalid_mfa_code"})),
+                )
+                .await;
+            if let Some(secs) = count_failure(state, &u.email, &client, Some(u.id.clone())).await? {
+                return Err(locked(secs));
+            }
+            return Err(ApiError::new(
+                Status::Unauthorized,
+                "invalid_mfa_code",
+                "the code is wrong, expired or already used",
+            ));
+        };
+        method
+    } else {
+        let password = password
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| ApiError::invalid("password", "your account has no MFA: send your password"))?;
+        check_own_password(state, &u, password, &client).await?;
+        "password"
+    };
+    let (uid, sid2) = (u.id.clone(), sid.to_string());
+    let cleared = state.db.q(move |c| sessions::clear_reverify(c, &uid, Some(&sid2))).await?;
+    state.sessions.forget(&[sid.to_string()]);
+    let email = u.email.clone();
+    state.db.run(move |c| throttle::record_success(c, &email).map_err(ApiError::from)).await?;
+    state
+        .audit
+        .record(
+            entry("auth.reverify", Outcome::Success, &client)
+                .actor(Some(u.id))
+                .target("session", sid.to_string())
+                .details(json!({"method": method, "was_required": !cleared.is_empty()})),
+        )
+        .await;
+    Ok(())
+}
+
 // ---------- user picker ----------
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -955,4 +1063,18 @@ pub async fn get_user(state: &State<AppState>, _user: AuthUser, id: &str) -> Api
         }
     })?;
     Ok(Json(UserSummaryResponse { user: UserSummary::from(&u) }))
+}
+
+/// Why a disabled account cannot sign in: `account_suspended` (an automatic response, pending
+/// an administrator's review) or `account_disabled`.
+pub fn account_refused(user: &users::User) -> ApiError {
+    if user.suspended_at.is_some() {
+        ApiError::new(
+            Status::Forbidden,
+            "account_suspended",
+            "this account is suspended pending review after a security alert; contact an administrator",
+        )
+    } else {
+        ApiError::new(Status::Forbidden, "account_disabled", "this account is disabled; contact an administrator")
+    }
 }

@@ -36,6 +36,8 @@ pub struct Session {
 pub struct LiveSession {
     pub user_id: String,
     pub role: String,
+    /// An automatic response (`force_mfa`) asks this session to be confirmed again before use.
+    pub reverify: bool,
 }
 
 /// Per-node cache of session checks.
@@ -70,15 +72,59 @@ impl SessionCache {
 
 /// Looks a session up: live only when not revoked, not expired and its user not disabled.
 pub fn live(conn: &mut DbConnection, sid: &str, now: i64) -> QueryResult<Option<LiveSession>> {
-    let row: Option<(String, String, bool)> = st::table
+    let row: Option<(String, String, bool, bool)> = st::table
         .inner_join(users::table.on(users::id.eq(st::user_id)))
         .filter(st::id.eq(sid))
         .filter(st::revoked_at.is_null())
         .filter(st::expires_at.gt(now))
-        .select((st::user_id, users::role, users::disabled))
+        .select((st::user_id, users::role, users::disabled, st::reverify_required))
         .first(conn)
         .optional()?;
-    Ok(row.filter(|(_, _, disabled)| !disabled).map(|(user_id, role, _)| LiveSession { user_id, role }))
+    Ok(row.filter(|(_, _, disabled, _)| !disabled).map(|(user_id, role, _, reverify)| LiveSession {
+        user_id,
+        role,
+        reverify,
+    }))
+}
+
+/// `force_mfa`: every live session of `user_id` must be confirmed again; returns their ids.
+pub fn require_reverify(conn: &mut DbConnection, user_id: &str) -> QueryResult<Vec<String>> {
+    let now = crate::time::now_micros();
+    let ids: Vec<String> = st::table
+        .filter(st::user_id.eq(user_id))
+        .filter(st::revoked_at.is_null())
+        .filter(st::expires_at.gt(now))
+        .select(st::id)
+        .load(conn)?;
+    if !ids.is_empty() {
+        diesel::update(st::table.filter(st::id.eq_any(&ids))).set(st::reverify_required.eq(true)).execute(conn)?;
+    }
+    Ok(ids)
+}
+
+/// Clears the re-verification demand of one session (`None`: of every session of `user_id`,
+/// an admin's undo); returns the sessions cleared.
+pub fn clear_reverify(conn: &mut DbConnection, user_id: &str, sid: Option<&str>) -> QueryResult<Vec<String>> {
+    let mut q = st::table.filter(st::user_id.eq(user_id)).filter(st::reverify_required.eq(true)).into_boxed();
+    if let Some(sid) = sid {
+        q = q.filter(st::id.eq(sid));
+    }
+    let ids: Vec<String> = q.select(st::id).load(conn)?;
+    if !ids.is_empty() {
+        diesel::update(st::table.filter(st::id.eq_any(&ids))).set(st::reverify_required.eq(false)).execute(conn)?;
+    }
+    Ok(ids)
+}
+
+/// How many live sessions of `user_id` wait for re-verification.
+pub fn reverify_pending(conn: &mut DbConnection, user_id: &str) -> QueryResult<i64> {
+    st::table
+        .filter(st::user_id.eq(user_id))
+        .filter(st::revoked_at.is_null())
+        .filter(st::expires_at.gt(crate::time::now_micros()))
+        .filter(st::reverify_required.eq(true))
+        .count()
+        .get_result(conn)
 }
 
 /// Creates a session and its first refresh token (returned in clear, stored hashed).

@@ -51,6 +51,10 @@ pub struct User {
     pub totp_secret_enc: Option<String>,
     pub totp_pending_enc: Option<String>,
     pub totp_last_step: Option<i64>,
+    /// Set when an automatic response suspended the account pending review (with `disabled`).
+    pub suspended_at: Option<i64>,
+    /// The alert rule that suspended it.
+    pub suspended_reason: Option<String>,
 }
 
 impl User {
@@ -68,6 +72,10 @@ pub struct UserView {
     pub role: String,
     pub mfa_enabled: bool,
     pub disabled: bool,
+    /// When the account is suspended pending review: the alert rule that suspended it (the
+    /// account is then also `disabled`; `POST /api/admin/users/{id}/enable` reinstates it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspended_by_rule: Option<String>,
     pub created_at: String,
 }
 
@@ -80,6 +88,7 @@ impl From<&User> for UserView {
             role: u.role.clone(),
             mfa_enabled: u.mfa_enabled,
             disabled: u.disabled,
+            suspended_by_rule: u.suspended_at.and(u.suspended_reason.clone()),
             created_at: crate::time::micros_to_rfc3339(u.created_at),
         }
     }
@@ -174,6 +183,8 @@ pub fn create(
         totp_secret_enc: None,
         totp_pending_enc: None,
         totp_last_step: None,
+        suspended_at: None,
+        suspended_reason: None,
     };
     match diesel::insert_into(users::table).values(&user).execute(conn) {
         Ok(_) => Ok(user),
@@ -199,14 +210,44 @@ pub fn find(conn: &mut DbConnection, id_or_email: &str) -> Result<User, UserErro
         .ok_or(UserError::NotFound)
 }
 
+/// Disables or enables an account; enabling also ends a suspension.
 pub fn set_disabled(conn: &mut DbConnection, id: &str, disabled: bool) -> Result<(), UserError> {
-    let n = diesel::update(users::table.filter(users::id.eq(id)))
-        .set((users::disabled.eq(disabled), users::updated_at.eq(crate::time::now_micros())))
-        .execute(conn)?;
+    let now = crate::time::now_micros();
+    let n = if disabled {
+        diesel::update(users::table.filter(users::id.eq(id)))
+            .set((users::disabled.eq(true), users::updated_at.eq(now)))
+            .execute(conn)?
+    } else {
+        diesel::update(users::table.filter(users::id.eq(id)))
+            .set((
+                users::disabled.eq(false),
+                users::suspended_at.eq(None::<i64>),
+                users::suspended_reason.eq(None::<String>),
+                users::updated_at.eq(now),
+            ))
+            .execute(conn)?
+    };
     if n == 0 {
         return Err(UserError::NotFound);
     }
     Ok(())
+}
+
+/// Suspends an active, non-administrator account pending review (an automatic response);
+/// false when it is an administrator, already disabled, or unknown.
+pub fn suspend(conn: &mut DbConnection, id: &str, rule: &str) -> diesel::QueryResult<bool> {
+    let now = crate::time::now_micros();
+    let n = diesel::update(
+        users::table.filter(users::id.eq(id)).filter(users::role.ne("admin")).filter(users::disabled.eq(false)),
+    )
+    .set((
+        users::disabled.eq(true),
+        users::suspended_at.eq(now),
+        users::suspended_reason.eq(rule),
+        users::updated_at.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
 }
 
 pub fn set_password_hash(conn: &mut DbConnection, id: &str, hash: &str) -> Result<(), UserError> {

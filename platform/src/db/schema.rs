@@ -43,6 +43,8 @@ diesel::table! {
         totp_secret_enc -> Nullable<Text>,
         totp_pending_enc -> Nullable<Text>,
         totp_last_step -> Nullable<BigInt>,
+        suspended_at -> Nullable<BigInt>,
+        suspended_reason -> Nullable<Text>,
     }
 }
 
@@ -57,6 +59,7 @@ diesel::table! {
         revoked_reason -> Nullable<Text>,
         ip -> Nullable<Text>,
         user_agent -> Nullable<Text>,
+        reverify_required -> Bool,
     }
 }
 
@@ -344,5 +347,14 @@ diesel::table! {
         key -> Text,
         window_start -> BigInt,
         count -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Uploads in flight per user, shared across PostgreSQL nodes (a lease renewed while running).
+    upload_slots (id) {
+        id -> Text,
+        user_id -> Text,
+        expires_at -> BigInt,
     }
 }

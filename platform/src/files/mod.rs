@@ -6,6 +6,7 @@
 //! holds metadata, the SHA-256 of the plaintext and the wrapped data key.
 
 pub mod envelope;
+pub mod limits;
 pub mod local;
 pub mod names;
 pub mod pipeline;

@@ -88,41 +88,6 @@ async fn used_bytes(state: &AppState, user: &str) -> ApiResult<u64> {
     Ok(n.max(0) as u64)
 }
 
-/// A user's upload in flight; the count goes down when it is dropped.
-pub struct UploadSlot {
-    slots: std::sync::Arc<UploadSlots>,
-    user: String,
-}
-
-/// Uploads in flight per user (this node).
-#[derive(Debug, Default)]
-pub struct UploadSlots(std::sync::Mutex<std::collections::HashMap<String, u32>>);
-
-impl UploadSlots {
-    /// Takes a slot for `user` unless `max` are taken.
-    pub fn take(self: &std::sync::Arc<Self>, user: &str, max: u32) -> Option<UploadSlot> {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(user.to_string()).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(UploadSlot { slots: self.clone(), user: user.to_string() })
-    }
-}
-
-impl Drop for UploadSlot {
-    fn drop(&mut self) {
-        let mut m = self.slots.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.user) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.user);
-            }
-        }
-    }
-}
-
 fn too_large(max: u64) -> ApiError {
     ApiError::new(Status::PayloadTooLarge, "file_too_large", format!("the file exceeds the limit of {max} bytes"))
 }
@@ -203,7 +168,7 @@ pub async fn receive_upload(
                 "send the file as multipart/form-data with a boundary",
             )
         })?;
-    let Some(_slot) = state.upload_slots.take(&user.id, state.policy.upload.max_concurrent_per_user) else {
+    let Some(_slot) = super::limits::take(state, &user.id, state.policy.upload.max_concurrent_per_user).await? else {
         return Err(ApiError {
             retry_after: Some(1),
             ..ApiError::new(
@@ -296,6 +261,15 @@ pub async fn receive_upload(
                     loop {
                         match field.chunk().await {
                             Ok(Some(mut chunk)) => {
+                                let pace = state.upload_pace.delay(
+                                    &user.id,
+                                    chunk.len(),
+                                    state.policy.upload.bandwidth_bytes_per_sec_per_user,
+                                    std::time::Instant::now(),
+                                );
+                                if let Some(wait) = pace {
+                                    tokio::time::sleep(wait).await;
+                                }
                                 while !chunk.is_empty() {
                                     let take = (HANDOFF - pending.len()).min(chunk.len());
                                     pending.extend_from_slice(&chunk.split_to(take));

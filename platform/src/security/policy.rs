@@ -27,9 +27,13 @@ pub struct ResponsePolicy {
     pub never_block: Vec<ipnet::IpNet>,
     /// Rules about an address (`credential_stuffing`) may `block_ip`.
     pub credential_stuffing: Response,
-    /// Rules about a user may `revoke_sessions` (never of an administrator).
+    /// Rules about a user may `revoke_sessions`, `suspend_account` (never of an
+    /// administrator) or `force_mfa`.
     pub exfiltration: Response,
     pub mass_sharing: Response,
+    pub refresh_token_reuse: Response,
+    /// About an administrator: `force_mfa` or none (never anything that locks an admin out).
+    pub admin_new_location: Response,
 }
 
 impl Default for ResponsePolicy {
@@ -39,6 +43,8 @@ impl Default for ResponsePolicy {
             credential_stuffing: Response { action: ResponseAction::BlockIp, duration_secs: 900 },
             exfiltration: Response { action: ResponseAction::None, duration_secs: 0 },
             mass_sharing: Response { action: ResponseAction::None, duration_secs: 0 },
+            refresh_token_reuse: Response { action: ResponseAction::None, duration_secs: 0 },
+            admin_new_location: Response { action: ResponseAction::None, duration_secs: 0 },
         }
     }
 }
@@ -58,6 +64,8 @@ pub enum ResponseAction {
     None,
     BlockIp,
     RevokeSessions,
+    SuspendAccount,
+    ForceMfa,
 }
 
 /// Anomaly rules evaluated from the audit stream (`security::anomaly`).
@@ -120,8 +128,12 @@ pub struct UploadPolicy {
     pub blocked_types: Vec<String>,
     /// Bytes of files one user may own in all (0: no quota). Over it: 507 `quota_exceeded`.
     pub quota_bytes_per_user: u64,
-    /// Uploads (files and media messages) one user may have in flight at once; more: 429.
+    /// Uploads (files and media messages) one user may have in flight at once (across all
+    /// nodes on PostgreSQL); more: 429 `too_many_uploads`.
     pub max_concurrent_per_user: u32,
+    /// Bytes per second one user's uploads may send together (per node; 0: no limit). The
+    /// server reads slower, so the client is slowed by TCP flow control.
+    pub bandwidth_bytes_per_sec_per_user: u64,
 }
 
 impl Default for UploadPolicy {
@@ -138,6 +150,7 @@ impl Default for UploadPolicy {
             .to_vec(),
             quota_bytes_per_user: 0,
             max_concurrent_per_user: 4,
+            bandwidth_bytes_per_sec_per_user: 0,
         }
     }
 }
@@ -226,16 +239,27 @@ impl SecurityPolicy {
     /// Checks what the types cannot: each response fits its rule's subject.
     pub fn check(&self) -> Result<(), String> {
         let r = &self.responses;
-        if r.credential_stuffing.action == ResponseAction::RevokeSessions {
+        if !matches!(r.credential_stuffing.action, ResponseAction::None | ResponseAction::BlockIp) {
             return Err("responses.credential_stuffing: the rule names an address; use block_ip or none".into());
         }
         if r.credential_stuffing.action == ResponseAction::BlockIp && r.credential_stuffing.duration_secs == 0 {
             return Err("responses.credential_stuffing.duration_secs: a block needs a duration > 0".into());
         }
-        for (name, rule) in [("exfiltration", &r.exfiltration), ("mass_sharing", &r.mass_sharing)] {
+        for (name, rule) in [
+            ("exfiltration", &r.exfiltration),
+            ("mass_sharing", &r.mass_sharing),
+            ("refresh_token_reuse", &r.refresh_token_reuse),
+        ] {
             if rule.action == ResponseAction::BlockIp {
-                return Err(format!("responses.{name}: the rule names a user; use revoke_sessions or none"));
+                return Err(format!(
+                    "responses.{name}: the rule names a user; use revoke_sessions, suspend_account, force_mfa or none"
+                ));
             }
+        }
+        if !matches!(r.admin_new_location.action, ResponseAction::None | ResponseAction::ForceMfa) {
+            return Err("responses.admin_new_location: the rule names an administrator; use force_mfa or none \
+                        (nothing may lock every administrator out)"
+                .into());
         }
         Ok(())
     }

@@ -6,6 +6,13 @@
 //!   `never_block` (loopback by default) are never blocked automatically — the break-glass path.
 //! * `revoke_sessions` (rules about a user): every session of the user ends at once; never
 //!   applied to an administrator, so no rule can lock every admin out.
+//! * `suspend_account` (rules about a user): the account is disabled pending an admin's review
+//!   (`users.suspended_at`/`suspended_reason`) and its sessions end; sign-in answers 403
+//!   `account_suspended`. Never applied to an administrator. Undo: enable the account.
+//! * `force_mfa` (rules about a user, the only response allowed for `admin_new_location`):
+//!   every live session of the user must be confirmed again (`POST /api/auth/reverify` with
+//!   the second factor, or the password without MFA) before it can be used; until then the
+//!   API answers 403 `mfa_reverify_required`. Undo: clear the demand.
 //!
 //! Every response and every lift is audited (`security.response`, `security.ip_unblock`). The
 //! block list lives in `ip_blocks`; each node keeps a copy in memory, refreshed every
@@ -175,27 +182,11 @@ pub fn respond(state: &AppState, conn: &mut DbConnection, kind: &str, subject: (
         "credential_stuffing" => &p.credential_stuffing,
         "exfiltration" => &p.exfiltration,
         "mass_sharing" => &p.mass_sharing,
+        "refresh_token_reuse" => &p.refresh_token_reuse,
+        "admin_new_location" => &p.admin_new_location,
         _ => return,
     };
-    let done: QueryResult<Option<serde_json::Value>> = match (r.action, subject.0) {
-        (ResponseAction::None, _) => Ok(None),
-        (ResponseAction::BlockIp, "ip") => block(state, conn, subject.1, r.duration_secs, kind, Some(alert_id))
-            .map(|b| b.map(|id| json!({"block_id": id, "ip": subject.1, "duration_secs": r.duration_secs}))),
-        (ResponseAction::RevokeSessions, "user") => {
-            let role: Option<String> =
-                users::table.find(subject.1).select(users::role).first(conn).optional().unwrap_or(None);
-            if role.as_deref() == Some("admin") {
-                tracing::warn!(user = subject.1, "not revoking an administrator's sessions automatically");
-                Ok(None)
-            } else {
-                crate::auth::sessions::revoke_all(conn, subject.1, None, "security_response").map(|sids| {
-                    state.sessions_revoked(&sids);
-                    Some(json!({"user_id": subject.1, "sessions_revoked": sids.len()}))
-                })
-            }
-        }
-        _ => Ok(None),
-    };
+    let done = act(state, conn, r.action, r.duration_secs, kind, subject, alert_id);
     match done {
         Ok(Some(details)) => {
             let mut d = details;
@@ -211,6 +202,125 @@ pub fn respond(state: &AppState, conn: &mut DbConnection, kind: &str, subject: (
         Ok(None) => {}
         Err(e) => tracing::error!(error = %e, rule = kind, "automatic response failed"),
     }
+}
+
+/// Carries out one response; the audit details when something was done.
+fn act(
+    state: &AppState,
+    conn: &mut DbConnection,
+    action: ResponseAction,
+    duration_secs: u64,
+    kind: &str,
+    subject: (&str, &str),
+    alert_id: &str,
+) -> QueryResult<Option<serde_json::Value>> {
+    let user = subject.1;
+    match (action, subject.0) {
+        (ResponseAction::None, _) => Ok(None),
+        (ResponseAction::BlockIp, "ip") => block(state, conn, user, duration_secs, kind, Some(alert_id))
+            .map(|b| b.map(|id| json!({"block_id": id, "ip": user, "duration_secs": duration_secs}))),
+        (ResponseAction::RevokeSessions, "user") => {
+            let role: Option<String> = users::table.find(user).select(users::role).first(conn).optional()?;
+            if role.as_deref() == Some("admin") {
+                tracing::warn!(user, "not revoking an administrator's sessions automatically");
+                return Ok(None);
+            }
+            let sids = crate::auth::sessions::revoke_all(conn, user, None, "security_response")?;
+            state.sessions_revoked(&sids);
+            Ok(Some(json!({"user_id": user, "sessions_revoked": sids.len()})))
+        }
+        (ResponseAction::SuspendAccount, "user") => {
+            // `suspend` refuses administrators: no rule can lock every admin out.
+            let done = crate::db::write_transaction(conn, |c| {
+                if !crate::auth::users::suspend(c, user, kind)? {
+                    return Ok(None);
+                }
+                crate::auth::sessions::revoke_all(c, user, None, "account_suspended").map(Some)
+            })?;
+            match done {
+                Some(sids) => {
+                    state.sessions_revoked(&sids);
+                    Ok(Some(json!({"user_id": user, "suspended": true, "sessions_revoked": sids.len()})))
+                }
+                None => {
+                    tracing::warn!(user, "not suspending: an administrator, already disabled, or unknown");
+                    Ok(None)
+                }
+            }
+        }
+        (ResponseAction::ForceMfa, "user") => {
+            let sids = crate::auth::sessions::require_reverify(conn, user)?;
+            // Open WebSockets of these sessions close; reconnecting asks for the re-verification.
+            state.sessions_revoked(&sids);
+            Ok(Some(json!({"user_id": user, "sessions_to_reverify": sids.len()})))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// An account an automatic response holds: suspended, or with sessions waiting for
+/// re-verification.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct HeldAccount {
+    pub user_id: String,
+    pub email: String,
+    /// `suspended` or `reverify`.
+    pub state: String,
+    /// The rule that suspended the account (suspensions).
+    pub rule: Option<String>,
+    /// When it was suspended (suspensions).
+    pub since: Option<String>,
+    /// Live sessions waiting for re-verification (`reverify`).
+    pub sessions: i64,
+}
+
+/// Accounts held by automatic responses, suspensions first.
+pub fn held(conn: &mut DbConnection) -> QueryResult<Vec<HeldAccount>> {
+    use crate::db::schema::sessions as st;
+    let suspended: Vec<(String, String, Option<i64>, Option<String>)> = users::table
+        .filter(users::suspended_at.is_not_null())
+        .filter(users::disabled.eq(true))
+        .order(users::suspended_at.desc())
+        .limit(200)
+        .select((users::id, users::email, users::suspended_at, users::suspended_reason))
+        .load(conn)?;
+    let mut out: Vec<HeldAccount> = suspended
+        .into_iter()
+        .map(|(user_id, email, at, rule)| HeldAccount {
+            user_id,
+            email,
+            state: "suspended".into(),
+            rule,
+            since: at.map(crate::time::micros_to_rfc3339),
+            sessions: 0,
+        })
+        .collect();
+    let now = crate::time::now_micros();
+    let waiting: Vec<(String, String)> = st::table
+        .inner_join(users::table.on(users::id.eq(st::user_id)))
+        .filter(st::reverify_required.eq(true))
+        .filter(st::revoked_at.is_null())
+        .filter(st::expires_at.gt(now))
+        .filter(users::disabled.eq(false))
+        .select((users::id, users::email))
+        .limit(10_000)
+        .load(conn)?;
+    let mut per_user: Vec<(String, String, i64)> = Vec::new();
+    for (id, email) in waiting {
+        match per_user.iter_mut().find(|(i, _, _)| *i == id) {
+            Some(e) => e.2 += 1,
+            None => per_user.push((id, email, 1)),
+        }
+    }
+    out.extend(per_user.into_iter().map(|(user_id, email, n)| HeldAccount {
+        user_id,
+        email,
+        state: "reverify".into(),
+        rule: None,
+        since: None,
+        sessions: n,
+    }));
+    Ok(out)
 }
 
 /// Keeps this node's block list fresh (blocks made or lifted on other nodes, expiries).
@@ -261,7 +371,25 @@ impl<'r> rocket::request::FromRequest<'r> for BlockedReq {
 }
 
 pub fn routes() -> Vec<rocket::Route> {
-    rocket::routes![list_blocks, lift_block]
+    rocket::routes![list_blocks, lift_block, list_held]
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HeldList {
+    pub accounts: Vec<HeldAccount>,
+}
+
+/// Accounts held by automatic responses: suspended ones (undo: `POST
+/// /api/admin/users/{id}/enable`) and ones whose sessions wait for re-verification (undo:
+/// `POST /api/admin/users/{id}/clear-reverify`). Admins.
+#[utoipa::path(get, path = "/api/admin/responses/held", tag = "admin", responses((status = 200, body = HeldList), (status = 403)))]
+#[rocket::get("/admin/responses/held")]
+pub async fn list_held(
+    state: &rocket::State<AppState>,
+    _admin: crate::auth::AdminUser,
+) -> crate::http::ApiResult<rocket::serde::json::Json<HeldList>> {
+    let accounts = state.db.q(held).await?;
+    Ok(rocket::serde::json::Json(HeldList { accounts }))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

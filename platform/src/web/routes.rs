@@ -26,6 +26,8 @@ pub fn routes() -> Vec<Route> {
         login,
         mfa_page,
         mfa_form,
+        reverify_page,
+        reverify_form,
         oidc_start,
         register_page,
         register,
@@ -82,6 +84,18 @@ pub struct MfaPage {
     pub csrf: String,
     pub next: String,
     pub mfa_token: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template, Debug)]
+#[template(path = "web/reverify.html")]
+pub struct ReverifyPage {
+    /// The session's CSRF token (the user is signed in).
+    pub csrf: String,
+    pub next: String,
+    pub email: String,
+    /// Ask for the second factor (MFA on) or the password.
+    pub mfa: bool,
     pub error: Option<String>,
 }
 
@@ -324,6 +338,51 @@ pub async fn mfa_form(state: &State<AppState>, client: ClientInfo, jar: &CookieJ
     }
 }
 
+#[derive(Debug, FromForm)]
+pub struct ReverifyForm {
+    csrf: String,
+    next: Option<String>,
+    code: Option<String>,
+    password: Option<String>,
+}
+
+/// The page a session held by `force_mfa` lands on: confirm the second factor (or the
+/// password without MFA) to go on.
+#[get("/login/reverify?<next>")]
+pub async fn reverify_page(state: &State<AppState>, who: Web, next: Option<&str>) -> Page {
+    let next = safe_next(next);
+    let Web::SignedIn(s) = who else {
+        return Page::Redirect("/login".into());
+    };
+    if !s.reverify {
+        return Page::Redirect(next.unwrap_or_else(|| "/files".into()));
+    }
+    let uid = s.user_id.clone();
+    let mfa = state.db.q(move |c| users::by_id(c, &uid).map(|u| u.mfa_enabled).or(Ok(false))).await.unwrap_or(false);
+    render(Status::Ok, &ReverifyPage { csrf: s.csrf, next: next.unwrap_or_default(), email: s.email, mfa, error: None })
+}
+
+#[post("/login/reverify", data = "<form>")]
+pub async fn reverify_form(state: &State<AppState>, client: ClientInfo, who: Web, form: Form<ReverifyForm>) -> Page {
+    let f = form.into_inner();
+    let Web::SignedIn(s) = who else {
+        return Page::Redirect("/login".into());
+    };
+    let next = safe_next(f.next.as_deref());
+    if !csrf_ok(&s.csrf, &f.csrf) {
+        return Page::Redirect("/login/reverify".into());
+    }
+    let uid = s.user_id.clone();
+    let mfa = state.db.q(move |c| users::by_id(c, &uid).map(|u| u.mfa_enabled).or(Ok(false))).await.unwrap_or(false);
+    match crate::auth::routes::reverify_session(state, &client, &s.user_id, &s.sid, f.code, f.password).await {
+        Ok(()) => Page::Redirect(next.unwrap_or_else(|| "/files".into())),
+        Err(e) => render(
+            e.status,
+            &ReverifyPage { csrf: s.csrf, next: next.unwrap_or_default(), email: s.email, mfa, error: Some(e.message) },
+        ),
+    }
+}
+
 /// Starts an OpenID Connect sign-in for the web UI: marks the browser, then hands over to the
 /// API's `/api/auth/login/{provider}`.
 #[get("/login/oidc/<provider>?<next>")]
@@ -529,6 +588,9 @@ async fn app_page(
     let Web::SignedIn(s) = who else {
         return Page::Redirect(format!("/login?next={}", crate::http::percent_encode(here)));
     };
+    if s.reverify {
+        return Page::Redirect(format!("/login/reverify?next={}", crate::http::percent_encode(here)));
+    }
     // The page's script connects with `/ws?after=<this>`: whatever happens between this render
     // and the connection is replayed, not lost.
     let uid = s.user_id.clone();
