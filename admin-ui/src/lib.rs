@@ -348,8 +348,22 @@ pub struct SystemPage {
     /// `(status, count)` of the outbox.
     pub mail_counts: Vec<(String, i64)>,
     pub outbox: Vec<OutboxRow>,
+    /// The storage backend and its circuit breaker.
+    pub storage: StorageRow,
     /// The configuration as TOML, secrets redacted.
     pub config: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageRow {
+    pub backend: String,
+    /// `ok`, `degraded` or `paused` (the badge).
+    pub health: String,
+    /// The breaker's state in words.
+    pub state: String,
+    pub calls: u64,
+    pub failures: u64,
+    pub last_error: String,
 }
 
 #[derive(Template, Debug)]

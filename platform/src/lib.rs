@@ -285,6 +285,7 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     security::scan_routes::reload_on_sighup(state.clone());
     files::start_scrub(state.clone(), state.config.files.scrub_interval_hours);
     realtime::start_retention(state.clone());
+    realtime::presence::start(state.clone());
     audit::anchor::start(state.clone());
     audit::siem::start(state.clone());
     {

@@ -222,21 +222,7 @@ fn quota_overruns_and_too_many_parallel_uploads_are_refused_with_nothing_stored(
     assert_eq!(crate::files::upload_raw(&srv, &tok, &body).status, 201);
 
     // One upload in flight (a client sending slowly): a second one is refused with 429.
-    use std::io::Write;
-    let addr = srv.base.trim_start_matches("http://").to_string();
-    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
-    let boundary = "slowboundary";
-    let head = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-    );
-    write!(
-        slow,
-        "POST /api/files/upload HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {tok}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 20000\r\n\r\n{head}"
-    )
-    .unwrap();
-    slow.write_all(&[1u8; 1000]).unwrap();
-    slow.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let slow = slow_upload(&srv, &tok);
     let small = crate::files::multipart("d.bin", "application/octet-stream", b"tiny", None);
     let r = crate::files::upload_raw(&srv, &tok, &small);
     r.assert_error(429, "too_many_uploads");
@@ -458,6 +444,16 @@ fn an_unreachable_object_store_opens_the_breaker_and_recovers_without_partial_fi
         &[("SECCOLLAB_CONFIG", cfg.to_str().unwrap()), ("SECCOLLAB_AUTH__REGISTRATION", "open")],
     );
     let tok = crate::auth::user_token(&srv, "s@example.org")["token"].as_str().unwrap().to_string();
+    admin_token(&srv);
+    let (mut console, _) = crate::admin_console::first_sign_in(&srv);
+    let breaker_row = |c: &mut crate::admin_console::Browser<'_>| {
+        let p = c.get("/admin/system");
+        assert_eq!(p.status, 200);
+        let t = p.body.split("id=\"storage-breaker\"").nth(1).expect("the storage table").to_string();
+        t.split("</table>").next().unwrap().to_string()
+    };
+    let row = breaker_row(&mut console);
+    assert!(row.contains("<code>s3</code>") && row.contains(">closed<"), "{row}");
     let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let first = crate::files::upload(&srv, &tok, "kept.bin", &data)["file_id"].as_str().unwrap().to_string();
     assert_eq!(crate::files::scanned(&srv, &tok, &first), "clean");
@@ -479,6 +475,9 @@ fn an_unreachable_object_store_opens_the_breaker_and_recovers_without_partial_fi
     let fast = fast.expect("after repeated failures the breaker answers at once");
     assert!(fast >= 1, "the first failures waited for the store (retries), then the breaker opened");
     assert!(srv.get("/metrics").text().contains("seccollab_storage_breaker_open 1"));
+    // The console shows it too.
+    let row = breaker_row(&mut console);
+    assert!(row.contains("open: failing fast for"), "{row}");
     // Downloads fail fast too, with 503, instead of a cut-off body.
     let r = crate::files::download(&srv, &tok, &first, None);
     r.assert_error(503, "unavailable");
@@ -488,6 +487,7 @@ fn an_unreachable_object_store_opens_the_breaker_and_recovers_without_partial_fi
     moto.signal("-CONT");
     wait_until("recovery", 30, || crate::files::upload_raw(&srv, &tok, &body).status == 201);
     assert!(srv.get("/metrics").text().contains("seccollab_storage_breaker_open 0"));
+    assert!(breaker_row(&mut console).contains(">closed<"));
     let r = crate::files::download(&srv, &tok, &first, None);
     assert_eq!(r.status, 200);
     assert_eq!(r.body, data, "the earlier file is intact");
@@ -630,7 +630,9 @@ fn suspend_account_and_force_mfa_responses_hold_accounts_until_undone_never_admi
     undo(&f0, "enable", &sid).assert_error(403, "forbidden");
     assert_eq!(undo(&admin, "enable", &sid).status, 204);
     assert_eq!(crate::auth::login(&srv, "sharer@example.org", PASSWORD).status, 200);
-    assert_eq!(srv.db.sql("SELECT count(*) FROM audit_log WHERE action = 'admin.user_enable'"), "1");
+    wait_until("the admin.user_enable entry", 10, || {
+        srv.db.sql("SELECT count(*) FROM audit_log WHERE action = 'admin.user_enable'") == "1"
+    });
     let held = get(&srv, "/api/admin/responses/held", &admin).json();
     assert!(held["accounts"].as_array().unwrap().iter().all(|a| a["user_id"] != sid.as_str()), "{held}");
 
@@ -681,7 +683,9 @@ fn suspend_account_and_force_mfa_responses_hold_accounts_until_undone_never_admi
     undo(&f0, "clear-reverify", &did).assert_error(403, "forbidden");
     assert_eq!(undo(&admin, "clear-reverify", &did).status, 204);
     assert_eq!(me(&second).status, 200);
-    assert_eq!(srv.db.sql("SELECT count(*) FROM audit_log WHERE action = 'admin.user_clear_reverify'"), "1");
+    wait_until("the admin.user_clear_reverify entry", 10, || {
+        srv.db.sql("SELECT count(*) FROM audit_log WHERE action = 'admin.user_clear_reverify'") == "1"
+    });
 
     // --- force_mfa with MFA on: the password is not enough, the second factor is.
     let m = crate::auth::user_token(&srv, "mfa@example.org");
@@ -706,11 +710,12 @@ fn suspend_account_and_force_mfa_responses_hold_accounts_until_undone_never_admi
     reverify(&mtok, json!({"totp_code": "000000"})).assert_error(401, "invalid_mfa_code");
     assert_eq!(reverify(&mtok, json!({"totp_code": recovery})).status, 204);
     assert_eq!(me(&mtok).status, 200);
-    let ok: String = srv.db.sql(
-        "SELECT count(*) FROM audit_log WHERE action = 'auth.reverify' AND outcome = 'success' \
-         AND details LIKE '%recovery_code%'",
-    );
-    assert_eq!(ok, "1");
+    wait_until("the audit entry", 10, || {
+        srv.db.sql(
+            "SELECT count(*) FROM audit_log WHERE action = 'auth.reverify' AND outcome = 'success' \
+             AND details LIKE '%recovery_code%'",
+        ) == "1"
+    });
 }
 
 #[test]
@@ -731,8 +736,8 @@ fn response_policies_that_could_lock_out_admins_are_refused() {
     }
 }
 
-/// Starts an upload of `total` declared bytes on `srv` and sends only its first kilobyte:
-/// an upload in flight until the stream is dropped.
+/// Starts an upload on `srv` (20,000 bytes declared) and sends only its first kilobyte: an
+/// upload in flight until the stream is dropped.
 fn slow_upload(srv: &Server, tok: &str) -> std::net::TcpStream {
     use std::io::Write;
     let addr = srv.base.trim_start_matches("http://").to_string();

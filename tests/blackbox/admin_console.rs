@@ -10,17 +10,17 @@ use crate::both_backends;
 use crate::harness::{Backend, Server, TestDb};
 
 /// A minimal browser: keeps cookies, does not follow redirects, sends forms.
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     srv: &'a Server,
     cookies: HashMap<String, String>,
 }
 
-struct Page {
-    status: u16,
-    location: Option<String>,
+pub(crate) struct Page {
+    pub(crate) status: u16,
+    pub(crate) location: Option<String>,
     set_cookies: Vec<String>,
     content_type: String,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl<'a> Browser<'a> {
@@ -65,7 +65,7 @@ impl<'a> Browser<'a> {
         }
     }
 
-    fn get(&mut self, path: &str) -> Page {
+    pub(crate) fn get(&mut self, path: &str) -> Page {
         self.send("GET", path, None)
     }
 
@@ -91,7 +91,7 @@ const HOSTILE_NAME: &str = "<script>alert(1)</script>";
 
 /// Signs the CLI-made admin `root@example.org` in for the first time: enrols MFA on the way.
 /// Returns the browser and the TOTP secret.
-fn first_sign_in<'a>(srv: &'a Server) -> (Browser<'a>, String) {
+pub(crate) fn first_sign_in<'a>(srv: &'a Server) -> (Browser<'a>, String) {
     let mut b = Browser::new(srv);
     let p = b.get("/admin");
     assert_eq!((p.status, p.location.as_deref()), (303, Some("/admin/login")), "signed out: to the sign-in page");

@@ -520,6 +520,36 @@ fn two_nodes_on_one_postgres_deliver_in_order_once() {
 }
 
 #[test]
+fn presence_holds_across_two_nodes_until_the_last_device_leaves() {
+    let grace = [("SECCOLLAB_REALTIME__PRESENCE_GRACE_SECS", "1"), ("SECCOLLAB_MESSAGES__SEND_RATE_PER_SEC", "0")];
+    let a = unlimited(Backend::Postgres, &grace);
+    let b = a.start_peer(&grace);
+    let (alice, bob) = (user(&a, "alice@example.org"), user(&a, "bob@example.org"));
+    send_text(&a, &alice, &bob, "contacts");
+    let mut bob_on_b = Ws::connect(&b, &bob.token);
+    bob_on_b.drain(&[], Duration::from_millis(300));
+    // Alice comes online on node A: Bob (on B) is told, and Alice learns Bob is online on B.
+    let mut alice_on_a = Ws::connect(&a, &alice.token);
+    assert_eq!(bob_on_b.expect("presence_update", WAIT)["data"], json!({"user_id": alice.id, "status": "online"}));
+    assert_eq!(alice_on_a.expect("presence_update", WAIT)["data"], json!({"user_id": bob.id, "status": "online"}));
+    // A second device on node B, then the first one leaves: Alice is still online.
+    let alice_on_b = Ws::connect(&b, &alice.token);
+    alice_on_a.close();
+    let seen = bob_on_b.drain(&["presence_update"], Duration::from_secs(3));
+    assert!(
+        seen.iter().all(|f| f["data"]["status"] == "online"),
+        "a device left but another is still connected: {seen:?}"
+    );
+    assert_eq!(a.db.sql(&format!("SELECT count(*) FROM presence WHERE user_id = '{}'", alice.id)), "1");
+    // The last device leaves: offline, once the grace period is over.
+    alice_on_b.close();
+    assert_eq!(bob_on_b.expect("presence_update", WAIT)["data"], json!({"user_id": alice.id, "status": "offline"}));
+    // Back on node A: told again, although node A had announced her online before.
+    let _alice_again = Ws::connect(&a, &alice.token);
+    assert_eq!(bob_on_b.expect("presence_update", WAIT)["data"], json!({"user_id": alice.id, "status": "online"}));
+}
+
+#[test]
 fn file_events_reach_the_owner_the_sharee_and_admins() {
     let srv = unlimited(Backend::Sqlite, &[]);
     let admin_tok = crate::auth::admin_token(&srv);

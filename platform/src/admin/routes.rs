@@ -1271,9 +1271,30 @@ async fn system_view(state: &AppState, s: &ConsoleSession, notice: Option<String
             mail_enabled,
             mail_counts,
             outbox,
+            storage: storage_row(state),
             config: state.config.redacted_toml(),
         },
     )
+}
+
+/// The storage backend and its circuit breaker, as the System page shows them.
+fn storage_row(state: &AppState) -> ui::StorageRow {
+    use std::sync::atomic::Ordering;
+    let b = &state.storage_breaker;
+    let health = b.health();
+    ui::StorageRow {
+        backend: seccollab_plugin_api::StorageBackend::name(&*state.storage).to_string(),
+        state: match (health, b.open_for()) {
+            ("paused", Some(d)) => format!("open: failing fast for {} s more", d.as_secs() + 1),
+            ("paused", None) => "open".into(),
+            ("degraded", _) => "closed, recent failures".into(),
+            _ => "closed".into(),
+        },
+        health: health.to_string(),
+        calls: b.calls.load(Ordering::Relaxed),
+        failures: b.failures.load(Ordering::Relaxed),
+        last_error: b.last_error().unwrap_or_default(),
+    }
 }
 
 #[post("/system/reload-rules", data = "<form>")]

@@ -435,6 +435,39 @@ pub async fn verify_mfa(
     Ok(Json(tokens))
 }
 
+/// Refuses while the account is locked or the address must back off.
+async fn throttled(state: &AppState, email: &str, client: &ClientInfo) -> ApiResult<()> {
+    let (policy, email, ip) = (state.policy.lockout.clone(), email.to_string(), client.ip_string());
+    let verdict = state
+        .db
+        .run(move |c| {
+            throttle::check(c, &policy, &email, ip.as_deref(), crate::time::now_micros()).map_err(ApiError::from)
+        })
+        .await?;
+    match verdict {
+        Verdict::Allowed => Ok(()),
+        Verdict::AccountLocked(s) => Err(locked(s)),
+        Verdict::IpBackoff(s) => Err(backoff(s)),
+    }
+}
+
+/// Checks a second factor of `user`: a TOTP code (each time step once only) or an unused
+/// recovery code (spent here). Which one matched, if any.
+async fn second_factor(state: &AppState, user: &User, code: String) -> ApiResult<Option<&'static str>> {
+    let secret = user.totp_secret_enc.as_deref().and_then(|s| mfa::open_secret(&state.keys, &user.id, s));
+    let (uid, master) = (user.id.clone(), state.keys.hash_key);
+    Ok(state
+        .db
+        .q(move |c| {
+            let now = (crate::time::now_micros() / 1_000_000) as u64;
+            if let Some(step) = secret.as_deref().and_then(|s| mfa::matching_step(s, &code, now)) {
+                return Ok(if mfa::claim_step(c, &uid, step)? { Some("totp") } else { None });
+            }
+            Ok(if mfa::use_recovery_code(c, &master, &uid, &code)? { Some("recovery_code") } else { None })
+        })
+        .await?)
+}
+
 /// The user an MFA challenge token belongs to, if it is live.
 pub(crate) async fn challenge_owner(state: &AppState, client: &ClientInfo, mfa_token: &str) -> ApiResult<User> {
     let master = state.keys.hash_key;
@@ -466,31 +499,9 @@ pub(crate) async fn mfa_step(
     let client = client.clone();
     let master = state.keys.hash_key;
     let user = challenge_owner(state, &client, &mfa_token).await?;
-    let policy = state.policy.lockout.clone();
-    let (email, ip) = (user.email.clone(), client.ip_string());
-    let verdict = state
-        .db
-        .run(move |c| {
-            throttle::check(c, &policy, &email, ip.as_deref(), crate::time::now_micros()).map_err(ApiError::from)
-        })
-        .await?;
-    match verdict {
-        Verdict::Allowed => {}
-        Verdict::AccountLocked(s) => return Err(locked(s)),
-        Verdict::IpBackoff(s) => return Err(backoff(s)),
-    }
-    let secret = user.totp_secret_enc.as_deref().and_then(|s| mfa::open_secret(&state.keys, &user.id, s));
-    let (uid2, code, t) = (user.id.clone(), totp_code.clone(), mfa_token.clone());
-    let method = state
-        .db
-        .q(move |c| {
-            let now = (crate::time::now_micros() / 1_000_000) as u64;
-            if let Some(step) = secret.as_deref().and_then(|s| mfa::matching_step(s, &code, now)) {
-                return Ok(if mfa::claim_step(c, &uid2, step)? { Some("totp") } else { None });
-            }
-            Ok(if mfa::use_recovery_code(c, &master, &uid2, &code)? { Some("recovery_code") } else { None })
-        })
-        .await?;
+    throttled(state, &user.email, &client).await?;
+    let method = second_factor(state, &user, totp_code).await?;
+    let t = mfa_token.clone();
     let ok = match method {
         Some(_) if !user.disabled => {
             let t2 = t.clone();
@@ -846,35 +857,12 @@ pub(crate) async fn reverify_session(
 ) -> ApiResult<()> {
     let client = client.clone();
     let u = load_user(state, user_id).await?;
-    let (policy, email, ip) = (state.policy.lockout.clone(), u.email.clone(), client.ip_string());
-    let verdict = state
-        .db
-        .run(move |c| {
-            throttle::check(c, &policy, &email, ip.as_deref(), crate::time::now_micros()).map_err(ApiError::from)
-        })
-        .await?;
-    match verdict {
-        Verdict::Allowed => {}
-        Verdict::AccountLocked(s) => return Err(locked(s)),
-        Verdict::IpBackoff(s) => return Err(backoff(s)),
-    }
+    throttled(state, &u.email, &client).await?;
     let method = if u.mfa_enabled {
         let code = totp_code.filter(|c| !c.trim().is_empty()).ok_or_else(|| {
             ApiError::invalid("totp_code", "your account has MFA on: send a current code or a recovery code")
         })?;
-        let secret = u.totp_secret_enc.as_deref().and_then(|s| mfa::open_secret(&state.keys, &u.id, s));
-        let (uid, master) = (u.id.clone(), state.keys.hash_key);
-        let method = state
-            .db
-            .q(move |c| {
-                let now = (crate::time::now_micros() / 1_000_000) as u64;
-                if let Some(step) = secret.as_deref().and_then(|s| mfa::matching_step(s, &code, now)) {
-                    return Ok(if mfa::claim_step(c, &uid, step)? { Some("totp") } else { None });
-                }
-                Ok(if mfa::use_recovery_code(c, &master, &uid, &code)? { Some("recovery_code") } else { None })
-            })
-            .await?;
-        let Some(method) = method else {
+        let Some(method) = second_factor(state, &u, code).await? else {
             state
                 .audit
                 .record(

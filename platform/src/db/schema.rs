@@ -358,3 +358,13 @@ diesel::table! {
         expires_at -> BigInt,
     }
 }
+
+diesel::table! {
+    /// Each node's view of the presence of the users it has connections for (PostgreSQL).
+    presence (user_id, node_id) {
+        user_id -> Text,
+        node_id -> Text,
+        status -> Text,
+        updated_at -> BigInt,
+    }
+}

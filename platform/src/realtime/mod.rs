@@ -1,9 +1,10 @@
 //! Real-time delivery: the `/ws` endpoint, the per-node [`hub::Hub`] of live connections,
 //! persisted events with per-user `seq` and `resume` ([`store`]), and multi-node fan-out over
-//! PostgreSQL `LISTEN/NOTIFY` ([`notify`]). Events are written by [`crate::events::EventBus`].
+//! PostgreSQL `LISTEN/NOTIFY` ([`notify`]) with presence shared across nodes ([`presence`]). Events are written by [`crate::events::EventBus`].
 
 pub mod hub;
 pub mod notify;
+pub mod presence;
 pub mod store;
 pub mod ws;
 

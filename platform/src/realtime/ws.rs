@@ -496,10 +496,21 @@ impl Connection {
         announce_presence(&self.state, &self.user_id).await;
     }
 
-    /// Tells this client which of its contacts are online or away now.
+    /// Tells this client which of its contacts are online or away now (on any node).
     async fn send_contacts_presence(&mut self, contacts: Vec<String>) {
+        let elsewhere = if self.state.db.backend() == crate::db::Backend::Postgres && !contacts.is_empty() {
+            let cs = contacts.clone();
+            self.state
+                .db
+                .q(move |c| super::presence::lookup(c, &cs, crate::time::now_micros()))
+                .await
+                .unwrap_or_default()
+        } else {
+            Default::default()
+        };
         for c in contacts {
-            let p = self.state.hub.presence(&c);
+            let here = self.state.hub.presence(&c);
+            let p = super::presence::best([here, elsewhere.get(&c).copied().unwrap_or(Presence::Offline)]);
             if p != Presence::Offline {
                 let f = ephemeral("presence_update", json!({"user_id": c, "status": p.as_str()}));
                 self.send_text(&f).await;
@@ -520,10 +531,41 @@ async fn announce_presence(state: &AppState, user: &str) {
     announce_presence_to(state, user, None).await;
 }
 
+/// [`announce_presence`] for a user whose rows a dead node left (swept by the heartbeat): this
+/// node may never have announced them, so it tells their contacts whatever the presence is now.
+pub(super) async fn announce_presence_forced(state: &AppState, user: &str) {
+    announce(state, user, None, true).await;
+}
+
 /// [`announce_presence`] with the contacts already looked up, if they were.
 async fn announce_presence_to(state: &AppState, user: &str, contacts: Option<Vec<String>>) {
-    let p = state.hub.presence(user);
-    if !state.hub.announce(user, p) {
+    announce(state, user, contacts, false).await;
+}
+
+/// Works out `user`'s presence (this node's devices; on PostgreSQL with the other nodes') and
+/// tells their contacts, here and on the other nodes, when it changed (or when `force`).
+async fn announce(state: &AppState, user: &str, contacts: Option<Vec<String>>, force: bool) {
+    let here = state.hub.presence(user);
+    let shared = state.db.backend() == crate::db::Backend::Postgres;
+    let p = if shared {
+        let (node, uid) = (state.node_id.clone(), user.to_string());
+        match state.db.q(move |c| super::presence::publish(c, &node, &uid, here, crate::time::now_micros())).await {
+            Ok(p) => super::presence::best([here, p]),
+            Err(e) => {
+                tracing::warn!(error = %e, "presence could not be shared with the other nodes");
+                here
+            }
+        }
+    } else {
+        here
+    };
+    let changed = state.hub.announce(user, p);
+    // Alone, this node knows what it announced last. With several nodes another node may have
+    // announced since (the user went offline there, then came back here), so every change seen
+    // here is told — a repeated status is harmless, a missed one is not — except a device
+    // leaving this node while the user is still present on another: nothing changed for anyone.
+    let tell = force || if shared { !(here == Presence::Offline && p != Presence::Offline) } else { changed };
+    if !tell {
         return;
     }
     let contacts = match contacts {
