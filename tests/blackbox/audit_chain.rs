@@ -146,9 +146,9 @@ both_backends!(anchored_head_catches_a_clean_truncation_and_an_older_database, |
     assert_eq!(r["anchor"]["status"], "ok");
     assert_eq!(r["anchor"]["seq"], head);
 
-    // Cut the last 5 entries and move the recorded head back with them: the chain alone is
+    // Cut the last 10 entries and move the recorded head back with them: the chain alone is
     // consistent again, the anchor is not.
-    let cut = head - 5;
+    let cut = head - 10;
     let new_hash = db.sql(&format!("SELECT hash FROM audit_log WHERE seq = {cut}"));
     db.sql(&format!("DELETE FROM audit_log WHERE seq > {cut}"));
     db.sql(&format!("UPDATE audit_head SET seq = {cut}, hash = '{new_hash}'"));

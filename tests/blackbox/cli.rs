@@ -105,11 +105,25 @@ both_backends!(user_add_list_disable, |b: Backend| {
     let (code, _, err) = run_cli(&env, &["user", "disable", "nobody@example.org"], None);
     assert_ne!(code, 0);
     assert!(err.contains("no such user"), "{err}");
+    // The break-glass undo of a suspension: enable from the command line.
+    db.sql("UPDATE users SET suspended_at = 1, suspended_reason = 'mass_sharing'");
+    let (_, out, _) = run_cli(&env, &["user", "list"], None);
+    assert!(out.contains("\"suspended_by_rule\":\"mass_sharing\""), "{out}");
+    let (code, out, err) = run_cli(&env, &["user", "enable", "alice@example.org"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("enabled alice@example.org"), "{out}");
+    let (_, out, _) = run_cli(&env, &["user", "list"], None);
+    assert!(out.contains("\"disabled\":false") && !out.contains("suspended_by_rule"), "{out}");
+    let (code, _, _) = run_cli(&env, &["user", "disable", "alice@example.org"], None);
+    assert_eq!(code, 0);
     // The password hash is argon2id in the database.
     let hash = db.sql("SELECT password_hash FROM users");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     // Creation and disabling were audited and the chain is intact.
     let (code, out, _) = run_cli(&env, &["audit", "verify"], None);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(db.sql("SELECT count(*) FROM audit_log WHERE action IN ('user.create', 'user.disable')"), "2");
+    assert_eq!(
+        db.sql("SELECT count(*) FROM audit_log WHERE action IN ('user.create', 'user.disable', 'user.enable')"),
+        "4"
+    );
 });
