@@ -468,6 +468,23 @@ async fn second_factor(state: &AppState, user: &User, code: String) -> ApiResult
         .await?)
 }
 
+/// Audits a wrong second factor as `action`, counts it toward the lock, and answers the error
+/// to give: `423 account_locked` when this failure locked the account, else `invalid_mfa_code`.
+async fn wrong_code(state: &AppState, client: &ClientInfo, user: &User, action: &str) -> ApiResult<ApiError> {
+    state
+        .audit
+        .record(
+            entry(action, Outcome::Failure, client)
+                .actor(Some(user.id.clone()))
+                .details(json!({"reason": "invalid_mfa_code"})),
+        )
+        .await;
+    if let Some(secs) = count_failure(state, &user.email, client, Some(user.id.clone())).await? {
+        return Ok(locked(secs));
+    }
+    Ok(ApiError::new(Status::Unauthorized, "invalid_mfa_code", "the code is wrong, expired or already used"))
+}
+
 /// The user an MFA challenge token belongs to, if it is live.
 pub(crate) async fn challenge_owner(state: &AppState, client: &ClientInfo, mfa_token: &str) -> ApiResult<User> {
     let master = state.keys.hash_key;
@@ -512,22 +529,7 @@ pub(crate) async fn mfa_step(
     if !ok {
         let t2 = mfa_token.clone();
         state.db.run(move |c| mfa::challenge_failed(c, &master, &t2).map_err(ApiError::from)).await?;
-        state
-            .audit
-            .record(
-                entry("auth.mfa", Outcome::Failure, &client)
-                    .actor(Some(user.id.clone()))
-                    .details(json!({"reason": "invalid_mfa_code"})),
-            )
-            .await;
-        if let Some(secs) = count_failure(state, &user.email, &client, Some(user.id.clone())).await? {
-            return Err(locked(secs));
-        }
-        return Err(ApiError::new(
-            Status::Unauthorized,
-            "invalid_mfa_code",
-            "the code is wrong, expired or already used",
-        ));
+        return Err(wrong_code(state, &client, &user, "auth.mfa").await?);
     }
     let email = user.email.clone();
     state.db.run(move |c| throttle::record_success(c, &email).map_err(ApiError::from)).await?;
@@ -863,22 +865,7 @@ pub(crate) async fn reverify_session(
             ApiError::invalid("totp_code", "your account has MFA on: send a current code or a recovery code")
         })?;
         let Some(method) = second_factor(state, &u, code).await? else {
-            state
-                .audit
-                .record(
-                    entry("auth.reverify", Outcome::Failure, &client)
-                        .actor(Some(u.id.clone()))
-                        .details(json!({"reason": "invalid_mfa_code"})),
-                )
-                .await;
-            if let Some(secs) = count_failure(state, &u.email, &client, Some(u.id.clone())).await? {
-                return Err(locked(secs));
-            }
-            return Err(ApiError::new(
-                Status::Unauthorized,
-                "invalid_mfa_code",
-                "the code is wrong, expired or already used",
-            ));
+            return Err(wrong_code(state, &client, &u, "auth.reverify").await?);
         };
         method
     } else {
