@@ -518,11 +518,10 @@ pub(crate) async fn mfa_step(
     let user = challenge_owner(state, &client, &mfa_token).await?;
     throttled(state, &user.email, &client).await?;
     let method = second_factor(state, &user, totp_code).await?;
-    let t = mfa_token.clone();
     let ok = match method {
         Some(_) if !user.disabled => {
-            let t2 = t.clone();
-            state.db.run(move |c| mfa::challenge_done(c, &master, &t2).map_err(ApiError::from)).await?
+            let t = mfa_token.clone();
+            state.db.run(move |c| mfa::challenge_done(c, &master, &t).map_err(ApiError::from)).await?
         }
         _ => false,
     };

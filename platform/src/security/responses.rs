@@ -303,13 +303,15 @@ pub fn held(conn: &mut DbConnection) -> QueryResult<Vec<HeldAccount>> {
         .filter(st::expires_at.gt(now))
         .filter(users::disabled.eq(false))
         .select((users::id, users::email))
+        .order(users::id.asc())
         .limit(10_000)
         .load(conn)?;
+    // Rows come ordered by user: count each run.
     let mut per_user: Vec<(String, String, i64)> = Vec::new();
     for (id, email) in waiting {
-        match per_user.iter_mut().find(|(i, _, _)| *i == id) {
-            Some(e) => e.2 += 1,
-            None => per_user.push((id, email, 1)),
+        match per_user.last_mut() {
+            Some(last) if last.0 == id => last.2 += 1,
+            _ => per_user.push((id, email, 1)),
         }
     }
     out.extend(per_user.into_iter().map(|(user_id, email, n)| HeldAccount {
