@@ -55,7 +55,10 @@ pub fn start(n: usize, env: &[(&str, &str)]) -> (Server, Vec<String>, Vec<String
     state.audit.shutdown_blocking();
     drop(state);
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_seccollab"))
+    // `BENCH_SERVER_BIN` runs another build (a baseline copied aside) against the same load, so
+    // an A/B comparison can alternate both binaries in one session.
+    let bin = std::env::var("BENCH_SERVER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_seccollab").to_string());
+    let mut child = Command::new(bin)
         .arg("serve")
         .env("SECCOLLAB_STORAGE__DATA_DIR", &data)
         .env("SECCOLLAB_SECURITY__POLICY_DIR", &policies)

@@ -107,7 +107,8 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_seccollab"))
+    let bin = std::env::var("BENCH_SERVER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_seccollab").to_string());
+    let mut child = Command::new(bin)
         .arg("serve")
         .env("SECCOLLAB_SERVER__PORT", "0")
         .env("SECCOLLAB_STORAGE__DATA_DIR", dir.path())

@@ -272,7 +272,10 @@ fn commit_with_retry(
         let c = match conn {
             Some(c) => c,
             None => match db.get() {
-                Ok(c) => conn.insert(c),
+                Ok(mut c) => {
+                    crate::db::prepare_writer(&mut c);
+                    conn.insert(c)
+                }
                 Err(e) => {
                     last = e.to_string();
                     continue;

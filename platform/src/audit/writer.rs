@@ -227,7 +227,10 @@ fn commit_with_retry(
         }
         if conn.is_none() {
             match db.get() {
-                Ok(c) => *conn = Some(c),
+                Ok(mut c) => {
+                    crate::db::prepare_writer(&mut c);
+                    *conn = Some(c)
+                }
                 Err(e) => {
                     last = e.to_string();
                     continue;
