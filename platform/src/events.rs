@@ -271,11 +271,8 @@ fn commit_with_retry(
         }
         let c = match conn {
             Some(c) => c,
-            None => match db.get() {
-                Ok(mut c) => {
-                    crate::db::prepare_writer(&mut c);
-                    conn.insert(c)
-                }
+            None => match db.get_writer() {
+                Ok(c) => conn.insert(c),
                 Err(e) => {
                     last = e.to_string();
                     continue;

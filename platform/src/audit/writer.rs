@@ -226,11 +226,8 @@ fn commit_with_retry(
             std::thread::sleep(Duration::from_millis(50 << attempt));
         }
         if conn.is_none() {
-            match db.get() {
-                Ok(mut c) => {
-                    crate::db::prepare_writer(&mut c);
-                    *conn = Some(c)
-                }
+            match db.get_writer() {
+                Ok(c) => *conn = Some(c),
                 Err(e) => {
                     last = e.to_string();
                     continue;

@@ -471,18 +471,26 @@ async fn second_factor(state: &AppState, user: &User, code: String) -> ApiResult
 /// Audits a wrong second factor as `action`, counts it toward the lock, and answers the error
 /// to give: `423 account_locked` when this failure locked the account, else `invalid_mfa_code`.
 async fn wrong_code(state: &AppState, client: &ClientInfo, user: &User, action: &str) -> ApiResult<ApiError> {
-    state
-        .audit
-        .record(
-            entry(action, Outcome::Failure, client)
-                .actor(Some(user.id.clone()))
-                .details(json!({"reason": "invalid_mfa_code"})),
-        )
-        .await;
-    if let Some(secs) = count_failure(state, &user.email, client, Some(user.id.clone())).await? {
-        return Ok(locked(secs));
+    if let Some(l) = own_credential_failed(state, client, user, action, "invalid_mfa_code").await? {
+        return Ok(l);
     }
     Ok(ApiError::new(Status::Unauthorized, "invalid_mfa_code", "the code is wrong, expired or already used"))
+}
+
+/// Audits a wrong credential of a known user (`action`, `reason`) and counts it toward the
+/// lockout; the `423 account_locked` answer when this failure locked the account.
+async fn own_credential_failed(
+    state: &AppState,
+    client: &ClientInfo,
+    user: &User,
+    action: &str,
+    reason: &str,
+) -> ApiResult<Option<ApiError>> {
+    state
+        .audit
+        .record(entry(action, Outcome::Failure, client).actor(Some(user.id.clone())).details(json!({"reason": reason})))
+        .await;
+    Ok(count_failure(state, &user.email, client, Some(user.id.clone())).await?.map(locked))
 }
 
 /// The user an MFA challenge token belongs to, if it is live.
@@ -629,16 +637,8 @@ async fn check_own_password(state: &AppState, user: &User, password: String, cli
     if v.ok {
         return Ok(());
     }
-    state
-        .audit
-        .record(
-            entry("auth.reauth", Outcome::Failure, client)
-                .actor(Some(user.id.clone()))
-                .details(json!({"reason": "wrong_password"})),
-        )
-        .await;
-    if let Some(secs) = count_failure(state, &user.email, client, Some(user.id.clone())).await? {
-        return Err(locked(secs));
+    if let Some(l) = own_credential_failed(state, client, user, "auth.reauth", "wrong_password").await? {
+        return Err(l);
     }
     Err(ApiError::new(Status::Forbidden, "wrong_password", "the current password is wrong"))
 }

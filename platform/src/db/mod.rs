@@ -72,7 +72,7 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqlitePragmas {
                  PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
                  PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}; PRAGMA journal_size_limit = {};",
                 self.busy_timeout_ms,
-                WAL_CHECKPOINT_PAGES * 4096
+                WAL_CHECKPOINT_PAGES * 4096 // bytes at SQLite's default page size
             ))
             .map_err(diesel::r2d2::Error::QueryError)?;
         }
@@ -99,7 +99,7 @@ const WRITER_CACHE_KIB: u32 = 64 * 1024;
 /// SQLite's default page cache (2 MiB) is smaller than the pages one batch of a few hundred
 /// messages dirties (index leaves of many users), so a batch spilled and re-read its own pages
 /// through the WAL; a larger cache keeps a batch's pages in memory until commit.
-pub fn prepare_writer(conn: &mut DbConnection) {
+fn prepare_writer(conn: &mut DbConnection) {
     if let DbConnection::Sqlite(c) = conn {
         if let Err(e) = c.batch_execute(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}")) {
             tracing::warn!(error = %e, "could not enlarge the writer's page cache");
@@ -178,6 +178,14 @@ impl Db {
             .build(manager)
             .map_err(|e| DbError::Connect(e.to_string()))?;
         Ok(Self { pool, backend })
+    }
+
+    /// A connection for a dedicated writer thread (audit log, events), with the writer's page
+    /// cache ([`prepare_writer`]).
+    pub fn get_writer(&self) -> Result<PooledConn, DbError> {
+        let mut c = self.get()?;
+        prepare_writer(&mut c);
+        Ok(c)
     }
 
     pub fn backend(&self) -> Backend {
