@@ -768,7 +768,10 @@ impl<'r> Responder<'r, 'static> for Download {
         r.header(ContentType::Binary)
             .header(Header::new("Content-Disposition", names::content_disposition(&self.name)))
             .header(Header::new("Accept-Ranges", "bytes"))
-            .sized_body(Some(self.size as usize), self.body);
+            .sized_body(Some(self.size as usize), self.body)
+            // Rocket hands the body to hyper in pieces of this size (default 4 KiB: a channel
+            // send and a socket write per 4 KiB held downloads near 450 MB/s).
+            .max_chunk_size(DOWNLOAD_CHUNK);
         if let Some((a, b)) = self.range {
             r.status(Status::PartialContent)
                 .header(Header::new("Content-Range", format!("bytes {a}-{}/{}", b - 1, self.total)));
@@ -886,6 +889,9 @@ pub async fn download(
         body: ChannelBody { rx, buf: Vec::new(), pos: 0 },
     })
 }
+
+/// Size of the pieces a download is written to the connection in.
+const DOWNLOAD_CHUNK: usize = 256 * 1024;
 
 /// Size of the plaintext pieces handed to the upload pipeline.
 const HANDOFF: usize = 1024 * 1024;
