@@ -72,7 +72,9 @@ fn main() {
         ("16 writers, each waits for its commit", 16, true),
         ("1 writer, waits for every commit (worst case)", 1, true),
     ];
-    for (name, writers, wait) in cases {
+    // `AUDIT_BENCH_ONLY=verify` skips the append cases (for profiling the walk alone).
+    let only_verify = std::env::var("AUDIT_BENCH_ONLY").is_ok_and(|v| v == "verify");
+    for (name, writers, wait) in cases.into_iter().filter(|_| !only_verify) {
         let runs = if wait && writers == 1 { n / 10 } else { n };
         let v: Vec<f64> = (0..3).map(|_| appends_per_sec(runs, writers, wait)).collect();
         println!("append  {name:<48} {:>10.0} entries/s  (runs: {:.0?})", median(v.clone()), v);

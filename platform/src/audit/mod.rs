@@ -218,31 +218,43 @@ impl<'a> RowRef<'a> {
     }
 
     fn compute_hash(&self, prev_hash: &[u8; 32]) -> [u8; 32] {
-        fn text(h: &mut Sha256, s: &str) {
-            h.update((s.len() as u32).to_be_bytes());
-            h.update(s.as_bytes());
+        // The canonical encoding is laid out in one buffer and hashed in one call: the same
+        // bytes as feeding the fields one by one, at a fraction of the per-call cost (an entry
+        // is ~20 small fields). The buffer is kept per thread.
+        fn text(b: &mut Vec<u8>, s: &str) {
+            b.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            b.extend_from_slice(s.as_bytes());
         }
-        fn opt(h: &mut Sha256, s: Option<&str>) {
+        fn opt(b: &mut Vec<u8>, s: Option<&str>) {
             match s {
-                Some(s) => text(h, s),
-                None => h.update(u32::MAX.to_be_bytes()),
+                Some(s) => text(b, s),
+                None => b.extend_from_slice(&u32::MAX.to_be_bytes()),
             }
         }
-        let mut h = Sha256::new();
-        h.update(DOMAIN);
-        h.update(prev_hash);
-        h.update(self.seq.to_be_bytes());
-        text(&mut h, self.id);
-        h.update(self.at.to_be_bytes());
-        opt(&mut h, self.actor_id);
-        text(&mut h, self.action);
-        opt(&mut h, self.target_type);
-        opt(&mut h, self.target_id);
-        opt(&mut h, self.ip);
-        opt(&mut h, self.user_agent);
-        text(&mut h, self.outcome);
-        text(&mut h, self.details);
-        h.finalize().into()
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(1024));
+        }
+        BUF.with_borrow_mut(|b| {
+            b.clear();
+            b.extend_from_slice(DOMAIN);
+            b.extend_from_slice(prev_hash);
+            b.extend_from_slice(&self.seq.to_be_bytes());
+            text(b, self.id);
+            b.extend_from_slice(&self.at.to_be_bytes());
+            opt(b, self.actor_id);
+            text(b, self.action);
+            opt(b, self.target_type);
+            opt(b, self.target_id);
+            opt(b, self.ip);
+            opt(b, self.user_agent);
+            text(b, self.outcome);
+            text(b, self.details);
+            let hash = Sha256::digest(&b[..]).into();
+            if b.capacity() > 64 * 1024 {
+                *b = Vec::with_capacity(1024); // do not keep one huge entry's buffer forever
+            }
+            hash
+        })
     }
 }
 
@@ -283,6 +295,45 @@ impl From<AuditRow> for AuditEntryView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The canonical encoding fed field by field, as documented (and as entries written before
+    /// the one-buffer implementation were hashed): both must give the same hash, or existing
+    /// logs would stop verifying.
+    #[test]
+    fn hash_matches_the_documented_field_by_field_encoding() {
+        let mut e = NewAuditEntry::new("file.upload", Outcome::Success);
+        e.actor_id = Some("u-1".into());
+        e.ip = Some("192.0.2.7".into());
+        e.details = r#"{"name":"r\u00e9sum\u00e9.pdf"}"#.into();
+        let prev = [7u8; 32];
+        let (row, h) = AuditRow::chain(&e, 42, &prev);
+        let mut sha = Sha256::new();
+        let text = |sha: &mut Sha256, s: &str| {
+            sha.update((s.len() as u32).to_be_bytes());
+            sha.update(s.as_bytes());
+        };
+        sha.update(b"seccollab.audit.v1\0");
+        sha.update(prev);
+        sha.update(42i64.to_be_bytes());
+        text(&mut sha, &row.id);
+        sha.update(row.at.to_be_bytes());
+        text(&mut sha, "u-1");
+        text(&mut sha, "file.upload");
+        sha.update(u32::MAX.to_be_bytes()); // target_type absent
+        sha.update(u32::MAX.to_be_bytes()); // target_id absent
+        text(&mut sha, "192.0.2.7");
+        sha.update(u32::MAX.to_be_bytes()); // user_agent absent
+        text(&mut sha, &row.outcome);
+        text(&mut sha, &row.details);
+        let expected: [u8; 32] = sha.finalize().into();
+        assert_eq!(h, expected);
+        assert_eq!(row.hash, hex::encode(expected));
+        assert_eq!(writer::decode_hash(&row.hash), expected);
+        assert_eq!(writer::decode_hash(&row.hash.to_uppercase()), expected);
+        for bad in ["", "00", &row.hash[1..], &format!("{}g", &row.hash[1..])] {
+            assert_eq!(writer::decode_hash(bad), [0xff; 32], "{bad:?}");
+        }
+    }
 
     #[test]
     fn hash_depends_on_every_field_and_position() {
