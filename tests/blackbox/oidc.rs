@@ -313,12 +313,20 @@ fn openid_connect_sign_in_creates_links_and_refuses_forgeries() {
     let (st, body) = callback(&mut c, &srv, &q["code"], &q["state"]);
     assert_eq!((st, body["error"]["code"].as_str()), (403, Some("email_not_verified")), "{body}");
 
-    // Every attempt is in the audit log.
-    let n: i64 = srv
-        .db
-        .sql("SELECT count(*) FROM audit_log WHERE action = 'auth.login' AND details LIKE '%\"oidc\"%'")
-        .parse()
-        .unwrap();
+    // Every attempt is in the audit log. Entries are committed by the audit writer shortly
+    // after the answer (group commit), so the last one may need a moment to appear.
+    let count = || -> i64 {
+        srv.db
+            .sql("SELECT count(*) FROM audit_log WHERE action = 'auth.login' AND details LIKE '%\"oidc\"%'")
+            .parse()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut n = count();
+    while n < 10 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        n = count();
+    }
     assert!(n >= 10, "{n} OIDC sign-in entries");
 }
 
