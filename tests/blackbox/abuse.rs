@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::auth::{admin_token, get, PASSWORD};
-use crate::harness::{policy_dir_with, run_cli, Backend, Server, TestDb};
+use crate::harness::{policy_dir_with, run_cli, wait_until, Backend, Server, TestDb};
 
 const POLICY: &str = r#"
 [lockout]
@@ -40,14 +40,6 @@ fn login_from(srv: &Server, ip: &str, email: &str, password: &str) -> crate::har
         &[("Content-Type", "application/json"), ("X-Forwarded-For", ip)],
         Some(body.as_bytes()),
     )
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

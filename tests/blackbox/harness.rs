@@ -170,6 +170,15 @@ pub fn policy_dir_with(security_toml: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Polls `f` every 200 ms until it holds; fails the test after `secs` seconds naming `what`.
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::auth::{get, open_server_env, register};
-use crate::harness::{repo_root, Backend, Server, BIN};
+use crate::harness::{repo_root, wait_until, Backend, Server, BIN};
 
 const CLIENT_ID: &str = "seccollab-test";
 const CLIENT_SECRET: &str = "a-client-secret-for-the-test-provider";
@@ -321,13 +321,7 @@ fn openid_connect_sign_in_creates_links_and_refuses_forgeries() {
             .parse()
             .unwrap()
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut n = count();
-    while n < 10 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        n = count();
-    }
-    assert!(n >= 10, "{n} OIDC sign-in entries");
+    wait_until("an audit entry for each of the 10 OIDC sign-ins", 10, || count() >= 10);
 }
 
 /// The web UI's "Sign in with …" button: the same flow, finished as a browser session (cookie,
