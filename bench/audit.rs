@@ -76,7 +76,7 @@ fn main() {
     // part, for profiling it alone.
     let only = std::env::var("AUDIT_BENCH_ONLY").ok();
     let only_verify = only.as_deref() == Some("verify");
-    let wanted = |writers: usize| only.as_deref().is_none_or(|o| o == writers.to_string() && !only_verify);
+    let wanted = |writers: usize| only.as_deref().is_none_or(|o| o == writers.to_string());
     for (name, writers, wait) in cases.into_iter().filter(|c| wanted(c.1)) {
         let runs = if wait && writers == 1 { n / 10 } else { n };
         let v: Vec<f64> = (0..3).map(|_| appends_per_sec(runs, writers, wait)).collect();

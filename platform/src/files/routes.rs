@@ -769,8 +769,8 @@ impl<'r> Responder<'r, 'static> for Download {
             .header(Header::new("Content-Disposition", names::content_disposition(&self.name)))
             .header(Header::new("Accept-Ranges", "bytes"))
             .sized_body(Some(self.size as usize), self.body)
-            // Rocket hands the body to hyper in pieces of this size (default 4 KiB: a channel
-            // send and a socket write per 4 KiB held downloads near 450 MB/s).
+            // Rocket hands the body to hyper in pieces of this size. Its default, 4 KiB, costs a
+            // channel send and a socket write per 4 KiB (1 GiB: ~1.1 GB/s vs 1.5-2.1 GB/s here).
             .max_chunk_size(DOWNLOAD_CHUNK);
         if let Some((a, b)) = self.range {
             r.status(Status::PartialContent)
