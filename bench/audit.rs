@@ -31,7 +31,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Appends `n` entries from `writers` tasks; `wait_each` makes every append wait for its commit.
-fn appends_per_sec(n: usize, writers: usize, wait_each: bool) -> f64 {
+/// Returns entries per second and entries per commit.
+fn appends_per_sec(n: usize, writers: usize, wait_each: bool) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let db = fresh_db(dir.path());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -59,8 +60,9 @@ fn appends_per_sec(n: usize, writers: usize, wait_each: bool) -> f64 {
     });
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(log.stats().committed.load(std::sync::atomic::Ordering::Relaxed) as usize, n);
+    let commits = log.stats().batches.load(std::sync::atomic::Ordering::Relaxed).max(1);
     rt.block_on(log.shutdown());
-    n as f64 / secs
+    (n as f64 / secs, n as f64 / commits as f64)
 }
 
 fn main() {
@@ -79,8 +81,13 @@ fn main() {
     let wanted = |writers: usize| only.as_deref().is_none_or(|o| o == writers.to_string());
     for (name, writers, wait) in cases.into_iter().filter(|c| wanted(c.1)) {
         let runs = if wait && writers == 1 { n / 10 } else { n };
-        let v: Vec<f64> = (0..3).map(|_| appends_per_sec(runs, writers, wait)).collect();
-        println!("append  {name:<48} {:>10.0} entries/s  (runs: {:.0?})", median(v.clone()), v);
+        let (v, per_commit): (Vec<f64>, Vec<f64>) = (0..3).map(|_| appends_per_sec(runs, writers, wait)).unzip();
+        println!(
+            "append  {name:<48} {:>10.0} entries/s  (runs: {:.0?}; entries per commit {:.1})",
+            median(v.clone()),
+            v,
+            median(per_commit)
+        );
     }
 
     if only.is_some() && !only_verify {

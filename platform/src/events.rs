@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::{write_transaction, Db, DbConnection, DbError};
+use crate::db::{write_transaction, Db, DbConnection, DbError, WriterConn};
 use crate::realtime::hub::Hub;
 use crate::realtime::store;
 
@@ -168,7 +168,7 @@ impl EventBus {
 type Delivery = Vec<(String, i64, &'static str, Arc<str>)>;
 
 fn run_writer(db: Db, hub: Arc<Hub>, node_id: String, mut rx: mpsc::Receiver<Cmd>, stats: Arc<EventStats>) {
-    let mut conn = None;
+    let mut conn = WriterConn::new(db);
     let mut jobs: Vec<Job> = Vec::with_capacity(BATCH_MAX);
     while let Some(first) = rx.blocking_recv() {
         let mut shutdown = None;
@@ -186,7 +186,7 @@ fn run_writer(db: Db, hub: Arc<Hub>, node_id: String, mut rx: mpsc::Receiver<Cmd
             }
         }
         if !jobs.is_empty() {
-            write_batch(&db, &mut conn, &hub, &node_id, &mut jobs, &stats);
+            write_batch(&mut conn, &hub, &node_id, &mut jobs, &stats);
         }
         if let Some(s) = shutdown {
             // Whatever was queued behind the shutdown request is still committed.
@@ -196,7 +196,7 @@ fn run_writer(db: Db, hub: Arc<Hub>, node_id: String, mut rx: mpsc::Receiver<Cmd
                 }
             }
             if !jobs.is_empty() {
-                write_batch(&db, &mut conn, &hub, &node_id, &mut jobs, &stats);
+                write_batch(&mut conn, &hub, &node_id, &mut jobs, &stats);
             }
             let _ = s.send(());
             return;
@@ -204,16 +204,9 @@ fn run_writer(db: Db, hub: Arc<Hub>, node_id: String, mut rx: mpsc::Receiver<Cmd
     }
 }
 
-fn write_batch(
-    db: &Db,
-    conn: &mut Option<crate::db::PooledConn>,
-    hub: &Hub,
-    node_id: &str,
-    jobs: &mut Vec<Job>,
-    stats: &EventStats,
-) {
+fn write_batch(conn: &mut WriterConn, hub: &Hub, node_id: &str, jobs: &mut Vec<Job>, stats: &EventStats) {
     let all: Vec<&Job> = jobs.iter().collect();
-    match commit_with_retry(db, conn, node_id, &all) {
+    match commit_with_retry(conn, node_id, &all) {
         Ok(delivery) => {
             finish(hub, &delivery, stats, jobs.len());
             for j in jobs.drain(..) {
@@ -225,7 +218,7 @@ fn write_batch(
         Err(batch_err) if jobs.len() > 1 => {
             tracing::warn!(error = %batch_err, jobs = jobs.len(), "event batch failed; committing its jobs one by one");
             for j in jobs.drain(..) {
-                let r = commit_with_retry(db, conn, node_id, &[&j]);
+                let r = commit_with_retry(conn, node_id, &[&j]);
                 match &r {
                     Ok(d) => finish(hub, d, stats, 1),
                     Err(e) => {
@@ -258,31 +251,13 @@ fn finish(hub: &Hub, delivery: &Delivery, stats: &EventStats, jobs: usize) {
     }
 }
 
-fn commit_with_retry(
-    db: &Db,
-    conn: &mut Option<crate::db::PooledConn>,
-    node_id: &str,
-    jobs: &[&Job],
-) -> Result<Delivery, CommitError> {
+fn commit_with_retry(conn: &mut WriterConn, node_id: &str, jobs: &[&Job]) -> Result<Delivery, CommitError> {
     let mut last = String::new();
     for attempt in 0..COMMIT_ATTEMPTS {
         if attempt > 0 {
             std::thread::sleep(std::time::Duration::from_millis(20 << attempt));
         }
-        let c = match conn {
-            Some(c) => c,
-            None => match db.get_writer() {
-                Ok(c) => conn.insert(c),
-                Err(e) => {
-                    last = e.to_string();
-                    continue;
-                }
-            },
-        };
-        let gate = crate::db::writer_gate(c);
-        let result = commit_once(c, node_id, jobs);
-        drop(gate);
-        match result {
+        match conn.run(|c| commit_once(c, node_id, jobs)) {
             Ok(d) => return Ok(d),
             Err(DbError::Query(diesel::result::Error::NotFound)) => return Err(CommitError::Refused),
             Err(e) => {
@@ -303,7 +278,7 @@ fn commit_with_retry(
                 ) {
                     break;
                 }
-                *conn = None; // a broken connection is replaced on the next attempt
+                conn.reset(); // a broken connection is replaced on the next attempt
             }
         }
     }

@@ -7,6 +7,7 @@
 //! Writes go through one writer thread that commits whatever has queued up in one transaction
 //! (group commit), so auditing every request costs little.
 
+pub mod actor_index;
 pub mod anchor;
 pub mod query;
 pub mod routes;

@@ -24,29 +24,36 @@ pub struct LogFilter {
 
 /// Newest-first page of entries with `seq < before` matching `f`.
 pub fn list(conn: &mut DbConnection, f: &LogFilter, before: Option<i64>, limit: i64) -> QueryResult<Vec<AuditRow>> {
-    let mut q = audit_log::table.select(AuditRow::as_select()).into_boxed();
-    if let Some(v) = &f.actor_id {
-        q = q.filter(audit_log::actor_id.eq(v.clone()));
+    let fetch = |c: &mut DbConnection, part: &super::actor_index::Part, n: i64| {
+        let mut q = part.apply(audit_log::table.select(AuditRow::as_select()).into_boxed());
+        if let Some(v) = &f.actor_id {
+            q = q.filter(audit_log::actor_id.eq(v.clone()));
+        }
+        if let Some(v) = &f.action {
+            q = q.filter(audit_log::action.eq(v.clone()));
+        }
+        if let Some(v) = &f.outcome {
+            q = q.filter(audit_log::outcome.eq(v.clone()));
+        }
+        if let Some(v) = &f.ip {
+            q = q.filter(audit_log::ip.eq(v.clone()));
+        }
+        if let Some(v) = f.since {
+            q = q.filter(audit_log::at.ge(v));
+        }
+        if let Some(v) = f.until {
+            q = q.filter(audit_log::at.lt(v));
+        }
+        if let Some(b) = before {
+            q = q.filter(audit_log::seq.lt(b));
+        }
+        q.order(audit_log::seq.desc()).limit(n).load(c)
+    };
+    match &f.actor_id {
+        // By actor: through the batched actor index on SQLite (`actor_index`).
+        Some(actor) => super::actor_index::walk(conn, actor, before, limit, fetch),
+        None => fetch(conn, &super::actor_index::Part::All, limit),
     }
-    if let Some(v) = &f.action {
-        q = q.filter(audit_log::action.eq(v.clone()));
-    }
-    if let Some(v) = &f.outcome {
-        q = q.filter(audit_log::outcome.eq(v.clone()));
-    }
-    if let Some(v) = &f.ip {
-        q = q.filter(audit_log::ip.eq(v.clone()));
-    }
-    if let Some(v) = f.since {
-        q = q.filter(audit_log::at.ge(v));
-    }
-    if let Some(v) = f.until {
-        q = q.filter(audit_log::at.lt(v));
-    }
-    if let Some(b) = before {
-        q = q.filter(audit_log::seq.lt(b));
-    }
-    q.order(audit_log::seq.desc()).limit(limit).load(conn)
 }
 
 /// Export formats of `GET /api/admin/logs?format=`.

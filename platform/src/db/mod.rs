@@ -6,6 +6,7 @@
 
 pub mod schema;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -80,18 +81,6 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqlitePragmas {
     }
 }
 
-/// Serialises this process's dedicated SQLite writer threads (audit log, events) in Rust.
-/// Left to SQLite, a writer that finds the lock taken sleeps in the busy handler for 1, 2, 5,
-/// 10… ms between attempts; two writers committing at similar rates then lose milliseconds on
-/// every collision. Only those threads take the gate, and neither waits on the other while
-/// holding it, so it cannot deadlock. PostgreSQL needs none (row locks queue precisely).
-static WRITER_GATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// The writer gate for `conn` (SQLite only); hold it across the write transaction.
-pub fn writer_gate(conn: &DbConnection) -> Option<std::sync::MutexGuard<'static, ()>> {
-    matches!(conn, DbConnection::Sqlite(_)).then(|| WRITER_GATE.lock().unwrap_or_else(|e| e.into_inner()))
-}
-
 /// Page cache of a dedicated writer thread's SQLite connection, in KiB.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
 
@@ -146,6 +135,8 @@ where
 pub struct Db {
     pool: DbPool,
     backend: Backend,
+    /// SQLite: the one connection the dedicated writer threads share ([`WriterConn`]).
+    shared_writer: Arc<Mutex<Option<PooledConn>>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -177,12 +168,12 @@ impl Db {
             .connection_customizer(Box::new(SqlitePragmas { busy_timeout_ms: cfg.database.sqlite_busy_timeout_ms }))
             .build(manager)
             .map_err(|e| DbError::Connect(e.to_string()))?;
-        Ok(Self { pool, backend })
+        Ok(Self { pool, backend, shared_writer: Arc::new(Mutex::new(None)) })
     }
 
     /// A connection for a dedicated writer thread (audit log, events), with the writer's page
-    /// cache ([`prepare_writer`]).
-    pub fn get_writer(&self) -> Result<PooledConn, DbError> {
+    /// cache ([`prepare_writer`]). Writer threads use [`WriterConn`], which shares one on SQLite.
+    fn get_writer(&self) -> Result<PooledConn, DbError> {
         let mut c = self.get()?;
         prepare_writer(&mut c);
         Ok(c)
@@ -236,5 +227,59 @@ impl Db {
         })
         .await
         .map_err(|e| E::from(DbError::Task(e.to_string())))?
+    }
+}
+
+/// The connection a dedicated writer thread (audit log, events) writes through.
+///
+/// On SQLite every writer thread of the process goes through **one** shared connection, taken
+/// under a mutex for each transaction. Two reasons: SQLite lets one writer in at a time anyway
+/// (the mutex queues them in Rust instead of SQLite's busy handler, which sleeps 1, 2, 5, 10…
+/// ms between attempts), and a commit made through *another* connection makes SQLite drop a
+/// connection's whole page cache at its next transaction. With a connection each, every audit
+/// commit threw away the event writer's 64 MiB cache, which then re-read its index pages
+/// (`pread` was 15 % of the event writer's profile); through one connection the cache stays
+/// warm. On PostgreSQL each thread keeps a connection of its own: row locks queue writers
+/// precisely and the server keeps the cache.
+pub struct WriterConn {
+    db: Db,
+    own: Option<PooledConn>,
+}
+
+impl WriterConn {
+    pub fn new(db: Db) -> Self {
+        Self { db, own: None }
+    }
+
+    /// Runs `f` on the writer connection, opening it first if there is none. Nothing else
+    /// writes through the connection while `f` runs.
+    pub fn run<T, E: From<DbError>>(&mut self, f: impl FnOnce(&mut DbConnection) -> Result<T, E>) -> Result<T, E> {
+        match self.db.backend {
+            Backend::Sqlite => {
+                let shared = self.db.shared_writer.clone();
+                let mut slot = shared.lock().unwrap_or_else(|e| e.into_inner());
+                let conn = match &mut *slot {
+                    Some(c) => c,
+                    None => slot.insert(self.db.get_writer()?),
+                };
+                f(conn)
+            }
+            Backend::Postgres => {
+                let conn = match &mut self.own {
+                    Some(c) => c,
+                    None => self.own.insert(self.db.get_writer()?),
+                };
+                f(conn)
+            }
+        }
+    }
+
+    /// Drops the connection after a failure that may have broken it; the next [`WriterConn::run`]
+    /// opens a new one.
+    pub fn reset(&mut self) {
+        match self.db.backend {
+            Backend::Sqlite => *self.db.shared_writer.lock().unwrap_or_else(|e| e.into_inner()) = None,
+            Backend::Postgres => self.own = None,
+        }
     }
 }

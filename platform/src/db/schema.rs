@@ -29,6 +29,23 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// SQLite only: the per-actor index of `audit_log` up to `audit_actor_mark.seq`, written in
+    /// batches by the audit writer (migration 0014 says why).
+    audit_actor (actor_id, seq) {
+        actor_id -> Text,
+        seq -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// SQLite only: the newest `audit_log.seq` whose actor is in `audit_actor`.
+    audit_actor_mark (id) {
+        id -> Integer,
+        seq -> BigInt,
+    }
+}
+
+diesel::table! {
     /// People who can sign in. `email` is stored lower-cased.
     users (id) {
         id -> Text,

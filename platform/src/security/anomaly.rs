@@ -176,16 +176,31 @@ fn new_location(conn: &mut DbConnection, p: &AnomalyPolicy, e: &Seen) -> QueryRe
         return Ok(None);
     }
     let since = e.at - p.admin_new_location.lookback_days as i64 * 86_400 * 1_000_000;
-    let earlier: Vec<Seen> = al::table
+    let earlier: Vec<Seen> = crate::audit::actor_index::walk(conn, uid, Some(e.seq), 1000, |c, part, n| {
+        part.apply(
+            al::table
+                .select((
+                    al::seq,
+                    al::id,
+                    al::at,
+                    al::actor_id,
+                    al::action,
+                    al::outcome,
+                    al::ip,
+                    al::user_agent,
+                    al::details,
+                ))
+                .into_boxed(),
+        )
         .filter(al::actor_id.eq(uid))
         .filter(al::seq.lt(e.seq))
         .filter(al::at.ge(since))
         .filter(al::outcome.eq("success"))
         .filter(al::action.eq_any(["auth.login", "auth.mfa", "admin.console_login"]))
         .order(al::seq.desc())
-        .limit(1000)
-        .select((al::seq, al::id, al::at, al::actor_id, al::action, al::outcome, al::ip, al::user_agent, al::details))
-        .load(conn)?;
+        .limit(n)
+        .load(c)
+    })?;
     let earlier: Vec<&Seen> = earlier.iter().filter(|x| is_sign_in_success(x)).collect();
     if earlier.is_empty() {
         return Ok(None);
