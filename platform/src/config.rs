@@ -329,6 +329,9 @@ pub struct RealtimeConfig {
     pub session_check_secs: u64,
     /// Seconds after the last connection closes before a user shows as offline.
     pub presence_grace_secs: u64,
+    /// PostgreSQL: how often a node refreshes its presence rows; rows not refreshed for three
+    /// times this long belong to a dead node and are swept (its users announced offline).
+    pub presence_heartbeat_secs: u64,
     /// A `typing_start` not refreshed for this many seconds ends with `typing_stop`.
     pub typing_expiry_secs: u64,
     /// Days persisted events are kept for `resume`; 0 keeps them forever.
@@ -346,6 +349,7 @@ impl Default for RealtimeConfig {
             queue_capacity: 256,
             session_check_secs: 15,
             presence_grace_secs: 5,
+            presence_heartbeat_secs: 30,
             typing_expiry_secs: 6,
             event_retention_days: 30,
             writer_queue: 65536,
@@ -517,6 +521,9 @@ impl Config {
         }
         if self.database.pool_size == 0 {
             return bad("database.pool_size", "must be at least 1");
+        }
+        if self.realtime.presence_heartbeat_secs == 0 || self.realtime.presence_heartbeat_secs > 3600 {
+            return bad("realtime.presence_heartbeat_secs", "must be between 1 and 3600 seconds");
         }
         if self.audit.batch_max == 0 || self.audit.queue_capacity == 0 {
             return bad("audit.batch_max / audit.queue_capacity", "must be at least 1");

@@ -31,6 +31,11 @@ fn bad_type_and_bad_env_are_refused() {
     let (code, _, err) = run_cli(&[], &["--config", "/nonexistent/seccollab.toml", "config", "check"], None);
     assert_ne!(code, 0);
     assert!(err.contains("/nonexistent/seccollab.toml"), "{err}");
+    // A value out of its range names the key and the range.
+    let env = vec![("SECCOLLAB_REALTIME__PRESENCE_HEARTBEAT_SECS".to_string(), "0".to_string())];
+    let (code, _, err) = run_cli(&env, &["config", "check"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("realtime.presence_heartbeat_secs") && err.contains("between 1 and 3600"), "{err}");
 }
 
 #[test]

@@ -520,6 +520,41 @@ fn two_nodes_on_one_postgres_deliver_in_order_once() {
 }
 
 #[test]
+fn a_dead_nodes_users_are_swept_and_announced_offline() {
+    // Heartbeat 1 s: rows not refreshed for 3 s belong to a dead node.
+    let env = [
+        ("SECCOLLAB_REALTIME__PRESENCE_GRACE_SECS", "1"),
+        ("SECCOLLAB_REALTIME__PRESENCE_HEARTBEAT_SECS", "1"),
+        ("SECCOLLAB_MESSAGES__SEND_RATE_PER_SEC", "0"),
+    ];
+    let a = unlimited(Backend::Postgres, &env);
+    let mut b = a.start_peer(&env);
+    let (alice, bob) = (user(&a, "alice@example.org"), user(&a, "bob@example.org"));
+    send_text(&a, &alice, &bob, "contacts");
+    let mut bob_on_a = Ws::connect(&a, &bob.token);
+    bob_on_a.drain(&[], Duration::from_millis(300));
+    let _alice_on_b = Ws::connect(&b, &alice.token);
+    assert_eq!(bob_on_a.expect("presence_update", WAIT)["data"], json!({"user_id": alice.id, "status": "online"}));
+    // Node B crashes: it cannot say goodbye, its row for Alice stays behind.
+    b.kill9();
+    assert_eq!(a.db.sql(&format!("SELECT count(*) FROM presence WHERE user_id = '{}'", alice.id)), "1");
+    // Node A's heartbeat sweeps the row once it is 3 s old and tells Bob.
+    let started = std::time::Instant::now();
+    let update = loop {
+        let u = bob_on_a.expect("presence_update", Duration::from_secs(10));
+        // A repeat of "online" (each node tells what it sees) changes nothing; wait past it.
+        if u["data"] != json!({"user_id": alice.id, "status": "online"}) {
+            break u;
+        }
+    };
+    assert_eq!(update["data"], json!({"user_id": alice.id, "status": "offline"}));
+    assert!(started.elapsed() >= Duration::from_secs(1), "announced before the row went stale");
+    assert_eq!(a.db.sql(&format!("SELECT count(*) FROM presence WHERE user_id = '{}'", alice.id)), "0");
+    // Node A's own rows are refreshed, not swept: Bob is still online for Alice elsewhere.
+    assert_eq!(a.db.sql(&format!("SELECT count(*) FROM presence WHERE user_id = '{}'", bob.id)), "1");
+}
+
+#[test]
 fn presence_holds_across_two_nodes_until_the_last_device_leaves() {
     let grace = [("SECCOLLAB_REALTIME__PRESENCE_GRACE_SECS", "1"), ("SECCOLLAB_MESSAGES__SEND_RATE_PER_SEC", "0")];
     let a = unlimited(Backend::Postgres, &grace);

@@ -6,10 +6,11 @@
 //! none when offline there) and the presence others see is the best of the fresh rows:
 //! online if any device anywhere is active, away if all are away, offline with none.
 //!
-//! Each node refreshes its rows every [`HEARTBEAT`]; rows older than [`STALE`] belong to a node
-//! that died and are swept by whichever node sees them first, which then announces the new
-//! presence of those users to their contacts. SQLite installations are one process: the hub's
-//! own view is the whole truth there and nothing is written.
+//! Each node refreshes its rows every `realtime.presence_heartbeat_secs` (30 s); rows older
+//! than three of those ([`stale_after`]) belong to a node that died and are swept by whichever
+//! node sees them first, which then announces the new presence of those users to their
+//! contacts. SQLite installations are one process: the hub's own view is the whole truth there
+//! and nothing is written.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,10 +22,11 @@ use super::hub::Presence;
 use crate::db::schema::presence as pr;
 use crate::db::DbConnection;
 
-/// How often a node refreshes its rows and sweeps stale ones.
-pub const HEARTBEAT: Duration = Duration::from_secs(30);
-/// A row older than this no longer counts (its node stopped refreshing it).
-pub const STALE: Duration = Duration::from_secs(90);
+/// How long a row counts without being refreshed: three heartbeats
+/// (`realtime.presence_heartbeat_secs`), so one late or failed refresh does not drop anyone.
+pub fn stale_after(cfg: &crate::config::RealtimeConfig) -> Duration {
+    Duration::from_secs(cfg.presence_heartbeat_secs.saturating_mul(3))
+}
 
 fn parse(s: &str) -> Presence {
     match s {
@@ -47,12 +49,19 @@ pub fn best(states: impl IntoIterator<Item = Presence>) -> Presence {
     out
 }
 
-fn stale_before(now: i64) -> i64 {
-    now - STALE.as_micros() as i64
+fn stale_before(now: i64, stale: Duration) -> i64 {
+    now - stale.as_micros() as i64
 }
 
 /// Records this node's view of `user` and answers the user's presence across all nodes.
-pub fn publish(conn: &mut DbConnection, node: &str, user: &str, here: Presence, now: i64) -> QueryResult<Presence> {
+pub fn publish(
+    conn: &mut DbConnection,
+    node: &str,
+    user: &str,
+    here: Presence,
+    now: i64,
+    stale: Duration,
+) -> QueryResult<Presence> {
     let DbConnection::Pg(pg) = conn else { return Ok(here) };
     if here == Presence::Offline {
         diesel::delete(pr::table.filter(pr::user_id.eq(user)).filter(pr::node_id.eq(node))).execute(pg)?;
@@ -64,23 +73,33 @@ pub fn publish(conn: &mut DbConnection, node: &str, user: &str, here: Presence, 
             .set((pr::status.eq(here.as_str()), pr::updated_at.eq(now)))
             .execute(pg)?;
     }
-    Ok(lookup_pg(pg, &[user.to_string()], now)?.remove(user).unwrap_or(Presence::Offline))
+    Ok(lookup_pg(pg, &[user.to_string()], now, stale)?.remove(user).unwrap_or(Presence::Offline))
 }
 
 /// The presence across all nodes of each of `users` that is not offline.
-pub fn lookup(conn: &mut DbConnection, users: &[String], now: i64) -> QueryResult<HashMap<String, Presence>> {
+pub fn lookup(
+    conn: &mut DbConnection,
+    users: &[String],
+    now: i64,
+    stale: Duration,
+) -> QueryResult<HashMap<String, Presence>> {
     match conn {
-        DbConnection::Pg(pg) => lookup_pg(pg, users, now),
+        DbConnection::Pg(pg) => lookup_pg(pg, users, now, stale),
         _ => Ok(HashMap::new()),
     }
 }
 
-fn lookup_pg(pg: &mut PgConnection, users: &[String], now: i64) -> QueryResult<HashMap<String, Presence>> {
+fn lookup_pg(
+    pg: &mut PgConnection,
+    users: &[String],
+    now: i64,
+    stale: Duration,
+) -> QueryResult<HashMap<String, Presence>> {
     let mut out: HashMap<String, Vec<Presence>> = HashMap::new();
     for chunk in users.chunks(1000) {
         let rows: Vec<(String, String)> = pr::table
             .filter(pr::user_id.eq_any(chunk))
-            .filter(pr::updated_at.ge(stale_before(now)))
+            .filter(pr::updated_at.ge(stale_before(now, stale)))
             .select((pr::user_id, pr::status))
             .load(pg)?;
         for (u, s) in rows {
@@ -92,10 +111,10 @@ fn lookup_pg(pg: &mut PgConnection, users: &[String], now: i64) -> QueryResult<H
 
 /// Refreshes this node's rows and sweeps the stale rows of dead nodes; answers the users whose
 /// rows were swept (their presence may have changed).
-pub fn heartbeat(conn: &mut DbConnection, node: &str, now: i64) -> QueryResult<Vec<String>> {
+pub fn heartbeat(conn: &mut DbConnection, node: &str, now: i64, stale: Duration) -> QueryResult<Vec<String>> {
     let DbConnection::Pg(pg) = conn else { return Ok(Vec::new()) };
     diesel::update(pr::table.filter(pr::node_id.eq(node))).set(pr::updated_at.eq(now)).execute(pg)?;
-    let mut swept: Vec<String> = diesel::delete(pr::table.filter(pr::updated_at.lt(stale_before(now))))
+    let mut swept: Vec<String> = diesel::delete(pr::table.filter(pr::updated_at.lt(stale_before(now, stale))))
         .returning(pr::user_id)
         .get_results(pg)?;
     swept.sort();
@@ -108,12 +127,14 @@ pub fn start(state: crate::AppState) {
     if state.db.backend() != crate::db::Backend::Postgres {
         return;
     }
+    let every = Duration::from_secs(state.config.realtime.presence_heartbeat_secs);
+    let stale = stale_after(&state.config.realtime);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(HEARTBEAT);
+        let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             let node = state.node_id.clone();
-            match state.db.q(move |c| heartbeat(c, &node, crate::time::now_micros())).await {
+            match state.db.q(move |c| heartbeat(c, &node, crate::time::now_micros(), stale)).await {
                 Ok(swept) => {
                     for user in swept {
                         super::ws::announce_presence_forced(&state, &user).await;

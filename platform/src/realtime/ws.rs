@@ -500,9 +500,10 @@ impl Connection {
     async fn send_contacts_presence(&mut self, contacts: Vec<String>) {
         let elsewhere = if self.state.db.backend() == crate::db::Backend::Postgres && !contacts.is_empty() {
             let cs = contacts.clone();
+            let stale = super::presence::stale_after(&self.state.config.realtime);
             self.state
                 .db
-                .q(move |c| super::presence::lookup(c, &cs, crate::time::now_micros()))
+                .q(move |c| super::presence::lookup(c, &cs, crate::time::now_micros(), stale))
                 .await
                 .unwrap_or_default()
         } else {
@@ -549,7 +550,12 @@ async fn announce(state: &AppState, user: &str, contacts: Option<Vec<String>>, f
     let shared = state.db.backend() == crate::db::Backend::Postgres;
     let p = if shared {
         let (node, uid) = (state.node_id.clone(), user.to_string());
-        match state.db.q(move |c| super::presence::publish(c, &node, &uid, here, crate::time::now_micros())).await {
+        let stale = super::presence::stale_after(&state.config.realtime);
+        match state
+            .db
+            .q(move |c| super::presence::publish(c, &node, &uid, here, crate::time::now_micros(), stale))
+            .await
+        {
             Ok(p) => super::presence::best([here, p]),
             Err(e) => {
                 tracing::warn!(error = %e, "presence could not be shared with the other nodes");
