@@ -34,7 +34,8 @@ use crate::AppState;
 const MAX_EVIDENCE: usize = 50;
 
 /// One audit entry as the rules read it.
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = al)]
 pub struct Seen {
     pub seq: i64,
     pub id: String,
@@ -177,29 +178,15 @@ fn new_location(conn: &mut DbConnection, p: &AnomalyPolicy, e: &Seen) -> QueryRe
     }
     let since = e.at - p.admin_new_location.lookback_days as i64 * 86_400 * 1_000_000;
     let earlier: Vec<Seen> = crate::audit::actor_index::walk(conn, uid, Some(e.seq), 1000, |c, part, n| {
-        part.apply(
-            al::table
-                .select((
-                    al::seq,
-                    al::id,
-                    al::at,
-                    al::actor_id,
-                    al::action,
-                    al::outcome,
-                    al::ip,
-                    al::user_agent,
-                    al::details,
-                ))
-                .into_boxed(),
-        )
-        .filter(al::actor_id.eq(uid))
-        .filter(al::seq.lt(e.seq))
-        .filter(al::at.ge(since))
-        .filter(al::outcome.eq("success"))
-        .filter(al::action.eq_any(["auth.login", "auth.mfa", "admin.console_login"]))
-        .order(al::seq.desc())
-        .limit(n)
-        .load(c)
+        part.apply(al::table.select(Seen::as_select()).into_boxed())
+            .filter(al::actor_id.eq(uid))
+            .filter(al::seq.lt(e.seq))
+            .filter(al::at.ge(since))
+            .filter(al::outcome.eq("success"))
+            .filter(al::action.eq_any(["auth.login", "auth.mfa", "admin.console_login"]))
+            .order(al::seq.desc())
+            .limit(n)
+            .load(c)
     })?;
     let earlier: Vec<&Seen> = earlier.iter().filter(|x| is_sign_in_success(x)).collect();
     if earlier.is_empty() {
@@ -301,21 +288,7 @@ fn evaluate(
     let mut conn = state.db.get().map_err(|e| e.to_string())?;
     let mut cursor = cursor;
     loop {
-        let mut q = al::table
-            .select((
-                al::seq,
-                al::id,
-                al::at,
-                al::actor_id,
-                al::action,
-                al::outcome,
-                al::ip,
-                al::user_agent,
-                al::details,
-            ))
-            .order(al::seq.asc())
-            .limit(1000)
-            .into_boxed();
+        let mut q = al::table.select(Seen::as_select()).order(al::seq.asc()).limit(1000).into_boxed();
         q = match cursor {
             Some(c) => q.filter(al::seq.gt(c)),
             None => q.filter(al::at.ge(since)),
