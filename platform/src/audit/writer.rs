@@ -245,11 +245,11 @@ struct Done {
 }
 
 /// Acknowledges committed batches for the writer thread, so the writer goes straight on to the
-/// next batch: waking a dozen waiting tasks (a futex call and a
-/// scheduler hand-off each) and freeing the entries took a seventh of the writer thread's time
-/// in the 16-writer profile, and the writer is the bottleneck there. A flush or the shutdown is
-/// answered after the acks of its own batch; [`AuditLog::shutdown`] joins the writer, which
-/// joins this thread, so every ack is out before it returns.
+/// next batch: waking a dozen waiting tasks (a futex call and a scheduler hand-off each) and
+/// freeing the entries took a seventh of the writer thread's time in the 16-writer profile, and
+/// the writer is the bottleneck there. A flush or the shutdown is answered after the acks of its
+/// own batch; [`AuditLog::shutdown`] joins the writer, which joins this thread, so every ack is
+/// out before it returns.
 fn acknowledge(rx: std::sync::mpsc::Receiver<Done>) {
     for done in rx {
         deliver(done);
