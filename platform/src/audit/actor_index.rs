@@ -71,13 +71,13 @@ pub enum Part {
 impl Part {
     /// Restricts an `audit_log` query to this part.
     pub fn apply<'a, ST>(
-        &self,
+        &'a self,
         q: audit_log::BoxedQuery<'a, <DbConnection as diesel::Connection>::Backend, ST>,
     ) -> audit_log::BoxedQuery<'a, <DbConnection as diesel::Connection>::Backend, ST> {
         match self {
             Part::All => q,
             Part::After(mark) => q.filter(audit_log::seq.gt(*mark)),
-            Part::Seqs(seqs) => q.filter(audit_log::seq.eq_any(seqs.clone())),
+            Part::Seqs(seqs) => q.filter(audit_log::seq.eq_any(seqs.as_slice())),
         }
     }
 }

@@ -256,8 +256,7 @@ impl WriterConn {
     pub fn run<T, E: From<DbError>>(&mut self, f: impl FnOnce(&mut DbConnection) -> Result<T, E>) -> Result<T, E> {
         match self.db.backend {
             Backend::Sqlite => {
-                let shared = self.db.shared_writer.clone();
-                let mut slot = shared.lock().unwrap_or_else(|e| e.into_inner());
+                let mut slot = self.db.shared_writer.lock().unwrap_or_else(|e| e.into_inner());
                 let conn = match &mut *slot {
                     Some(c) => c,
                     None => slot.insert(self.db.get_writer()?),
