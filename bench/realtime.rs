@@ -4,8 +4,10 @@
 //! For each client count (default 1,000 and 10,000; `RT_BENCH_CLIENTS=1000,10000`) it opens that
 //! many authenticated WebSocket connections, measures the server's RSS growth per idle
 //! connection, then lets a share of the users (`RT_BENCH_SENDERS`, default 200) send text
-//! messages over HTTP keep-alive connections to other connected users for `RT_BENCH_SECS`
-//! (default 10) seconds. It reports messages persisted and delivered per second (a message
+//! messages to other connected users for `RT_BENCH_SECS` (default 10) seconds, over HTTP
+//! keep-alive connections (`POST /api/messages/send`) and over a WebSocket (`send_message`):
+//! `RT_BENCH_VIA=http`, `ws` or `http,ws` (default). Each sender waits for its answer before
+//! sending again (`RT_BENCH_WS_DEPTH` frames in flight over the socket, default 1). It reports messages persisted and delivered per second (a message
 //! counts when its receiver's socket got the `new_message`) and the send-to-receive latency
 //! percentiles (the send time travels in the message text).
 //!
@@ -33,7 +35,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn run(n: usize, senders: usize, secs: u64) {
+async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize) {
     let (srv, ids, tokens) =
         tokio::task::spawn_blocking(move || start(n, &[("SECCOLLAB_MESSAGES__SEND_RATE_PER_SEC", "0")])).await.unwrap();
     let pid = srv.child.id();
@@ -110,6 +112,10 @@ async fn run(n: usize, senders: usize, secs: u64) {
     for i in 0..senders.min(n) {
         let (addr, tok, to) = (srv.addr.clone(), tokens[i].clone(), ids[(i + n / 2) % n].clone());
         let (stop, sent, failed, measuring) = (stop.clone(), sent.clone(), failed.clone(), measuring.clone());
+        if via_ws {
+            tasks.push(tokio::spawn(ws_sender(addr, tok, to, depth, stop, sent, failed, measuring, epoch)));
+            continue;
+        }
         tasks.push(tokio::spawn(async move {
             let mut http = Http::connect(&addr).await;
             while !stop.load(Ordering::Relaxed) {
@@ -148,8 +154,9 @@ async fn run(n: usize, senders: usize, secs: u64) {
     }
     let mut l = std::mem::take(&mut *lat.lock().unwrap());
     l.sort_unstable();
+    let via = if via_ws { format!("WebSocket send_message, {depth} in flight each") } else { "HTTP POST".into() };
     println!(
-        "{n} connections, {senders} senders, {elapsed:.1} s: {:.0} messages/s stored (201), {:.0} messages/s delivered, {f} failed; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; peak RSS {:.0} MiB",
+        "{n} connections, {senders} senders ({via}), {elapsed:.1} s: {:.0} messages/s stored (201), {:.0} messages/s delivered, {f} failed; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; peak RSS {:.0} MiB",
         s as f64 / elapsed,
         d as f64 / elapsed,
         pct(&l, 0.50),
@@ -157,6 +164,64 @@ async fn run(n: usize, senders: usize, secs: u64) {
         pct(&l, 1.0),
         peak as f64 / 1024.0
     );
+}
+
+/// A sender over its own second WebSocket: `send_message` frames, `depth` in flight, each
+/// answered by `message_sent` or `error`.
+#[allow(clippy::too_many_arguments)]
+async fn ws_sender(
+    addr: String,
+    tok: String,
+    to: String,
+    depth: usize,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    measuring: Arc<AtomicBool>,
+    epoch: Instant,
+) {
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{addr}/ws?token={tok}");
+    let stream = TcpStream::connect(&addr).await.expect("tcp connect");
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await.expect("ws handshake");
+    let (mut sink, mut stream) = ws.split();
+    let frame = |to: &str| {
+        let ts = epoch.elapsed().as_micros() as u64;
+        Message::Text(format!(
+            r#"{{"event":"send_message","data":{{"receiver_id":"{to}","content":"{ts}","type":"text"}}}}"#
+        ))
+    };
+    let mut in_flight = 0;
+    while !stop.load(Ordering::Relaxed) || in_flight > 0 {
+        while in_flight < depth && !stop.load(Ordering::Relaxed) {
+            if sink.send(frame(&to)).await.is_err() {
+                return;
+            }
+            in_flight += 1;
+        }
+        let Some(Ok(m)) = stream.next().await else { return };
+        match m {
+            Message::Text(t) => {
+                let ok = t.starts_with(r#"{"event":"message_sent""#);
+                if !ok && !t.starts_with(r#"{"event":"error""#) {
+                    continue; // its own new_message copies, presence
+                }
+                in_flight -= 1;
+                if measuring.load(Ordering::Relaxed) {
+                    if ok {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Message::Ping(p) => {
+                let _ = sink.send(Message::Pong(p)).await;
+            }
+            Message::Close(_) => return,
+            _ => {}
+        }
+    }
 }
 
 fn main() {
@@ -167,8 +232,20 @@ fn main() {
         .collect();
     let senders: usize = std::env::var("RT_BENCH_SENDERS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let secs: u64 = std::env::var("RT_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let via: Vec<bool> = std::env::var("RT_BENCH_VIA")
+        .unwrap_or_else(|_| "http,ws".into())
+        .split(',')
+        .filter_map(|s| match s.trim() {
+            "http" => Some(false),
+            "ws" => Some(true),
+            _ => None,
+        })
+        .collect();
+    let depth: usize = std::env::var("RT_BENCH_WS_DEPTH").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     for n in counts {
-        rt.block_on(run(n, senders, secs));
+        for &ws in &via {
+            rt.block_on(run(n, senders, secs, ws, depth));
+        }
     }
 }

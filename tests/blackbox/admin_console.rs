@@ -65,6 +65,11 @@ impl<'a> Browser<'a> {
         }
     }
 
+    /// The `Cookie` header this browser sends.
+    pub(crate) fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
     pub(crate) fn get(&mut self, path: &str) -> Page {
         self.send("GET", path, None)
     }

@@ -635,3 +635,255 @@ fn file_events_reach_the_owner_the_sharee_and_admins() {
     let other_seen = other_ws.drain(&["security_alert", "file_update", "file_share"], Duration::from_millis(300));
     assert!(other_seen.is_empty(), "other has nothing to do with these files: {other_seen:?}");
 }
+
+/// What a `send_message` frame should get back.
+enum Expect {
+    Sent(String),
+    Refused(&'static str),
+}
+
+/// Sends `frames` over one socket without waiting, then reads one answer per frame: the answers
+/// come in the frames' order and carry each frame's `client_id` (`null` when it had none usable).
+/// Returns the stored messages, in the order their answers came.
+fn send_over_socket(ws: &mut Ws, frames: &[(Value, Expect)]) -> Vec<Value> {
+    for (f, _) in frames {
+        ws.sock.write(Message::Text(f.to_string())).expect("queue frame");
+    }
+    ws.sock.flush().expect("send frames");
+    let mut stored = Vec::new();
+    let mut others = Vec::new();
+    for (i, (frame, expect)) in frames.iter().enumerate() {
+        let a = loop {
+            let f = ws.next(WAIT).unwrap_or_else(|| panic!("no answer to frame {i}"));
+            if f["event"] == "message_sent" || f["event"] == "error" {
+                break f;
+            }
+            others.push(f);
+        };
+        let id = match &frame["data"]["client_id"] {
+            Value::String(s) => json!(s),
+            _ => Value::Null,
+        };
+        assert_eq!(a["data"]["client_id"], id, "answer {i} belongs to frame {i}: {a}");
+        assert!(a.get("seq").is_none(), "answers are not stored events: {a}");
+        match expect {
+            Expect::Sent(content) => {
+                assert_eq!(a["event"], "message_sent", "frame {i}: {a}");
+                assert_eq!(a["data"]["message"]["content"].as_str(), Some(content.as_str()), "frame {i}");
+                stored.push(a["data"]["message"].clone());
+            }
+            Expect::Refused(code) => {
+                assert_eq!(a["event"], "error", "frame {i}: {a}");
+                assert_eq!(a["data"]["code"], *code, "frame {i}: {a}");
+            }
+        }
+    }
+    // Everything else (the sender's own `new_message` copies, ...) is still there for `next`.
+    ws.backlog.extend(others);
+    stored
+}
+
+both_backends!(messages_sent_over_the_websocket_are_answered_in_order_stored_and_delivered, |b: Backend| {
+    // A budget of 60 sends that does not refill during the test.
+    let srv = Server::start_with(
+        TestDb::new(b),
+        &[
+            ("SECCOLLAB_AUTH__REGISTRATION", "open"),
+            ("SECCOLLAB_MESSAGES__SEND_RATE_PER_SEC", "0.001"),
+            ("SECCOLLAB_MESSAGES__SEND_BURST", "60"),
+        ],
+    );
+    let admin = crate::auth::admin_token(&srv);
+    let (alice, bob) = (user(&srv, "alice@example.org"), user(&srv, "bob@example.org"));
+    let mut alice_ws = Ws::connect(&srv, &alice.token);
+    let mut bob_ws = Ws::connect(&srv, &bob.token);
+    let to_bob = |cid: &str, content: &str| json!({"event": "send_message", "data": {"client_id": cid, "receiver_id": bob.id, "content": content}});
+    // 10,000 characters that JSON escapes at up to 6 bytes each: a frame far over 16 KiB.
+    let big: String = "\"\u{1}é\\".repeat(2500);
+    let mut frames = Vec::new();
+    for i in 0..50 {
+        frames.push((to_bob(&format!("c{i}"), &format!("ws {i}")), Expect::Sent(format!("ws {i}"))));
+        let refusal = match i {
+            10 => Some((to_bob("e1", "   "), "invalid_input")),
+            20 => Some((
+                json!({"event": "send_message", "data": {"client_id": "e2", "receiver_id": alice.id, "content": "me"}}),
+                "invalid_input",
+            )),
+            // An unknown receiver takes from the budget, as over HTTP.
+            30 => Some((
+                json!({"event": "send_message", "data": {"client_id": "e3", "receiver_id": "nobody", "content": "x"}}),
+                "user_not_found",
+            )),
+            40 => Some((
+                json!({"event": "send_message",
+                       "data": {"client_id": "e4", "receiver_id": bob.id, "content": "x", "type": "image"}}),
+                "invalid_input",
+            )),
+            41 => Some((
+                json!({"event": "send_message",
+                       "data": {"client_id": "e5", "receiver_id": bob.id, "content": "x", "colour": "red"}}),
+                "invalid_json",
+            )),
+            42 => Some((json!({"event": "send_message", "data": "hello"}), "invalid_input")),
+            43 => Some((
+                json!({"event": "send_message", "data": {"client_id": 7, "receiver_id": bob.id, "content": "x"}}),
+                "invalid_input",
+            )),
+            44 => Some((to_bob("e8", &"x".repeat(10_001)), "invalid_input")),
+            _ => None,
+        };
+        if let Some((f, code)) = refusal {
+            frames.push((f, Expect::Refused(code)));
+        }
+    }
+    frames.push((to_bob("big", &big), Expect::Sent(big.clone())));
+    // 50 + "nobody" + big = 52 of 60: of 12 more, 8 are stored and 4 refused.
+    for j in 0..12 {
+        let expect = if j < 8 { Expect::Sent(format!("late {j}")) } else { Expect::Refused("rate_limited") };
+        frames.push((to_bob(&format!("l{j}"), &format!("late {j}")), expect));
+    }
+    let stored = send_over_socket(&mut alice_ws, &frames);
+    assert_eq!(stored.len(), 59);
+    let stored_ids: Vec<Value> = stored.iter().map(|m| m["id"].clone()).collect();
+    let ids = |v: &[Value]| v.iter().map(|f| f["data"]["message"]["id"].clone()).collect::<Vec<_>>();
+    // The sender's socket gets its copies too, like her other devices.
+    let own = alice_ws.drain(&["new_message"], Duration::from_millis(500));
+    assert_eq!(ids(&own), stored_ids, "the sender's socket gets its copies too");
+    // A refusal for the rate says when to try again, and HTTP shares the budget.
+    alice_ws.send(to_bob("again", "again"));
+    let a = alice_ws.expect("error", WAIT);
+    assert_eq!((a["data"]["code"].as_str(), a["data"]["client_id"].as_str()), (Some("rate_limited"), Some("again")));
+    assert!(a["data"]["retry_after"].as_u64().unwrap_or(0) >= 1, "{a}");
+    let r = post(&srv, "/api/messages/send", Some(&alice.token), json!({"receiver_id": bob.id, "content": "http"}));
+    r.assert_error(429, "rate_limited");
+
+    // Bob got each stored message once, in the order Alice sent them.
+    let got = bob_ws.drain(&["new_message"], Duration::from_millis(1500));
+    assert_eq!(ids(&got), stored_ids);
+    assert_eq!(got[50]["data"]["message"]["content"].as_str(), Some(big.as_str()), "the big one arrives intact");
+    let seqs: Vec<i64> = got.iter().map(|f| f["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    // The conversation holds exactly those, in that order.
+    let page = get(&srv, &format!("/api/messages/{}?limit=200", alice.id), &bob.token).json();
+    let history: Vec<Value> = page["messages"].as_array().unwrap().iter().map(|m| m["id"].clone()).collect();
+    assert_eq!(history, stored_ids);
+
+    // Every frame is audited with who sent it and what became of it.
+    let deadline = Instant::now() + WAIT;
+    let entries = loop {
+        let l = get(&srv, &format!("/api/admin/logs?action=ws.send_message&actor_id={}&limit=200", alice.id), &admin)
+            .json();
+        let e = l["entries"].as_array().unwrap().clone();
+        if e.len() > frames.len() || Instant::now() > deadline {
+            break e;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(entries.len(), frames.len() + 1);
+    let ok: Vec<&Value> = entries.iter().filter(|e| e["outcome"] == "success").collect();
+    assert_eq!(ok.len(), 59);
+    assert!(ok.iter().all(|e| e["target_type"] == "message" && stored_ids.contains(&e["target_id"])));
+    let limited = entries.iter().filter(|e| e["details"]["status"] == 429).count();
+    assert_eq!(limited, 5);
+});
+
+/// 500 frames written at once: the server holds back (stops reading) while 32 wait, stores
+/// every one in order, and keeps the connection.
+#[test]
+fn a_burst_of_sends_is_held_back_not_lost() {
+    let srv = unlimited(Backend::Sqlite, &[]);
+    let (alice, bob) = (user(&srv, "alice@example.org"), user(&srv, "bob@example.org"));
+    let mut alice_ws = Ws::connect(&srv, &alice.token);
+    let mut bob_ws = Ws::connect(&srv, &bob.token);
+    let frames: Vec<(Value, Expect)> = (0..500)
+        .map(|i| {
+            let data = json!({"client_id": format!("b{i}"), "receiver_id": bob.id, "content": format!("burst {i}")});
+            (json!({"event": "send_message", "data": data}), Expect::Sent(format!("burst {i}")))
+        })
+        .collect();
+    let stored = send_over_socket(&mut alice_ws, &frames);
+    assert_eq!(stored.len(), 500);
+    let got = bob_ws.drain(&["new_message"], Duration::from_millis(1500));
+    let contents: Vec<&str> = got.iter().map(|f| f["data"]["message"]["content"].as_str().unwrap()).collect();
+    let expected: Vec<String> = (0..500).map(|i| format!("burst {i}")).collect();
+    assert_eq!(contents, expected);
+    // The longest message a client can write: 10,000 characters outside the BMP, each escaped
+    // as a surrogate pair (12 bytes: a ~120 KB frame), as e.g. Python's json.dumps writes it.
+    let raw = format!(
+        r#"{{"event":"send_message","data":{{"client_id":"emoji","receiver_id":"{}","content":"{}"}}}}"#,
+        bob.id,
+        "\\ud83d\\ude00".repeat(10_000)
+    );
+    assert!(raw.len() > 120_000);
+    alice_ws.sock.send(Message::Text(raw)).expect("send frame");
+    let a = alice_ws.expect("message_sent", WAIT);
+    assert_eq!(a["data"]["client_id"], "emoji");
+    assert_eq!(a["data"]["message"]["content"].as_str(), Some("\u{1F600}".repeat(10_000).as_str()));
+    let f = bob_ws.expect("new_message", WAIT);
+    assert_eq!(f["data"]["message"]["id"], a["data"]["message"]["id"]);
+    // Still connected and answering.
+    alice_ws.send(json!({"event": "ping"}));
+    alice_ws.expect("pong", WAIT);
+}
+
+/// The admin console's socket (console cookie) only listens: `send_message` is refused there
+/// and the connection stays usable; a cross-site page cannot open it.
+#[test]
+fn the_admin_consoles_socket_only_listens() {
+    use tungstenite::client::IntoClientRequest;
+    let srv = unlimited(Backend::Sqlite, &[]);
+    crate::auth::admin_token(&srv);
+    let bob = user(&srv, "bob@example.org");
+    let (browser, _) = crate::admin_console::first_sign_in(&srv);
+    let url = format!("{}/admin/ws", srv.base.replacen("http://", "ws://", 1));
+    let request = |origin: &str| {
+        let mut r = url.as_str().into_client_request().unwrap();
+        r.headers_mut().insert("Cookie", browser.cookie_header().parse().unwrap());
+        r.headers_mut().insert("Origin", origin.parse().unwrap());
+        r
+    };
+    match tungstenite::connect(request("https://evil.example")) {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 403),
+        other => panic!("a cross-site upgrade must be refused: {:?}", other.map(|_| ())),
+    }
+    let own = srv.base.clone();
+    let (sock, _) = tungstenite::connect(request(&own)).expect("the console's own page may connect");
+    let mut ws = Ws { sock, backlog: Default::default() };
+    let f = json!({"event": "send_message", "data": {"client_id": "x", "receiver_id": bob.id, "content": "hi"}});
+    assert!(send_over_socket(&mut ws, &[(f, Expect::Refused("forbidden"))]).is_empty());
+    ws.send(json!({"event": "ping"}));
+    ws.expect("pong", WAIT);
+    assert_eq!(srv.db.sql("SELECT count(*) FROM messages"), "0", "nothing was stored");
+}
+
+/// A socket opened with an access token sends only while that token is valid (it may go on
+/// receiving while the session lives); a fresh connection sends again.
+#[test]
+fn sending_over_a_socket_ends_with_its_access_token() {
+    let srv = unlimited(Backend::Sqlite, &[("SECCOLLAB_AUTH__ACCESS_TOKEN_TTL_SECS", "3")]);
+    let (alice, bob) = (user(&srv, "alice@example.org"), user(&srv, "bob@example.org"));
+    let mut ws = Ws::connect(&srv, &alice.token);
+    let to_bob =
+        |cid: &str| json!({"event": "send_message", "data": {"client_id": cid, "receiver_id": bob.id, "content": cid}});
+    assert_eq!(send_over_socket(&mut ws, &[(to_bob("early"), Expect::Sent("early".into()))]).len(), 1);
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(send_over_socket(&mut ws, &[(to_bob("late"), Expect::Refused("token_expired"))]).is_empty());
+    // Still receiving: a message from Bob (fresh sign-in) arrives on the same socket.
+    let bob_again = user_token_again(&srv, "bob@example.org");
+    let m = send_text(&srv, &bob_again, &alice, "still here");
+    let mine = ws.expect("new_message", WAIT); // her own copy of "early"
+    assert_eq!(mine["data"]["message"]["content"], "early");
+    assert_eq!(ws.expect("new_message", WAIT)["data"]["message"]["id"], m["id"]);
+    let fresh = user_token_again(&srv, "alice@example.org");
+    let mut ws2 = Ws::connect(&srv, &fresh.token);
+    assert_eq!(send_over_socket(&mut ws2, &[(to_bob("again"), Expect::Sent("again".into()))]).len(), 1);
+    assert_eq!(srv.db.sql("SELECT count(*) FROM messages WHERE content = 'late'"), "0");
+}
+
+/// Signs an existing user in again (a fresh access token).
+fn user_token_again(srv: &Server, email: &str) -> U {
+    let r = crate::auth::login(srv, email, crate::auth::PASSWORD);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = r.json();
+    U { id: t["user"]["id"].as_str().unwrap().to_string(), token: t["token"].as_str().unwrap().into() }
+}

@@ -143,16 +143,25 @@ pub fn js() -> (ContentType, &'static str) {
 }
 
 /// The console's WebSocket (console cookie, admins only): the pages' script shows
-/// `security_alert` events as they happen. The same connection as `/ws` otherwise.
+/// `security_alert` events as they happen. The same connection as `/ws` otherwise, except that
+/// it only listens: `send_message` is refused here.
 #[get("/ws")]
 pub async fn live(
     state: &State<AppState>,
+    origin: crate::web::SameOrigin,
     who: Console,
+    client: crate::http::client::ClientInfo,
     socket: rocket_ws::WebSocket,
     shutdown: rocket::Shutdown,
 ) -> Result<rocket_ws::Channel<'static>, Status> {
+    // The console cookie is SameSite=Strict; the origin check also stops a cross-site page
+    // where a browser would send it anyway.
     let Console::Admin(s) = who else { return Err(Status::Forbidden) };
-    Ok(crate::realtime::ws::open_channel(state.inner().clone(), s.user_id, s.sid, socket, None, shutdown).await)
+    if !origin.0 {
+        return Err(Status::Forbidden);
+    }
+    let peer = crate::realtime::ws::Peer { client, may_send: false, send_until: None };
+    Ok(crate::realtime::ws::open_channel(state.inner().clone(), s.user_id, s.sid, socket, None, shutdown, peer).await)
 }
 
 // ---------- sign-in ----------

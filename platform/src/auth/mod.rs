@@ -143,9 +143,10 @@ pub async fn session_live(state: &AppState, sid: &str) -> Result<Option<sessions
 }
 
 /// A signed-in user of a WebSocket upgrade: the token may also come as `?token=` (browsers
-/// cannot set headers on a WebSocket).
+/// cannot set headers on a WebSocket). The second field is when the access token expires (Unix
+/// seconds; `None` for the web UI's session cookie): the connection may send messages until then.
 #[derive(Debug, Clone)]
-pub struct WsUser(pub AuthUser);
+pub struct WsUser(pub AuthUser, pub Option<i64>);
 
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for WsUser {
@@ -167,7 +168,7 @@ impl<'r> FromRequest<'r> for WsUser {
                 return match cookie_user(req, false).await.and_then(|u| gate(u, false)) {
                     Ok(u) => {
                         req.local_cache(|| CurrentActor(Some(u.id.clone())));
-                        Outcome::Success(WsUser(u))
+                        Outcome::Success(WsUser(u, None))
                     }
                     Err(e) => Outcome::Error((fail_with(req, e), ())),
                 };
@@ -180,7 +181,8 @@ impl<'r> FromRequest<'r> for WsUser {
         match authenticate_token(state, &token).await.and_then(|u| gate(u, false)) {
             Ok(u) => {
                 req.local_cache(|| CurrentActor(Some(u.id.clone())));
-                Outcome::Success(WsUser(u))
+                let exp = tokens::validate(&state.keys.jwt_signing, &token).map(|c| c.exp);
+                Outcome::Success(WsUser(u, exp))
             }
             Err(e) => Outcome::Error((fail_with(req, e), ())),
         }

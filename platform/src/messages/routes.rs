@@ -91,29 +91,22 @@ pub async fn store_direct(state: &AppState, row: MessageRow, view: &MessageView)
     })
 }
 
-/// Sends a text message; the receiver gets `new_message`.
-#[utoipa::path(post, path = "/api/messages/send", tag = "messages", request_body = SendRequest,
-    responses((status = 201, body = MessageResponse), (status = 400), (status = 404), (status = 429)))]
-#[post("/messages/send", data = "<req>")]
-pub async fn send(
-    state: &State<AppState>,
-    user: AuthUser,
-    req: JsonBody<SendRequest>,
-) -> ApiResult<(Status, Json<MessageResponse>)> {
-    let req = req.0;
+/// Checks, rate-limits and stores a text message from `sender`; the receiver and the sender's
+/// devices get `new_message`. The HTTP `send` and the WebSocket's `send_message` both end here.
+pub async fn send_text(state: &AppState, sender: &str, req: SendRequest) -> ApiResult<MessageView> {
     match req.kind.as_deref() {
         None | Some("text") => {}
         Some(_) => return Err(ApiError::invalid("type", "must be \"text\" (send media with /api/messages/upload)")),
     }
     check_content(state, &req.content, false)?;
-    if req.receiver_id == user.id {
+    if req.receiver_id == sender {
         return Err(ApiError::invalid("receiver_id", "you cannot send a message to yourself"));
     }
-    rate(state, &user.id)?;
-    receiver(state, &user.id, &req.receiver_id).await?;
+    rate(state, sender)?;
+    receiver(state, sender, &req.receiver_id).await?;
     let row = MessageRow {
         id: uuid::Uuid::now_v7().to_string(),
-        sender_id: user.id.clone(),
+        sender_id: sender.to_string(),
         receiver_id: Some(req.receiver_id),
         file_id: None,
         content: req.content,
@@ -123,6 +116,19 @@ pub async fn send(
     };
     let view = MessageView::new(&row, None);
     store_direct(state, row, &view).await?;
+    Ok(view)
+}
+
+/// Sends a text message; the receiver gets `new_message`.
+#[utoipa::path(post, path = "/api/messages/send", tag = "messages", request_body = SendRequest,
+    responses((status = 201, body = MessageResponse), (status = 400), (status = 404), (status = 429)))]
+#[post("/messages/send", data = "<req>")]
+pub async fn send(
+    state: &State<AppState>,
+    user: AuthUser,
+    req: JsonBody<SendRequest>,
+) -> ApiResult<(Status, Json<MessageResponse>)> {
+    let view = send_text(state, &user.id, req.0).await?;
     Ok((Status::Created, Json(MessageResponse { message: view })))
 }
 

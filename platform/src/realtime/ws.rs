@@ -2,7 +2,8 @@
 //!
 //! The task sends what the hub queues for it (stored events in `seq` order, exactly once per
 //! connection; ephemeral frames as they come), answers the client's frames (`typing_start`,
-//! `typing_stop`, `user_away`, `user_active`, `resume`, `ping`), pings every
+//! `typing_stop`, `user_away`, `user_active`, `resume`, `ping`, and on `/ws` `send_message`),
+//! pings every
 //! `heartbeat_secs` and closes after `idle_timeout_secs` without a frame from the client,
 //! re-checks the session every `session_check_secs` (and at once when this node revokes it),
 //! and gives up on a client that does not take a frame within `write_timeout_secs`.
@@ -11,13 +12,22 @@
 //! duplicate and skipped; one past a gap (events from another node, a full queue) first makes
 //! the task read the missing ones from the database. `resume {after}` replays from the
 //! database. `?after=N` on the URL does the same before anything else is sent.
+//!
+//! `send_message {client_id?, receiver_id, content, type?}` stores a direct message exactly as
+//! `POST /api/messages/send` does (same checks, same rate budget). The frames of one connection
+//! are stored one after the other, in the order they came, so the receiver sees them in the
+//! order they were typed; each gets one answer, in that order (`message_sent`, or an `error`
+//! carrying the frame's `client_id`). Up to [`SEND_QUEUE`] may wait; then the task stops reading
+//! the socket until one is answered (TCP pushes back on the client) while it keeps delivering.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rocket::futures::{SinkExt, StreamExt};
+use rocket::futures::future::BoxFuture;
+use rocket::futures::stream::FuturesOrdered;
+use rocket::futures::{FutureExt, SinkExt, StreamExt};
 use rocket::{get, Shutdown, State};
 use rocket_ws::frame::{CloseCode, CloseFrame};
 use rocket_ws::stream::DuplexStream;
@@ -26,20 +36,49 @@ use serde_json::json;
 
 use super::hub::{ConnHandle, Kick, Out, Presence};
 use super::{ephemeral, store};
+use crate::audit::{NewAuditEntry, Outcome};
 use crate::auth::WsUser;
+use crate::http::client::ClientInfo;
 use crate::http::error::ApiError;
 use crate::AppState;
 
 /// Events replayed per database read.
 const REPLAY_PAGE: i64 = 500;
-/// Largest frame a client may send.
-const MAX_CLIENT_FRAME: usize = 16 * 1024;
+/// Who opened a connection, and whether it may send messages.
+#[derive(Debug)]
+pub struct Peer {
+    /// Address, agent and upgrade request id, for the audit log.
+    pub client: ClientInfo,
+    /// `false`: the connection only listens (the admin console's); `send_message` is refused.
+    pub may_send: bool,
+    /// When the access token the connection was opened with expires (Unix seconds): sending
+    /// stops then. `None` for the web UI's session cookie.
+    pub send_until: Option<i64>,
+}
+
+/// Smallest limit on a client's frame; with `send_message` the limit grows with
+/// `messages.max_content_chars` (see [`max_client_frame`]).
+const MIN_CLIENT_FRAME: usize = 16 * 1024;
+/// `send_message` frames waiting per connection before the task stops reading the socket.
+pub const SEND_QUEUE: usize = 32;
+/// Longest `client_id` a `send_message` frame may carry.
+const MAX_CLIENT_ID: usize = 128;
+/// How long a closing connection waits for its `send_message` frames to be stored.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// The largest frame a client may send: room for a `send_message` whose content has
+/// `max_content_chars` characters, each escaped in JSON at its longest (a character outside
+/// the BMP as a surrogate pair, `\ud83d\ude00`: 12 bytes).
+fn max_client_frame(state: &AppState) -> usize {
+    state.config.messages.max_content_chars.saturating_mul(12).saturating_add(4096).max(MIN_CLIENT_FRAME)
+}
 
 /// Opens a WebSocket for the signed-in user (token by `?token=` or bearer header).
 #[get("/ws?<after>")]
 pub async fn ws(
     state: &State<AppState>,
     user: WsUser,
+    client: ClientInfo,
     socket: WebSocket,
     after: Option<&str>,
     shutdown: Shutdown,
@@ -53,7 +92,8 @@ pub async fn ws(
                 .ok_or_else(|| ApiError::invalid("after", "must be a non-negative whole number"))?,
         ),
     };
-    Ok(open_channel(state.inner().clone(), user.0.id, user.0.sid, socket, after, shutdown).await)
+    let peer = Peer { client, may_send: true, send_until: user.1 };
+    Ok(open_channel(state.inner().clone(), user.0.id, user.0.sid, socket, after, shutdown, peer).await)
 }
 
 /// The WebSocket of an authenticated user's session `sid`: `/ws` (token) and the admin
@@ -65,12 +105,10 @@ pub async fn open_channel(
     socket: WebSocket,
     after: Option<i64>,
     shutdown: Shutdown,
+    peer: Peer,
 ) -> rocket_ws::Channel<'static> {
-    let cfg = rocket_ws::Config {
-        max_message_size: Some(MAX_CLIENT_FRAME),
-        max_frame_size: Some(MAX_CLIENT_FRAME),
-        ..Default::default()
-    };
+    let limit = if peer.may_send { max_client_frame(&state) } else { MIN_CLIENT_FRAME };
+    let cfg = rocket_ws::Config { max_message_size: Some(limit), max_frame_size: Some(limit), ..Default::default() };
     // Registered with the hub, and the counter read, before the 101 answer goes out: a client
     // that sees the upgrade succeed gets every event committed after it, live. (Registering
     // inside the channel, after the answer, left a window in which an event was neither queued
@@ -78,7 +116,7 @@ pub async fn open_channel(
     let reg = Registration::new(&state, &user_id, &sid).await;
     socket.config(cfg).channel(move |stream| {
         Box::pin(async move {
-            let mut conn = Connection::open(state, user_id, sid, stream, reg);
+            let mut conn = Connection::open(state, user_id, sid, stream, reg, peer);
             conn.run(after, shutdown).await;
             conn.close().await;
             Ok(())
@@ -142,10 +180,30 @@ struct Connection {
     typing_targets: HashMap<String, bool>,
     bucket: (f64, Instant),
     stop: Option<Stop>,
+    /// Who is connected and whether they may send.
+    peer: Arc<Peer>,
+    /// `send_message` frames read and not yet being stored, oldest first.
+    waiting: VecDeque<serde_json::Value>,
+    /// The `send_message` frame being stored (at most one: frames are stored in order).
+    pending: FuturesOrdered<BoxFuture<'static, Answer>>,
+}
+
+/// What a `send_message` frame gets back.
+struct Answer {
+    frame: String,
+    /// The session was found revoked: the connection closes after this answer.
+    revoked: bool,
 }
 
 impl Connection {
-    fn open(state: AppState, user_id: String, sid: String, stream: DuplexStream, mut reg: Registration) -> Self {
+    fn open(
+        state: AppState,
+        user_id: String,
+        sid: String,
+        stream: DuplexStream,
+        mut reg: Registration,
+        peer: Peer,
+    ) -> Self {
         // From here `close` unregisters.
         reg.armed = false;
         let (handle, rx, last) = (reg.handle.clone(), reg.rx.take().expect("receiver taken once"), reg.last);
@@ -163,6 +221,9 @@ impl Connection {
             typing_targets: HashMap::new(),
             bucket: (TYPING_BURST, Instant::now()),
             stop: None,
+            peer: Arc::new(peer),
+            waiting: VecDeque::new(),
+            pending: FuturesOrdered::new(),
         }
     }
 
@@ -194,7 +255,9 @@ impl Connection {
                     });
                 }
                 _ = &mut shutdown => self.stop = Some(Stop::Shutdown),
-                msg = self.stream.next() => match msg {
+                Some(answer) = self.pending.next(), if !self.pending.is_empty() => self.on_answer(answer).await,
+                // With SEND_QUEUE sends waiting, the socket is not read until one is answered.
+                msg = self.stream.next(), if self.waiting.len() < SEND_QUEUE => match msg {
                     Some(Ok(m)) => {
                         last_heard = Instant::now();
                         self.on_client_frame(m).await;
@@ -206,6 +269,11 @@ impl Connection {
                     None => self.stop = Some(Stop::Shutdown),
                 },
                 _ = heartbeat.tick() => {
+                    // A client whose frames wait to be stored is not idle (its socket is not
+                    // read meanwhile).
+                    if !self.waiting.is_empty() || !self.pending.is_empty() {
+                        last_heard = Instant::now();
+                    }
                     if last_heard.elapsed() > idle {
                         self.stop = Some(Stop::Idle);
                     } else {
@@ -223,9 +291,59 @@ impl Connection {
         }
     }
 
+    /// Sends a `send_message` answer; a revoked session closes the connection after it.
+    async fn on_answer(&mut self, a: Answer) {
+        // The next frame is stored while this answer is written.
+        self.start_next_send();
+        self.send_text(&a.frame).await;
+        if a.revoked && self.stop.is_none() {
+            self.stop = Some(Stop::Revoked);
+        }
+    }
+
+    /// Starts storing the oldest waiting `send_message` frame unless one is being stored.
+    fn start_next_send(&mut self) {
+        if !self.pending.is_empty() {
+            return;
+        }
+        if let Some(data) = self.waiting.pop_front() {
+            let job = SendJob {
+                state: self.state.clone(),
+                user_id: self.user_id.clone(),
+                sid: self.sid.clone(),
+                peer: self.peer.clone(),
+                data,
+            };
+            self.pending.push_back(send_message(job).boxed());
+        }
+    }
+
     async fn close(mut self) {
         let stop = self.stop.take().unwrap_or(Stop::ClientClosed);
         self.state.hub.unregister(&self.handle);
+        // `send_message` frames already read are stored (or refused) before the socket closes;
+        // their answers go out while the client is still there to read them.
+        let mut answer = matches!(stop, Stop::Idle | Stop::Revoked | Stop::Shutdown);
+        let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+        loop {
+            self.start_next_send();
+            if self.pending.is_empty() {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, self.pending.next()).await {
+                Ok(Some(a)) if answer => {
+                    let sent = tokio::time::timeout_at(deadline, self.stream.send(Message::Text(a.frame))).await;
+                    answer = matches!(sent, Ok(Ok(())));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    let left = self.waiting.len() + self.pending.len();
+                    tracing::warn!(user = %self.user_id, left, "websocket closed before its sends were stored");
+                    break;
+                }
+            }
+        }
         let targets: Vec<String> = self.typing.drain().map(|(k, _)| k).collect();
         for to in targets {
             self.relay(&to, "typing_stop");
@@ -392,8 +510,9 @@ impl Connection {
                 return;
             }
         };
+        let event = v["event"].as_str().unwrap_or("").to_string();
         let data = &v["data"];
-        match v["event"].as_str().unwrap_or("") {
+        match event.as_str() {
             "ping" => {
                 let f = ephemeral("pong", json!({}));
                 self.send_text(&f).await;
@@ -413,6 +532,7 @@ impl Connection {
                 };
                 self.on_typing(ev == "typing_start", to).await;
             }
+            "send_message" => self.on_send_message(v),
             ev @ ("user_away" | "user_active") => {
                 self.state.hub.set_away(&self.handle, ev == "user_away");
                 self.presence_changed().await;
@@ -422,6 +542,13 @@ impl Connection {
                 self.send_text(&f).await;
             }
         }
+    }
+
+    /// Queues a `send_message` frame; [`send_message`] answers it.
+    fn on_send_message(&mut self, mut frame: serde_json::Value) {
+        let data = frame.get_mut("data").map(serde_json::Value::take).unwrap_or(serde_json::Value::Null);
+        self.waiting.push_back(data);
+        self.start_next_send();
     }
 
     async fn on_typing(&mut self, start: bool, to: String) {
@@ -525,6 +652,127 @@ const TYPING_BURST: f64 = 10.0;
 
 fn error_frame(code: &str, message: &str) -> String {
     ephemeral("error", json!({"code": code, "message": message}))
+}
+
+/// One `send_message` frame to answer.
+struct SendJob {
+    state: AppState,
+    user_id: String,
+    sid: String,
+    peer: Arc<Peer>,
+    data: serde_json::Value,
+}
+
+/// Stores a `send_message` frame's message as `POST /api/messages/send` would and makes its
+/// answer: `message_sent {client_id, message}` or `error {code, message, client_id,
+/// retry_after?}`. Audited as `ws.send_message` when `audit.log_requests` is on.
+async fn send_message(job: SendJob) -> Answer {
+    let SendJob { state, user_id, sid, peer, data } = job;
+    let client_id = data.get("client_id").cloned().unwrap_or(serde_json::Value::Null);
+    let (result, revoked) = match send_checked(&state, &user_id, &sid, &peer, data).await {
+        Ok(view) => (Ok(view), false),
+        Err((e, revoked)) => (Err(e), revoked),
+    };
+    // An unusable client_id is not echoed.
+    let echo = match &client_id {
+        serde_json::Value::String(s) if s.len() <= MAX_CLIENT_ID => client_id.clone(),
+        _ => serde_json::Value::Null,
+    };
+    let (frame, status, message_id, receiver) = match &result {
+        Ok(view) => (
+            ephemeral("message_sent", json!({"client_id": echo, "message": view})),
+            201,
+            Some(view.id.clone()),
+            view.receiver_id.clone(),
+        ),
+        Err(e) => {
+            let mut d = json!({"code": e.code, "message": e.message, "client_id": echo});
+            if let Some(s) = e.retry_after {
+                d["retry_after"] = json!(s);
+            }
+            (ephemeral("error", d), e.status.code, None, None)
+        }
+    };
+    if state.config.audit.log_requests {
+        let outcome = match status {
+            200..=399 => Outcome::Success,
+            401 | 403 => Outcome::Denied,
+            500..=599 => Outcome::Error,
+            _ => Outcome::Failure,
+        };
+        let c = &peer.client;
+        let mut entry = NewAuditEntry::new("ws.send_message", outcome)
+            .actor(Some(user_id.clone()))
+            .client(c.ip_string(), c.user_agent.clone())
+            .details(json!({"status": status, "receiver_id": receiver, "request_id": c.request_id}));
+        if let Some(id) = message_id {
+            entry = entry.target("message", id);
+        }
+        state.audit.record(entry).await;
+    }
+    Answer { frame, revoked }
+}
+
+/// The checks of a `send_message` frame, then [`crate::messages::routes::send_text`]. The error
+/// says whether the session was found revoked.
+async fn send_checked(
+    state: &AppState,
+    user_id: &str,
+    sid: &str,
+    peer: &Peer,
+    data: serde_json::Value,
+) -> Result<crate::messages::MessageView, (ApiError, bool)> {
+    use rocket::http::Status;
+    if !peer.may_send {
+        let e = ApiError::forbidden("this connection cannot send messages; use /ws or POST /api/messages/send");
+        return Err((e, false));
+    }
+    let now = crate::time::now_micros();
+    // Sending lasts as long as the credential the socket was opened with.
+    if peer.send_until.is_some_and(|exp| now / 1_000_000 >= exp) {
+        let e = ApiError::new(
+            Status::Unauthorized,
+            "token_expired",
+            "the access token this connection was opened with has expired; reconnect with a fresh one",
+        );
+        return Err((e, false));
+    }
+    // An address blocked since the socket opened gets what its HTTP requests get.
+    if let Some(secs) = peer.client.ip.and_then(|ip| state.blocks.check(ip, now)) {
+        let e = ApiError {
+            retry_after: Some(secs.max(1)),
+            ..ApiError::new(
+                Status::Forbidden,
+                "ip_blocked",
+                format!("requests from your address are blocked for {} s after suspicious activity", secs.max(1)),
+            )
+        };
+        return Err((e, false));
+    }
+    // The session may have been revoked (or put on re-verification) since the socket opened.
+    match crate::auth::session_live(state, sid).await {
+        Ok(Some(s)) if s.reverify => return Err((crate::auth::reverify_required(), false)),
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            let e = ApiError::new(Status::Unauthorized, "session_revoked", "your session has ended; sign in again");
+            return Err((e, true));
+        }
+        Err(e) => return Err((e, false)),
+    }
+    let serde_json::Value::Object(mut fields) = data else {
+        return Err((ApiError::invalid("data", "send_message needs data, an object"), false));
+    };
+    match fields.remove("client_id") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(s)) if s.len() <= MAX_CLIENT_ID => {}
+        Some(_) => {
+            let why = format!("must be a string of at most {MAX_CLIENT_ID} bytes");
+            return Err((ApiError::invalid("client_id", why), false));
+        }
+    }
+    let req: crate::messages::routes::SendRequest = serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|e| (ApiError::new(Status::BadRequest, "invalid_json", format!("data: {e}")), false))?;
+    crate::messages::routes::send_text(state, user_id, req).await.map_err(|e| (e, false))
 }
 
 /// Pushes `presence_update` to the user's contacts when their presence changed.

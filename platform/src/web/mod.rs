@@ -98,6 +98,20 @@ pub fn same_origin(req: &Request<'_>) -> bool {
     o.eq_ignore_ascii_case(host)
 }
 
+/// Whether a request came from a page of this server ([`same_origin`]), as a guard: the
+/// cookie-authenticated WebSockets refuse cross-site upgrades with it.
+#[derive(Debug, Clone, Copy)]
+pub struct SameOrigin(pub bool);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for SameOrigin {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
+        Outcome::Success(SameOrigin(same_origin(req)))
+    }
+}
+
 /// Who is asking for a web page.
 #[derive(Debug)]
 pub enum Web {
