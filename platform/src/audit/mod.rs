@@ -45,6 +45,17 @@ impl Outcome {
             Outcome::Error => "error",
         }
     }
+
+    /// The outcome of an answer with HTTP status `status` (also used for WebSocket answers
+    /// that carry the HTTP call's status).
+    pub fn of_status(status: u16) -> Self {
+        match status {
+            200..=399 => Outcome::Success,
+            401 | 403 => Outcome::Denied,
+            500..=599 => Outcome::Error,
+            _ => Outcome::Failure,
+        }
+    }
 }
 
 /// An entry to be appended; the writer assigns its place in the chain.

@@ -123,12 +123,7 @@ impl Fairing for HttpLayer {
         );
         // The admin console's page views and forms are audited like API calls.
         if state.config.audit.log_requests && (path.starts_with("/api") || path.starts_with("/admin")) {
-            let outcome = match status {
-                200..=399 => Outcome::Success,
-                401 | 403 => Outcome::Denied,
-                500..=599 => Outcome::Error,
-                _ => Outcome::Failure,
-            };
+            let outcome = Outcome::of_status(status);
             let actor = req.local_cache(CurrentActor::default).0.clone();
             let entry = NewAuditEntry::new("http.request", outcome)
                 .actor(actor)

@@ -694,14 +694,8 @@ async fn send_message(job: SendJob) -> Answer {
         }
     };
     if state.config.audit.log_requests {
-        let outcome = match status {
-            200..=399 => Outcome::Success,
-            401 | 403 => Outcome::Denied,
-            500..=599 => Outcome::Error,
-            _ => Outcome::Failure,
-        };
         let c = &peer.client;
-        let mut entry = NewAuditEntry::new("ws.send_message", outcome)
+        let mut entry = NewAuditEntry::new("ws.send_message", Outcome::of_status(status))
             .actor(Some(user_id.clone()))
             .client(c.ip_string(), c.user_agent.clone())
             .details(json!({"status": status, "receiver_id": receiver, "request_id": c.request_id}));
