@@ -814,3 +814,31 @@ fn upload_bandwidth_is_bounded_per_user() {
     assert!(took >= Duration::from_millis(2500), "the upload was not slowed: {took:?}");
     assert_eq!(srv.db.sql("SELECT size FROM files WHERE name = 'big.bin'"), "1048576");
 }
+
+/// A socket opened before its address was blocked stops sending with it: `send_message` gets
+/// what the address's HTTP requests get (403 `ip_blocked`, with the seconds left).
+#[test]
+fn a_blocked_address_cannot_send_over_an_open_socket() {
+    use crate::realtime::{send_over_socket, user, Expect, Ws};
+    let policy = policy_dir_with(POLICY);
+    let srv = Server::start_with(
+        TestDb::new(Backend::Sqlite),
+        &[
+            ("SECCOLLAB_SECURITY__POLICY_DIR", policy.path().to_str().unwrap()),
+            ("SECCOLLAB_SERVER__TRUSTED_PROXIES", "[\"127.0.0.1/32\"]"),
+            ("SECCOLLAB_AUTH__REGISTRATION", "open"),
+        ],
+    );
+    let (alice, bob) = (user(&srv, "alice@example.org"), user(&srv, "bob@example.org"));
+    let attacker = "203.0.113.66";
+    let mut ws = Ws::open_with(&srv, &format!("?token={}", alice.token), &[("X-Forwarded-For", attacker)]);
+    let to_bob =
+        |cid: &str| json!({"event": "send_message", "data": {"client_id": cid, "receiver_id": bob.id, "content": cid}});
+    assert_eq!(send_over_socket(&mut ws, &[(to_bob("before"), Expect::Sent("before".into()))]).len(), 1);
+    for who in ["a@example.org", "b@example.org", "bob@example.org"] {
+        assert_eq!(login_from(&srv, attacker, who, "Password123!").status, 401);
+    }
+    wait_until("the block", 40, || login_from(&srv, attacker, "bob@example.org", PASSWORD).status == 403);
+    assert!(send_over_socket(&mut ws, &[(to_bob("during"), Expect::Refused("ip_blocked"))]).is_empty());
+    assert_eq!(srv.db.sql("SELECT count(*) FROM messages WHERE content = 'during'"), "0");
+}

@@ -58,6 +58,17 @@ impl Ws {
         ws
     }
 
+    /// Opens `/ws` with extra request headers (e.g. `X-Forwarded-For` behind a trusted proxy).
+    pub fn open_with(srv: &Server, query: &str, headers: &[(&'static str, &str)]) -> Ws {
+        use tungstenite::client::IntoClientRequest;
+        let mut req = ws_url(srv, query).into_client_request().unwrap();
+        for (k, v) in headers {
+            req.headers_mut().insert(*k, v.parse().unwrap());
+        }
+        let (sock, _) = tungstenite::connect(req).expect("websocket refused");
+        Ws { sock, backlog: Default::default() }
+    }
+
     pub fn open(srv: &Server, query: &str) -> Result<Ws, Box<tungstenite::Error>> {
         let (sock, _) = tungstenite::connect(ws_url(srv, query)).map_err(Box::new)?;
         Ok(Ws { sock, backlog: Default::default() })
@@ -637,7 +648,7 @@ fn file_events_reach_the_owner_the_sharee_and_admins() {
 }
 
 /// What a `send_message` frame should get back.
-enum Expect {
+pub enum Expect {
     Sent(String),
     Refused(&'static str),
 }
@@ -645,7 +656,7 @@ enum Expect {
 /// Sends `frames` over one socket without waiting, then reads one answer per frame: the answers
 /// come in the frames' order and carry each frame's `client_id` (`null` when it had none usable).
 /// Returns the stored messages, in the order their answers came.
-fn send_over_socket(ws: &mut Ws, frames: &[(Value, Expect)]) -> Vec<Value> {
+pub fn send_over_socket(ws: &mut Ws, frames: &[(Value, Expect)]) -> Vec<Value> {
     for (f, _) in frames {
         ws.sock.write(Message::Text(f.to_string())).expect("queue frame");
     }

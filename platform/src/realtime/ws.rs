@@ -733,15 +733,7 @@ async fn send_checked(
     }
     // An address blocked since the socket opened gets what its HTTP requests get.
     if let Some(secs) = peer.client.ip.and_then(|ip| state.blocks.check(ip, now)) {
-        let e = ApiError {
-            retry_after: Some(secs.max(1)),
-            ..ApiError::new(
-                Status::Forbidden,
-                "ip_blocked",
-                format!("requests from your address are blocked for {} s after suspicious activity", secs.max(1)),
-            )
-        };
-        return Err((e, false));
+        return Err((crate::security::responses::blocked_error(secs), false));
     }
     // The session may have been revoked (or put on re-verification) since the socket opened.
     match crate::auth::session_live(state, sid).await {

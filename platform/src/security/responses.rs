@@ -349,12 +349,18 @@ pub struct BlockedFor(pub Option<u64>);
 /// The answer to every request from a blocked address: 403 `ip_blocked` with `Retry-After`.
 #[rocket::get("/_seccollab/blocked")]
 pub fn blocked(req: BlockedReq) -> crate::http::ApiError {
+    blocked_error(req.0)
+}
+
+/// 403 `ip_blocked` for an address blocked for `secs` more seconds (HTTP requests and the
+/// WebSocket's `send_message` both get it).
+pub fn blocked_error(secs: u64) -> crate::http::ApiError {
     crate::http::ApiError {
-        retry_after: Some(req.0.max(1)),
+        retry_after: Some(secs.max(1)),
         ..crate::http::ApiError::new(
             rocket::http::Status::Forbidden,
             "ip_blocked",
-            format!("requests from your address are blocked for {} s after suspicious activity", req.0.max(1)),
+            format!("requests from your address are blocked for {} s after suspicious activity", secs.max(1)),
         )
     }
 }
