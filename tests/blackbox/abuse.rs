@@ -42,8 +42,9 @@ fn login_from(srv: &Server, ip: &str, email: &str, password: &str) -> crate::har
     )
 }
 
-#[test]
-fn credential_stuffing_blocks_that_address_only_until_it_expires_or_is_lifted() {
+/// A server with [`POLICY`] (credential stuffing → `block_ip`) behind the trusted proxy
+/// 127.0.0.1, open registration. The policy folder lives as long as the server is used.
+fn stuffing_server() -> (tempfile::TempDir, Server) {
     let policy = policy_dir_with(POLICY);
     let srv = Server::start_with(
         TestDb::new(Backend::Sqlite),
@@ -53,17 +54,29 @@ fn credential_stuffing_blocks_that_address_only_until_it_expires_or_is_lifted() 
             ("SECCOLLAB_AUTH__REGISTRATION", "open"),
         ],
     );
+    (policy, srv)
+}
+
+/// Failed sign-ins for three accounts from `ip` (the last one `real`), then waits until the
+/// rule has fired and `ip` is blocked.
+fn stuff_until_blocked(srv: &Server, ip: &str, real: &str) {
+    for who in ["a@example.org", "b@example.org", real] {
+        assert_eq!(login_from(srv, ip, who, "Password123!").status, 401);
+    }
+    wait_until("the block", 40, || login_from(srv, ip, real, PASSWORD).status == 403);
+}
+
+#[test]
+fn credential_stuffing_blocks_that_address_only_until_it_expires_or_is_lifted() {
+    let (_policy, srv) = stuffing_server();
     let admin = admin_token(&srv);
     crate::auth::register(&srv, "real@example.org");
     let attacker = "203.0.113.66";
     let bystander = "198.51.100.7";
 
-    // Stuffing: failures for three accounts from one address.
-    for who in ["a@example.org", "b@example.org", "real@example.org"] {
-        assert_eq!(login_from(&srv, attacker, who, "Password123!").status, 401);
-    }
-    // Within a few seconds the rule fires and the response blocks the address.
-    wait_until("the block", 40, || login_from(&srv, attacker, "real@example.org", PASSWORD).status == 403);
+    // Stuffing: failures for three accounts from one address; within a few seconds the rule
+    // fires and the response blocks the address.
+    stuff_until_blocked(&srv, attacker, "real@example.org");
     let r = login_from(&srv, attacker, "real@example.org", PASSWORD);
     r.assert_error(403, "ip_blocked");
     let retry: u64 = r.header("Retry-After").expect("Retry-After").parse().unwrap();
@@ -820,25 +833,14 @@ fn upload_bandwidth_is_bounded_per_user() {
 #[test]
 fn a_blocked_address_cannot_send_over_an_open_socket() {
     use crate::realtime::{send_over_socket, user, Expect, Ws};
-    let policy = policy_dir_with(POLICY);
-    let srv = Server::start_with(
-        TestDb::new(Backend::Sqlite),
-        &[
-            ("SECCOLLAB_SECURITY__POLICY_DIR", policy.path().to_str().unwrap()),
-            ("SECCOLLAB_SERVER__TRUSTED_PROXIES", "[\"127.0.0.1/32\"]"),
-            ("SECCOLLAB_AUTH__REGISTRATION", "open"),
-        ],
-    );
+    let (_policy, srv) = stuffing_server();
     let (alice, bob) = (user(&srv, "alice@example.org"), user(&srv, "bob@example.org"));
     let attacker = "203.0.113.66";
     let mut ws = Ws::open_with(&srv, &format!("?token={}", alice.token), &[("X-Forwarded-For", attacker)]);
     let to_bob =
         |cid: &str| json!({"event": "send_message", "data": {"client_id": cid, "receiver_id": bob.id, "content": cid}});
     assert_eq!(send_over_socket(&mut ws, &[(to_bob("before"), Expect::Sent("before".into()))]).len(), 1);
-    for who in ["a@example.org", "b@example.org", "bob@example.org"] {
-        assert_eq!(login_from(&srv, attacker, who, "Password123!").status, 401);
-    }
-    wait_until("the block", 40, || login_from(&srv, attacker, "bob@example.org", PASSWORD).status == 403);
+    stuff_until_blocked(&srv, attacker, "bob@example.org");
     assert!(send_over_socket(&mut ws, &[(to_bob("during"), Expect::Refused("ip_blocked"))]).is_empty());
     assert_eq!(srv.db.sql("SELECT count(*) FROM messages WHERE content = 'during'"), "0");
 }

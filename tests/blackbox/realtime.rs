@@ -21,10 +21,16 @@ pub struct U {
 }
 
 pub fn user(srv: &Server, email: &str) -> U {
-    let t = user_token(srv, email);
-    U {
-        id: t["user"]["id"].as_str().expect("login answers the user").to_string(),
-        token: t["token"].as_str().unwrap().into(),
+    U::of_login(&user_token(srv, email))
+}
+
+impl U {
+    /// The user and token of a sign-in answer.
+    fn of_login(t: &Value) -> U {
+        U {
+            id: t["user"]["id"].as_str().expect("login answers the user").to_string(),
+            token: t["token"].as_str().unwrap().into(),
+        }
     }
 }
 
@@ -895,6 +901,5 @@ fn sending_over_a_socket_ends_with_its_access_token() {
 fn user_token_again(srv: &Server, email: &str) -> U {
     let r = crate::auth::login(srv, email, crate::auth::PASSWORD);
     assert_eq!(r.status, 200, "{}", r.text());
-    let t = r.json();
-    U { id: t["user"]["id"].as_str().unwrap().to_string(), token: t["token"].as_str().unwrap().into() }
+    U::of_login(&r.json())
 }

@@ -663,20 +663,26 @@ struct SendJob {
     data: serde_json::Value,
 }
 
+/// A `send_message` frame's `client_id`: absent or `null` → `Ok(None)`; a string of at most
+/// [`MAX_CLIENT_ID`] bytes → `Ok(Some)`; anything else is unusable.
+fn usable_client_id(v: Option<&serde_json::Value>) -> Result<Option<&str>, ()> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.len() <= MAX_CLIENT_ID => Ok(Some(s)),
+        Some(_) => Err(()),
+    }
+}
+
 /// Stores a `send_message` frame's message as `POST /api/messages/send` would and makes its
 /// answer: `message_sent {client_id, message}` or `error {code, message, client_id,
 /// retry_after?}`. Audited as `ws.send_message` when `audit.log_requests` is on.
 async fn send_message(job: SendJob) -> Answer {
     let SendJob { state, user_id, sid, peer, data } = job;
-    let client_id = data.get("client_id").cloned().unwrap_or(serde_json::Value::Null);
+    // An unusable client_id is refused below and not echoed.
+    let echo = json!(usable_client_id(data.get("client_id")).unwrap_or(None));
     let (result, revoked) = match send_checked(&state, &user_id, &sid, &peer, data).await {
         Ok(view) => (Ok(view), false),
         Err((e, revoked)) => (Err(e), revoked),
-    };
-    // An unusable client_id is not echoed.
-    let echo = match &client_id {
-        serde_json::Value::String(s) if s.len() <= MAX_CLIENT_ID => client_id.clone(),
-        _ => serde_json::Value::Null,
     };
     let (frame, status, message_id, receiver) = match &result {
         Ok(view) => (
@@ -748,13 +754,9 @@ async fn send_checked(
     let serde_json::Value::Object(mut fields) = data else {
         return Err((ApiError::invalid("data", "send_message needs data, an object"), false));
     };
-    match fields.remove("client_id") {
-        None | Some(serde_json::Value::Null) => {}
-        Some(serde_json::Value::String(s)) if s.len() <= MAX_CLIENT_ID => {}
-        Some(_) => {
-            let why = format!("must be a string of at most {MAX_CLIENT_ID} bytes");
-            return Err((ApiError::invalid("client_id", why), false));
-        }
+    if usable_client_id(fields.remove("client_id").as_ref()).is_err() {
+        let why = format!("must be a string of at most {MAX_CLIENT_ID} bytes");
+        return Err((ApiError::invalid("client_id", why), false));
     }
     let req: crate::messages::routes::SendRequest = serde_json::from_value(serde_json::Value::Object(fields))
         .map_err(|e| (ApiError::new(Status::BadRequest, "invalid_json", format!("data: {e}")), false))?;
