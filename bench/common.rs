@@ -130,3 +130,41 @@ pub fn pct(sorted: &[u64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i] as f64 / 1000.0
 }
+
+/// The server's `/metrics` samples by name with labels (`name{labels}` → value). Empty when the
+/// server does not answer (an older build may lack a metric: callers treat missing as absent).
+pub fn metrics(addr: &str) -> std::collections::HashMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut out = std::collections::HashMap::new();
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return out };
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        if let Some((k, v)) = l.rsplit_once(' ') {
+            if let Ok(v) = v.parse() {
+                out.insert(k.to_string(), v);
+            }
+        }
+    }
+    out
+}
+
+/// Per thread name of process `pid` (threads of one name summed: tokio's workers share
+/// theirs): seconds on a CPU and seconds runnable but waiting for one, from
+/// `/proc/PID/task/TID/schedstat` (nanoseconds). A thread's wall time minus both is time it
+/// was blocked (I/O, a lock, an empty queue).
+pub fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for t in dir.flatten() {
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim().to_string();
+        let Ok(stat) = std::fs::read_to_string(t.path().join("schedstat")) else { continue };
+        let mut f = stat.split_whitespace().map(|v| v.parse::<f64>().unwrap_or(0.0) / 1e9);
+        let (run, queued) = (f.next().unwrap_or(0.0), f.next().unwrap_or(0.0));
+        let e: &mut (f64, f64) = out.entry(name).or_default();
+        e.0 += run;
+        e.1 += queued;
+    }
+    out
+}

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 
 #[path = "common.rs"]
 mod common;
-use common::{pct, start, Http};
+use common::{metrics, pct, start, thread_cpu, Http};
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -133,6 +133,16 @@ async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize) {
         }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await; // warm-up
+    let addr = srv.addr.clone();
+    let snapshot = move || {
+        let a = addr.clone();
+        async move {
+            tokio::task::spawn_blocking(move || (metrics(&a), thread_cpu(pid), thread_cpu(std::process::id())))
+                .await
+                .unwrap()
+        }
+    };
+    let before = snapshot().await;
     measuring.store(true, Ordering::Relaxed);
     let t = Instant::now();
     let mut peak = 0;
@@ -142,6 +152,7 @@ async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize) {
     }
     measuring.store(false, Ordering::Relaxed);
     let elapsed = t.elapsed().as_secs_f64();
+    let after = snapshot().await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
@@ -164,6 +175,56 @@ async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize) {
         pct(&l, 1.0),
         peak as f64 / 1024.0
     );
+    report_occupancy(&before, &after, elapsed);
+}
+
+type Threads = std::collections::BTreeMap<String, (f64, f64)>;
+type Snapshot = (std::collections::HashMap<String, f64>, Threads, Threads);
+
+/// Where the time went during the measured window: CPU per server thread (threads of one name
+/// summed) with the time it was runnable but waited for a CPU, the load generator's own CPU,
+/// and the database writers' occupancy from `/metrics` (absent for a server build without those
+/// metrics).
+fn report_occupancy(before: &Snapshot, after: &Snapshot, secs: f64) {
+    let per_name = |a: &Threads, b: &Threads| {
+        let mut v: Vec<(String, f64, f64)> = b
+            .iter()
+            .map(|(k, (run, queued))| {
+                let (r0, q0) = a.get(k).copied().unwrap_or_default();
+                (k.clone(), (run - r0) / secs * 100.0, (queued - q0) / secs * 100.0)
+            })
+            .collect();
+        v.sort_by(|x, y| y.1.total_cmp(&x.1));
+        v
+    };
+    let server = per_name(&before.1, &after.1);
+    let total: f64 = server.iter().map(|x| x.1).sum();
+    let top: Vec<String> = server
+        .iter()
+        .filter(|x| x.1 >= 1.0)
+        .map(|(k, run, queued)| format!("{k} {run:.0} (+{queued:.0} waiting for a CPU)"))
+        .collect();
+    let client: f64 = per_name(&before.2, &after.2).iter().map(|x| x.1).sum();
+    println!("  CPU, % of one core: server {total:.0}: {}; load generator {client:.0}", top.join(", "));
+    let d = |k: &str| Some(after.0.get(k)? - before.0.get(k)?);
+    let mut parts = Vec::new();
+    if let (Some(jobs), Some(batches)) = (d("seccollab_events_committed_total"), d("seccollab_event_batches_total")) {
+        parts.push(format!("{:.0} event jobs per commit", jobs / batches.max(1.0)));
+    }
+    for w in ["events", "audit"] {
+        let busy = d(&format!("seccollab_db_writer_busy_seconds_total{{writer=\"{w}\"}}"));
+        let wait = d(&format!("seccollab_db_writer_wait_seconds_total{{writer=\"{w}\"}}"));
+        if let (Some(busy), Some(wait)) = (busy, wait) {
+            parts.push(format!(
+                "{w} writer holds the connection {:.0} % of the time, waits for it {:.0} %",
+                busy / secs * 100.0,
+                wait / secs * 100.0
+            ));
+        }
+    }
+    if !parts.is_empty() {
+        println!("  {}", parts.join("; "));
+    }
 }
 
 /// A sender over its own second WebSocket: `send_message` frames, `depth` in flight, each

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::{write_transaction, Db, DbConnection, DbError, WriterConn};
+use crate::db::{write_transaction, Db, DbConnection, DbError, WriterConn, WriterStats};
 use crate::realtime::hub::Hub;
 use crate::realtime::store;
 
@@ -35,10 +35,32 @@ pub struct Event {
     pub data: serde_json::Value,
 }
 
+/// An [`Event`] as the writer takes it: its data already JSON text, serialised by the caller's
+/// task so the one writer thread does not.
+struct Prepared {
+    to: Vec<String>,
+    name: &'static str,
+    data: Arc<str>,
+}
+
+impl From<Event> for Prepared {
+    fn from(e: Event) -> Self {
+        Self { to: e.to, name: e.name, data: e.data.to_string().into() }
+    }
+}
+
+type Ack = oneshot::Sender<Result<(), CommitError>>;
+
 struct Job {
     rows: Option<Rows>,
-    events: Vec<Event>,
-    ack: Option<oneshot::Sender<Result<(), CommitError>>>,
+    events: Vec<Prepared>,
+    ack: Option<Ack>,
+}
+
+impl Job {
+    fn new(rows: Option<Rows>, events: Vec<Event>, ack: Option<Ack>) -> Self {
+        Self { rows, events: events.into_iter().map(Prepared::from).collect(), ack }
+    }
 }
 
 /// Why a job was not stored (nothing of it was).
@@ -61,9 +83,12 @@ enum Cmd {
 /// Counters for `/metrics` and the benchmarks.
 #[derive(Debug, Default)]
 pub struct EventStats {
+    /// Jobs committed.
     pub committed: AtomicU64,
     pub batches: AtomicU64,
     pub failed: AtomicU64,
+    /// The writer thread's time waiting for and holding the database connection.
+    pub conn: Arc<WriterStats>,
 }
 
 /// Handle to the event writer; cheap to clone.
@@ -101,7 +126,7 @@ impl EventBus {
     pub async fn commit(&self, rows: Option<Rows>, events: Vec<Event>) -> Result<(), CommitError> {
         let (ack, done) = oneshot::channel();
         let stopped = || CommitError::Failed("event writer stopped".into());
-        self.tx.send(Cmd::Job(Job { rows, events, ack: Some(ack) })).await.map_err(|_| stopped())?;
+        self.tx.send(Cmd::Job(Job::new(rows, events, Some(ack)))).await.map_err(|_| stopped())?;
         done.await.map_err(|_| stopped())?
     }
 
@@ -109,7 +134,7 @@ impl EventBus {
     pub fn commit_blocking(&self, rows: Option<Rows>, events: Vec<Event>) -> Result<(), CommitError> {
         let (ack, done) = oneshot::channel();
         let stopped = || CommitError::Failed("event writer stopped".into());
-        self.tx.blocking_send(Cmd::Job(Job { rows, events, ack: Some(ack) })).map_err(|_| stopped())?;
+        self.tx.blocking_send(Cmd::Job(Job::new(rows, events, Some(ack)))).map_err(|_| stopped())?;
         done.blocking_recv().map_err(|_| stopped())?
     }
 
@@ -118,7 +143,7 @@ impl EventBus {
         if to.is_empty() {
             return;
         }
-        let job = Job { rows: None, events: vec![Event { to: to.to_vec(), name, data }], ack: None };
+        let job = Job::new(None, vec![Event { to: to.to_vec(), name, data }], None);
         if self.tx.send(Cmd::Job(job)).await.is_err() {
             tracing::error!(event = name, "event writer stopped; event dropped");
         }
@@ -129,7 +154,7 @@ impl EventBus {
         if to.is_empty() {
             return;
         }
-        let job = Job { rows: None, events: vec![Event { to: to.to_vec(), name, data }], ack: None };
+        let job = Job::new(None, vec![Event { to: to.to_vec(), name, data }], None);
         if self.tx.blocking_send(Cmd::Job(job)).is_err() {
             tracing::error!(event = name, "event writer stopped; event dropped");
         }
@@ -167,17 +192,37 @@ impl EventBus {
 /// What a committed batch delivers: (user, seq, name, data as JSON text).
 type Delivery = Vec<(String, i64, &'static str, Arc<str>)>;
 
+/// A written batch's outcome, handed to the delivery thread: the frames go to the hub first,
+/// then the callers are told, so a caller that got its answer knows its events were handed on.
+#[derive(Default)]
+struct Done {
+    delivery: Vec<Delivery>,
+    acks: Vec<(Ack, Result<(), CommitError>)>,
+}
+
 fn run_writer(db: Db, hub: Arc<Hub>, node_id: String, mut rx: mpsc::Receiver<Cmd>, stats: Arc<EventStats>) {
-    let mut conn = WriterConn::new(db);
+    let mut conn = WriterConn::with_stats(db, stats.conn.clone());
+    // Delivery (building each user's frame, queueing it on their connections) and waking the
+    // callers run on their own thread, in commit order, while this one writes the next batch.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
+    let h = hub.clone();
+    let deliverer = std::thread::Builder::new()
+        .name("event-deliver".into())
+        .spawn(move || {
+            for done in done_rx {
+                deliver(&h, done);
+            }
+        })
+        .expect("spawn event delivery thread");
     let mut jobs: Vec<Job> = Vec::with_capacity(BATCH_MAX);
+    let mut stopped = None;
     while let Some(first) = rx.blocking_recv() {
-        let mut shutdown = None;
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
                 Cmd::Job(j) => jobs.push(j),
                 Cmd::Shutdown(s) => {
-                    shutdown = Some(s);
+                    stopped = Some(s);
                     break;
                 }
             }
@@ -185,70 +230,90 @@ fn run_writer(db: Db, hub: Arc<Hub>, node_id: String, mut rx: mpsc::Receiver<Cmd
                 next = rx.try_recv().ok();
             }
         }
-        if !jobs.is_empty() {
-            write_batch(&mut conn, &hub, &node_id, &mut jobs, &stats);
-        }
-        if let Some(s) = shutdown {
+        if stopped.is_some() {
             // Whatever was queued behind the shutdown request is still committed.
             while let Ok(cmd) = rx.try_recv() {
                 if let Cmd::Job(j) = cmd {
                     jobs.push(j);
                 }
             }
-            if !jobs.is_empty() {
-                write_batch(&mut conn, &hub, &node_id, &mut jobs, &stats);
-            }
-            let _ = s.send(());
-            return;
         }
+        for batch in jobs.chunks_mut(BATCH_MAX) {
+            let done = write_batch(&mut conn, &node_id, batch, &stats);
+            if let Err(e) = done_tx.send(done) {
+                tracing::error!("event delivery thread stopped; delivering on the writer");
+                deliver(&hub, e.0);
+            }
+        }
+        jobs.clear();
+        if stopped.is_some() {
+            break;
+        }
+    }
+    // Everything committed is delivered and acknowledged before shutdown returns.
+    drop(done_tx);
+    let _ = deliverer.join();
+    if let Some(s) = stopped {
+        let _ = s.send(());
     }
 }
 
-fn write_batch(conn: &mut WriterConn, hub: &Hub, node_id: &str, jobs: &mut Vec<Job>, stats: &EventStats) {
+/// Hands a batch's events to the hub, then answers its callers.
+fn deliver(hub: &Hub, done: Done) {
+    for d in &done.delivery {
+        for (user, seq, name, data) in d {
+            hub.deliver_persisted(user, *seq, name, data);
+        }
+    }
+    for (ack, r) in done.acks {
+        let _ = ack.send(r);
+    }
+}
+
+/// Writes a batch of jobs (a failed batch again job by job, so one bad job cannot sink the
+/// others) and returns what to deliver and whom to answer. The jobs' acks are taken.
+fn write_batch(conn: &mut WriterConn, node_id: &str, jobs: &mut [Job], stats: &EventStats) -> Done {
+    let mut done = Done::default();
     let all: Vec<&Job> = jobs.iter().collect();
     match commit_with_retry(conn, node_id, &all) {
         Ok(delivery) => {
-            finish(hub, &delivery, stats, jobs.len());
-            for j in jobs.drain(..) {
-                if let Some(a) = j.ack {
-                    let _ = a.send(Ok(()));
-                }
-            }
+            count(stats, jobs.len());
+            done.delivery.push(delivery);
+            done.acks.extend(jobs.iter_mut().filter_map(|j| j.ack.take()).map(|a| (a, Ok(()))));
         }
         Err(batch_err) if jobs.len() > 1 => {
             tracing::warn!(error = %batch_err, jobs = jobs.len(), "event batch failed; committing its jobs one by one");
-            for j in jobs.drain(..) {
-                let r = commit_with_retry(conn, node_id, &[&j]);
-                match &r {
-                    Ok(d) => finish(hub, d, stats, 1),
+            for j in jobs.iter_mut() {
+                let r = commit_with_retry(conn, node_id, &[&*j]);
+                let r = match r {
+                    Ok(d) => {
+                        count(stats, 1);
+                        done.delivery.push(d);
+                        Ok(())
+                    }
                     Err(e) => {
                         stats.failed.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(error = %e, "event job failed");
+                        Err(e)
                     }
-                }
-                if let Some(a) = j.ack {
-                    let _ = a.send(r.map(|_| ()));
+                };
+                if let Some(a) = j.ack.take() {
+                    done.acks.push((a, r));
                 }
             }
         }
         Err(e) => {
             stats.failed.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "event job failed");
-            for j in jobs.drain(..) {
-                if let Some(a) = j.ack {
-                    let _ = a.send(Err(e.clone()));
-                }
-            }
+            done.acks.extend(jobs.iter_mut().filter_map(|j| j.ack.take()).map(|a| (a, Err(e.clone()))));
         }
     }
+    done
 }
 
-fn finish(hub: &Hub, delivery: &Delivery, stats: &EventStats, jobs: usize) {
+fn count(stats: &EventStats, jobs: usize) {
     stats.committed.fetch_add(jobs as u64, Ordering::Relaxed);
     stats.batches.fetch_add(1, Ordering::Relaxed);
-    for (user, seq, name, data) in delivery {
-        hub.deliver_persisted(user, *seq, name, data);
-    }
 }
 
 fn commit_with_retry(conn: &mut WriterConn, node_id: &str, jobs: &[&Job]) -> Result<Delivery, CommitError> {
@@ -308,11 +373,10 @@ fn commit_once(conn: &mut DbConnection, node_id: &str, jobs: &[&Job]) -> Result<
                 rows(c)?;
             }
             for ev in &job.events {
-                let data: Arc<str> = ev.data.to_string().into();
                 for user in &ev.to {
                     let seq = next.get_mut(user.as_str()).map(|s| std::mem::replace(s, *s + 1)).unwrap_or_default();
-                    store::insert(c, user, seq, ev.name, &data, now)?;
-                    out.push((user.clone(), seq, ev.name, data.clone()));
+                    store::insert(c, user, seq, ev.name, &ev.data, now)?;
+                    out.push((user.clone(), seq, ev.name, ev.data.clone()));
                 }
             }
         }

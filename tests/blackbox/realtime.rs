@@ -903,3 +903,35 @@ fn user_token_again(srv: &Server, email: &str) -> U {
     assert_eq!(r.status, 200, "{}", r.text());
     U::of_login(&r.json())
 }
+
+/// A `/metrics` sample by its full name with labels.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+}
+
+both_backends!(the_event_writers_work_shows_in_metrics, |b: Backend| {
+    let srv = unlimited(b, &[]);
+    let (alice, bob) = (user(&srv, "alice@example.org"), user(&srv, "bob@example.org"));
+    let before = srv.get("/metrics").text();
+    for i in 0..20 {
+        send_text(&srv, &alice, &bob, &format!("m{i}"));
+    }
+    let after = srv.get("/metrics").text();
+    let d = |name: &str| metric(&after, name) - metric(&before, name);
+    // Each send waited for its own commit: 20 jobs, in at most 20 group commits.
+    assert!(d("seccollab_events_committed_total") >= 20.0, "{after}");
+    let batches = d("seccollab_event_batches_total");
+    assert!((1.0..=d("seccollab_events_committed_total")).contains(&batches), "{after}");
+    assert_eq!(d("seccollab_events_failed_total"), 0.0);
+    let tx = r#"seccollab_db_writer_transactions_total{writer="events"}"#;
+    assert!(d(tx) >= batches, "every commit is a transaction of the events writer: {after}");
+    assert!(d(r#"seccollab_db_writer_busy_seconds_total{writer="events"}"#) > 0.0, "{after}");
+    assert!(after.contains("# TYPE seccollab_db_writer_wait_seconds_total counter"), "{after}");
+    // The 20 requests' audit entries are written by the audit writer (queued, so soon after).
+    let audit_tx = r#"seccollab_db_writer_transactions_total{writer="audit"}"#;
+    crate::harness::wait_until("the audit writer's transactions to show", 10, || {
+        metric(&srv.get("/metrics").text(), audit_tx) > metric(&before, audit_tx)
+    });
+});

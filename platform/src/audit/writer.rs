@@ -46,6 +46,8 @@ pub struct AuditStats {
     pub committed: AtomicU64,
     pub batches: AtomicU64,
     pub failed: AtomicU64,
+    /// The writer thread's time waiting for and holding the database connection.
+    pub conn: Arc<crate::db::WriterStats>,
 }
 
 /// Handle to the audit writer; cheap to clone.
@@ -148,7 +150,7 @@ impl AuditLog {
 }
 
 fn run_writer(db: Db, mut rx: mpsc::Receiver<Cmd>, batch_max: usize, stats: Arc<AuditStats>) {
-    let mut conn = WriterConn::new(db);
+    let mut conn = WriterConn::with_stats(db, stats.conn.clone());
     let (completion_tx, completion_rx) = std::sync::mpsc::channel::<Done>();
     let completion = std::thread::Builder::new()
         .name("audit-acks".into())

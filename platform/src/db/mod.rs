@@ -244,16 +244,49 @@ impl Db {
 pub struct WriterConn {
     db: Db,
     own: Option<PooledConn>,
+    stats: Arc<WriterStats>,
+}
+
+/// How a writer thread spends its time on the connection, for `/metrics` and the benchmarks:
+/// the share of a second a writer waits for, or holds, the connection tells whether the one
+/// SQLite write path is what bounds throughput.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Microseconds spent waiting for the shared connection (SQLite: another writer held it).
+    pub wait_micros: std::sync::atomic::AtomicU64,
+    /// Microseconds spent holding the connection (running transactions).
+    pub busy_micros: std::sync::atomic::AtomicU64,
+    /// Transactions run.
+    pub runs: std::sync::atomic::AtomicU64,
+}
+
+impl WriterStats {
+    /// Runs `f` (the connection is in hand since now; it was asked for at `asked`).
+    fn timed<R>(&self, asked: std::time::Instant, f: impl FnOnce() -> R) -> R {
+        use std::sync::atomic::Ordering::Relaxed;
+        let got = std::time::Instant::now();
+        let r = f();
+        self.wait_micros.fetch_add(got.duration_since(asked).as_micros() as u64, Relaxed);
+        self.busy_micros.fetch_add(got.elapsed().as_micros() as u64, Relaxed);
+        self.runs.fetch_add(1, Relaxed);
+        r
+    }
 }
 
 impl WriterConn {
     pub fn new(db: Db) -> Self {
-        Self { db, own: None }
+        Self::with_stats(db, Arc::default())
+    }
+
+    /// A writer connection that counts its waiting and busy time into `stats`.
+    pub fn with_stats(db: Db, stats: Arc<WriterStats>) -> Self {
+        Self { db, own: None, stats }
     }
 
     /// Runs `f` on the writer connection, opening it first if there is none. Nothing else
     /// writes through the connection while `f` runs.
     pub fn run<T, E: From<DbError>>(&mut self, f: impl FnOnce(&mut DbConnection) -> Result<T, E>) -> Result<T, E> {
+        let asked = std::time::Instant::now();
         match self.db.backend {
             Backend::Sqlite => {
                 let mut slot = self.db.shared_writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -261,14 +294,14 @@ impl WriterConn {
                     Some(c) => c,
                     None => slot.insert(self.db.get_writer()?),
                 };
-                f(conn)
+                self.stats.timed(asked, || f(conn))
             }
             Backend::Postgres => {
                 let conn = match &mut self.own {
                     Some(c) => c,
                     None => self.own.insert(self.db.get_writer()?),
                 };
-                f(conn)
+                self.stats.timed(asked, || f(conn))
             }
         }
     }

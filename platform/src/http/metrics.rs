@@ -88,6 +88,28 @@ impl Metrics {
         }
         let (open, idle) = state.db.pool_state();
         let stats = state.audit.stats();
+        let ev = state.events.stats();
+        let writers = [("events", &ev.conn), ("audit", &stats.conn)];
+        type Reading = fn(&crate::db::WriterStats) -> f64;
+        let writer_metrics: [(&str, &str, Reading); 3] = [
+            (
+                "seccollab_db_writer_wait_seconds_total",
+                "Time a writer thread waited for the database connection.",
+                |w| w.wait_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            ),
+            ("seccollab_db_writer_busy_seconds_total", "Time a writer thread held the database connection.", |w| {
+                w.busy_micros.load(Ordering::Relaxed) as f64 / 1e6
+            }),
+            ("seccollab_db_writer_transactions_total", "Write transactions a writer thread ran.", |w| {
+                w.runs.load(Ordering::Relaxed) as f64
+            }),
+        ];
+        for (name, help, read) in writer_metrics {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (writer, w) in writers {
+                let _ = writeln!(out, "{name}{{writer=\"{writer}\"}} {}", read(w));
+            }
+        }
         let gauges = [
             ("seccollab_db_pool_connections", "Open database connections.", "gauge", open as u64),
             ("seccollab_db_pool_idle_connections", "Idle database connections.", "gauge", idle as u64),
@@ -109,6 +131,19 @@ impl Metrics {
                 "Audit entries that could not be committed.",
                 "counter",
                 stats.failed.load(Ordering::Relaxed),
+            ),
+            (
+                "seccollab_events_committed_total",
+                "Event jobs committed.",
+                "counter",
+                ev.committed.load(Ordering::Relaxed),
+            ),
+            ("seccollab_event_batches_total", "Event group commits.", "counter", ev.batches.load(Ordering::Relaxed)),
+            (
+                "seccollab_events_failed_total",
+                "Event jobs that could not be committed.",
+                "counter",
+                ev.failed.load(Ordering::Relaxed),
             ),
             (
                 "seccollab_email_sent_total",
