@@ -385,6 +385,49 @@ both_backends!(conversations_list_unread_counts_and_read_marks, |b: Backend| {
     get(&srv, "/api/auth/users/nobody", c_tok).assert_error(404, "user_not_found");
 });
 
+both_backends!(conversations_survive_the_upgrade_that_drops_messages_sent, |b: Backend| {
+    // Messages written before the `message_peers` migration (2026-11-29): after the upgrade the
+    // conversation list, each conversation and new messages work as before.
+    let mut srv = open_server(b);
+    let a = crate::auth::user_token(&srv, "ann@example.org");
+    let bt = crate::auth::user_token(&srv, "ben@example.org");
+    let ct = crate::auth::user_token(&srv, "cat@example.org");
+    let (a_tok, b_tok) = (a["token"].as_str().unwrap().to_string(), bt["token"].as_str().unwrap().to_string());
+    let (a_id, b_id, c_id) =
+        (a["user"]["id"].as_str().unwrap(), bt["user"]["id"].as_str().unwrap(), ct["user"]["id"].as_str().unwrap());
+    let send = |srv: &Server, tok: &str, to: &str, text: &str| {
+        let r = post(srv, "/api/messages/send", Some(tok), json!({"receiver_id": to, "content": text}));
+        assert_eq!(r.status, 201, "{}", r.text());
+    };
+    send(&srv, &b_tok, a_id, "from ben");
+    send(&srv, &a_tok, c_id, "to cat");
+    srv.stop();
+    // Back to the schema before the migration, as an installation of the previous version has it.
+    srv.db.sql(
+        "DROP INDEX messages_file; DROP INDEX messages_received; \
+         CREATE INDEX messages_sent ON messages (sender_id, receiver_id, id); \
+         CREATE INDEX messages_received ON messages (receiver_id, sender_id, id); \
+         CREATE INDEX messages_file ON messages (file_id, id); DROP TABLE message_peers; \
+         DELETE FROM __diesel_schema_migrations WHERE version LIKE '20261129000015%';",
+    );
+    srv.start_again(); // `serve` applies the migration
+    assert_eq!(srv.db.sql("SELECT count(*) FROM message_peers"), "4", "both directions of both pairs");
+    let list = get(&srv, "/api/messages/conversations", &a_tok).json();
+    let peers: Vec<&str> =
+        list["conversations"].as_array().unwrap().iter().map(|c| c["user"]["id"].as_str().unwrap()).collect();
+    assert_eq!(peers, vec![c_id, b_id], "newest first: {list}");
+    assert_eq!(list["conversations"][1]["unread"], 1);
+    // Both directions of a conversation are found through the one remaining index.
+    send(&srv, &a_tok, b_id, "reply to ben");
+    let conv = get(&srv, &format!("/api/messages/{b_id}"), &a_tok).json();
+    let texts: Vec<&str> =
+        conv["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(texts, vec!["from ben", "reply to ben"], "{conv}");
+    let list = get(&srv, "/api/messages/conversations", &b_tok).json();
+    assert_eq!(list["conversations"][0]["last_message"]["content"], "reply to ben", "{list}");
+    assert_eq!(srv.db.sql("SELECT count(*) FROM message_peers"), "4", "a known pair adds no row");
+});
+
 both_backends!(own_sessions_and_file_shares_for_the_owner, |b: Backend| {
     let srv = open_server(b);
     register(&srv, "owner@example.org");

@@ -336,6 +336,14 @@ diesel::allow_tables_to_appear_in_same_query!(browser_sessions, sessions);
 diesel::allow_tables_to_appear_in_same_query!(browser_sessions, users);
 
 diesel::table! {
+    /// Who has exchanged direct messages with whom: one row per direction of a pair.
+    message_peers (user_id, peer_id) {
+        user_id -> Text,
+        peer_id -> Text,
+    }
+}
+
+diesel::table! {
     /// How far each user has read each direct conversation (newest seen message id of the peer).
     message_reads (user_id, peer_id) {
         user_id -> Text,

@@ -75,12 +75,11 @@ pub async fn upload(
     let view = MessageView::new(&row, Some(media));
     let (fid, rid, by) = (file.id.clone(), receiver_id.clone(), user.id.clone());
     let rows: Rows = Box::new(move |c| {
-        use diesel::RunQueryDsl;
         match crate::files::share_in(c, &fid, &by, std::slice::from_ref(&rid), "download", None)? {
             Ok(_) => {}
             Err(_) => return Err(diesel::result::Error::NotFound), // receiver disabled meanwhile
         }
-        diesel::insert_into(crate::db::schema::messages::table).values(&row).execute(c).map(|_| ())
+        crate::messages::insert(c, &row)
     });
     let to = vec![receiver_id, user.id.clone()];
     let ev = Event { to, name: "new_message", data: serde_json::json!({"message": view}) };

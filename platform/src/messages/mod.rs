@@ -14,7 +14,7 @@ use std::time::Instant;
 use diesel::prelude::*;
 use serde::Serialize;
 
-use crate::db::schema::{file_shares as fs_, files, messages as m, users};
+use crate::db::schema::{file_shares as fs_, files, message_peers as mp, messages as m, users};
 use crate::db::DbConnection;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -71,6 +71,31 @@ impl MessageView {
     }
 }
 
+/// Stores a message (inside the event writer's transaction). For a direct message, the pair
+/// is recorded in `message_peers` the first time its two users talk: a cached lookup, and a
+/// write only for a new pair (both directions are always inserted together).
+pub fn insert(conn: &mut DbConnection, row: &MessageRow) -> QueryResult<()> {
+    diesel::insert_into(m::table).values(row).execute(conn)?;
+    let Some(receiver) = &row.receiver_id else { return Ok(()) };
+    let pairs = [
+        (mp::user_id.eq(&row.sender_id), mp::peer_id.eq(receiver)),
+        (mp::user_id.eq(receiver), mp::peer_id.eq(&row.sender_id)),
+    ];
+    if let DbConnection::Pg(pg) = conn {
+        // Another node may record the same new pair at the same moment.
+        diesel::insert_into(mp::table).values(&pairs[..]).on_conflict_do_nothing().execute(pg)?;
+        return Ok(());
+    }
+    // SQLite: one writer at a time (BEGIN IMMEDIATE), so look, then insert if absent.
+    let known = mp::table.find((&row.sender_id, receiver)).select(mp::user_id).first::<String>(conn).optional()?;
+    if known.is_none() {
+        for p in pairs {
+            diesel::insert_into(mp::table).values(p).execute(conn)?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether `id` is an existing, enabled account.
 pub fn active_user(conn: &mut DbConnection, id: &str) -> QueryResult<bool> {
     let disabled: Option<bool> = users::table.find(id).select(users::disabled).first(conn).optional()?;
@@ -79,6 +104,10 @@ pub fn active_user(conn: &mut DbConnection, id: &str) -> QueryResult<bool> {
 
 /// Messages between `a` and `b`: the `limit` newest before message id `before`, returned
 /// oldest first.
+///
+/// Each direction is one range of `messages_received` read newest first and stopped at
+/// `limit`; the two are merged here. (One query with `OR` sorted all of the conversation's
+/// messages before taking the page.)
 pub fn conversation(
     conn: &mut DbConnection,
     a: &str,
@@ -86,13 +115,16 @@ pub fn conversation(
     before: Option<&str>,
     limit: i64,
 ) -> QueryResult<Vec<MessageRow>> {
-    let mut q = m::table
-        .filter((m::sender_id.eq(a).and(m::receiver_id.eq(b))).or(m::sender_id.eq(b).and(m::receiver_id.eq(a))))
-        .into_boxed();
-    if let Some(before) = before {
-        q = q.filter(m::id.lt(before.to_string()));
+    let mut rows = Vec::new();
+    for (receiver, sender) in [(a, b), (b, a)] {
+        let mut q = m::table.filter(m::receiver_id.eq(receiver)).filter(m::sender_id.eq(sender)).into_boxed();
+        if let Some(before) = before {
+            q = q.filter(m::id.lt(before.to_string()));
+        }
+        rows.extend(q.order(m::id.desc()).limit(limit).select(MessageRow::as_select()).load(conn)?);
     }
-    let mut rows: Vec<MessageRow> = q.order(m::id.desc()).limit(limit).select(MessageRow::as_select()).load(conn)?;
+    rows.sort_unstable_by(|x, y| y.id.cmp(&x.id));
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
     rows.reverse();
     Ok(rows)
 }
@@ -137,11 +169,8 @@ pub fn media_of(conn: &mut DbConnection, rows: &[MessageRow]) -> QueryResult<Has
 /// Everyone `user` has a conversation or a shared file with: who sees their presence.
 pub fn contacts(conn: &mut DbConnection, user: &str) -> QueryResult<Vec<String>> {
     let mut set = BTreeSet::new();
-    let sent: Vec<Option<String>> =
-        m::table.filter(m::sender_id.eq(user)).select(m::receiver_id).distinct().load(conn)?;
-    set.extend(sent.into_iter().flatten());
-    let received: Vec<String> = m::table.filter(m::receiver_id.eq(user)).select(m::sender_id).distinct().load(conn)?;
-    set.extend(received);
+    let peers: Vec<String> = mp::table.filter(mp::user_id.eq(user)).select(mp::peer_id).load(conn)?;
+    set.extend(peers);
     let shared_with: Vec<String> = fs_::table
         .inner_join(files::table)
         .filter(files::owner_id.eq(user))
@@ -248,23 +277,22 @@ pub struct ConversationRow {
 /// number of the peer's messages after the user's read mark.
 pub fn conversations(conn: &mut DbConnection, user: &str, limit: usize) -> QueryResult<Vec<ConversationRow>> {
     use crate::db::schema::message_reads as mr;
-    // The newest message id per (sender, receiver) pair touching the user: at most two rows a peer.
-    let pairs: Vec<(String, Option<String>, Option<String>)> = m::table
-        .filter(m::receiver_id.is_not_null())
-        .filter(m::sender_id.eq(user).or(m::receiver_id.eq(user)))
-        .group_by((m::sender_id, m::receiver_id))
-        .select((m::sender_id, m::receiver_id, diesel::dsl::max(m::id)))
-        .load(conn)?;
-    let mut last: HashMap<String, String> = HashMap::new();
-    for (sender, receiver, max_id) in pairs {
-        let (Some(receiver), Some(max_id)) = (receiver, max_id) else { continue };
-        let peer = if sender == user { receiver } else { sender };
-        let e = last.entry(peer).or_default();
-        if max_id > *e {
-            *e = max_id;
+    // The newest message id with each peer: one index seek per direction.
+    let peers: Vec<String> = mp::table.filter(mp::user_id.eq(user)).select(mp::peer_id).load(conn)?;
+    let mut newest: Vec<(String, String)> = Vec::with_capacity(peers.len());
+    for peer in peers {
+        let newest_to = |conn: &mut DbConnection, receiver: &str, sender: &str| -> QueryResult<Option<String>> {
+            m::table
+                .filter(m::receiver_id.eq(receiver))
+                .filter(m::sender_id.eq(sender))
+                .select(diesel::dsl::max(m::id))
+                .first(conn)
+        };
+        let last = newest_to(conn, &peer, user)?.max(newest_to(conn, user, &peer)?);
+        if let Some(id) = last {
+            newest.push((peer, id));
         }
     }
-    let mut newest: Vec<(String, String)> = last.into_iter().collect();
     newest.sort_by(|a, b| b.1.cmp(&a.1));
     newest.truncate(limit);
     if newest.is_empty() {

@@ -80,10 +80,7 @@ pub async fn receiver(state: &AppState, sender: &str, receiver_id: &str) -> ApiR
 /// devices) in one transaction.
 pub async fn store_direct(state: &AppState, row: MessageRow, view: &MessageView) -> ApiResult<()> {
     let to = vec![row.receiver_id.clone().unwrap_or_default(), row.sender_id.clone()];
-    let insert: Rows = Box::new(move |c| {
-        use diesel::RunQueryDsl;
-        diesel::insert_into(crate::db::schema::messages::table).values(&row).execute(c).map(|_| ())
-    });
+    let insert: Rows = Box::new(move |c| crate::messages::insert(c, &row));
     let ev = Event { to, name: "new_message", data: json!({"message": view}) };
     state.events.commit(Some(insert), vec![ev]).await.map_err(|e| {
         tracing::error!(error = %e, "message not stored");
@@ -253,7 +250,7 @@ pub async fn post_file_message(
         if crate::files::visible(c, &fid, &uid)?.is_none() {
             return Err(diesel::result::Error::NotFound);
         }
-        diesel::insert_into(crate::db::schema::messages::table).values(&row).execute(c).map(|_| ())
+        crate::messages::insert(c, &row)
     });
     let ev = Event { to: audience, name: "file_message_update", data: json!({"file_id": file_id, "message": view}) };
     state.events.commit(Some(insert), vec![ev]).await.map_err(|e| {
