@@ -4,9 +4,11 @@
 //!
 //! One thread does the writing with group commit, as the audit writer does: it takes everything
 //! queued (up to a batch), runs each job's own rows (a message, say) and the event rows in one
-//! write transaction, commits, and then hands the frames to the [`Hub`](crate::realtime::hub::Hub)
-//! and, on PostgreSQL, announces them to the other nodes with `NOTIFY`. A job that fails on its
-//! own (a foreign key gone meanwhile) is retried alone so it cannot sink the batch.
+//! write transaction — on PostgreSQL with a `NOTIFY` that announces them to the other nodes —
+//! and commits. A second thread (`event-deliver`) then hands the batch's frames to the
+//! [`Hub`](crate::realtime::hub::Hub) and answers its callers, in commit order, while the writer
+//! writes the next batch. A job that fails on its own (a foreign key gone meanwhile) is retried
+//! alone so it cannot sink the batch.
 //!
 //! Callers either wait for the commit ([`EventBus::commit`], used where the answer promises the
 //! data is stored, as `POST /api/messages/send` does) or only for queue space
@@ -106,6 +108,8 @@ impl std::fmt::Debug for EventBus {
 }
 
 const BATCH_MAX: usize = 512;
+/// Committed batches waiting for the delivery thread.
+const DELIVERY_QUEUE: usize = 16;
 const COMMIT_ATTEMPTS: u32 = 5;
 
 impl EventBus {
@@ -204,7 +208,9 @@ fn run_writer(db: Db, hub: Arc<Hub>, node_id: String, mut rx: mpsc::Receiver<Cmd
     let mut conn = WriterConn::with_stats(db, stats.conn.clone());
     // Delivery (building each user's frame, queueing it on their connections) and waking the
     // callers run on their own thread, in commit order, while this one writes the next batch.
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
+    // Bounded: a delivery thread that falls behind holds the writer back instead of piling up
+    // committed batches in memory.
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<Done>(DELIVERY_QUEUE);
     let h = hub.clone();
     let deliverer = std::thread::Builder::new()
         .name("event-deliver".into())
@@ -231,8 +237,10 @@ fn run_writer(db: Db, hub: Arc<Hub>, node_id: String, mut rx: mpsc::Receiver<Cmd
             }
         }
         if stopped.is_some() {
-            // Whatever was queued behind the shutdown request is still committed.
-            while let Ok(cmd) = rx.try_recv() {
+            // Whatever was queued behind the shutdown request is still committed; the queue is
+            // closed first, so a later send fails visibly instead of being dropped unseen.
+            rx.close();
+            while let Some(cmd) = rx.blocking_recv() {
                 if let Cmd::Job(j) = cmd {
                     jobs.push(j);
                 }
@@ -362,6 +370,10 @@ fn commit_once(conn: &mut DbConnection, node_id: &str, jobs: &[&Job]) -> Result<
                 }
             }
         }
+        // In user order: on PostgreSQL each reserve locks a counter row until commit, and two
+        // nodes locking the same users in different orders could deadlock.
+        let mut need: Vec<(&str, i64)> = need.into_iter().collect();
+        need.sort_unstable();
         let mut next: HashMap<&str, i64> = HashMap::with_capacity(need.len());
         for (user, n) in need {
             let last = store::reserve(c, user, n)?;

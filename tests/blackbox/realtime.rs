@@ -926,7 +926,9 @@ both_backends!(the_event_writers_work_shows_in_metrics, |b: Backend| {
     assert!((1.0..=d("seccollab_events_committed_total")).contains(&batches), "{after}");
     assert_eq!(d("seccollab_events_failed_total"), 0.0);
     let tx = r#"seccollab_db_writer_transactions_total{writer="events"}"#;
-    assert!(d(tx) >= batches, "every commit is a transaction of the events writer: {after}");
+    // Every commit is a transaction of the events writer (give or take the one a snapshot may
+    // have caught between counting its transaction and counting its commit).
+    assert!(d(tx) + 1.0 >= batches, "{after}");
     assert!(d(r#"seccollab_db_writer_busy_seconds_total{writer="events"}"#) > 0.0, "{after}");
     assert!(after.contains("# TYPE seccollab_db_writer_wait_seconds_total counter"), "{after}");
     // The 20 requests' audit entries are written by the audit writer (queued, so soon after).

@@ -412,6 +412,24 @@ both_backends!(conversations_survive_the_upgrade_that_drops_messages_sent, |b: B
     );
     srv.start_again(); // `serve` applies the migration
     assert_eq!(srv.db.sql("SELECT count(*) FROM message_peers"), "4", "both directions of both pairs");
+    // The schema the migration promises: no messages_sent, the two remaining indexes partial.
+    let (count_sent, received_def, file_def) = match b {
+        Backend::Sqlite => (
+            "SELECT count(*) FROM sqlite_master WHERE name = 'messages_sent'",
+            "SELECT sql FROM sqlite_master WHERE name = 'messages_received'",
+            "SELECT sql FROM sqlite_master WHERE name = 'messages_file'",
+        ),
+        Backend::Postgres => (
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'messages_sent'",
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'messages_received'",
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'messages_file'",
+        ),
+    };
+    assert_eq!(srv.db.sql(count_sent), "0");
+    let received = srv.db.sql(received_def).replace(['(', ')'], "");
+    assert!(received.contains("WHERE receiver_id IS NOT NULL"), "{received}");
+    let file = srv.db.sql(file_def).replace(['(', ')'], "");
+    assert!(file.contains("WHERE file_id IS NOT NULL"), "{file}");
     let list = get(&srv, "/api/messages/conversations", &a_tok).json();
     let peers: Vec<&str> =
         list["conversations"].as_array().unwrap().iter().map(|c| c["user"]["id"].as_str().unwrap()).collect();

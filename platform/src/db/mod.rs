@@ -252,22 +252,25 @@ pub struct WriterConn {
 /// SQLite write path is what bounds throughput.
 #[derive(Debug, Default)]
 pub struct WriterStats {
-    /// Microseconds spent waiting for the shared connection (SQLite: another writer held it).
+    /// Microseconds spent waiting for the shared connection (SQLite: another writer thread held
+    /// it; always 0 on PostgreSQL, where each writer has its own).
     pub wait_micros: std::sync::atomic::AtomicU64,
-    /// Microseconds spent holding the connection (running transactions).
+    /// Microseconds spent holding the connection (running transactions, including any wait
+    /// inside them for a lock held by another connection).
     pub busy_micros: std::sync::atomic::AtomicU64,
     /// Transactions run.
     pub runs: std::sync::atomic::AtomicU64,
 }
 
 impl WriterStats {
-    /// Runs `f` (the connection is in hand since now; it was asked for at `asked`).
-    fn timed<R>(&self, asked: std::time::Instant, f: impl FnOnce() -> R) -> R {
+    /// Runs `f` and counts it: `waited` is how long the connection took to get (the shared
+    /// connection's lock), `f`'s own time is busy time.
+    fn timed<R>(&self, waited: std::time::Duration, f: impl FnOnce() -> R) -> R {
         use std::sync::atomic::Ordering::Relaxed;
-        let got = std::time::Instant::now();
+        let start = std::time::Instant::now();
         let r = f();
-        self.wait_micros.fetch_add(got.duration_since(asked).as_micros() as u64, Relaxed);
-        self.busy_micros.fetch_add(got.elapsed().as_micros() as u64, Relaxed);
+        self.wait_micros.fetch_add(waited.as_micros() as u64, Relaxed);
+        self.busy_micros.fetch_add(start.elapsed().as_micros() as u64, Relaxed);
         self.runs.fetch_add(1, Relaxed);
         r
     }
@@ -286,22 +289,23 @@ impl WriterConn {
     /// Runs `f` on the writer connection, opening it first if there is none. Nothing else
     /// writes through the connection while `f` runs.
     pub fn run<T, E: From<DbError>>(&mut self, f: impl FnOnce(&mut DbConnection) -> Result<T, E>) -> Result<T, E> {
-        let asked = std::time::Instant::now();
         match self.db.backend {
             Backend::Sqlite => {
+                let asked = std::time::Instant::now();
                 let mut slot = self.db.shared_writer.lock().unwrap_or_else(|e| e.into_inner());
+                let waited = asked.elapsed();
                 let conn = match &mut *slot {
                     Some(c) => c,
                     None => slot.insert(self.db.get_writer()?),
                 };
-                self.stats.timed(asked, || f(conn))
+                self.stats.timed(waited, || f(conn))
             }
             Backend::Postgres => {
                 let conn = match &mut self.own {
                     Some(c) => c,
                     None => self.own.insert(self.db.get_writer()?),
                 };
-                self.stats.timed(asked, || f(conn))
+                self.stats.timed(std::time::Duration::ZERO, || f(conn))
             }
         }
     }

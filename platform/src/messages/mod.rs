@@ -277,22 +277,31 @@ pub struct ConversationRow {
 /// number of the peer's messages after the user's read mark.
 pub fn conversations(conn: &mut DbConnection, user: &str, limit: usize) -> QueryResult<Vec<ConversationRow>> {
     use crate::db::schema::message_reads as mr;
-    // The newest message id with each peer: one index seek per direction.
-    let peers: Vec<String> = mp::table.filter(mp::user_id.eq(user)).select(mp::peer_id).load(conn)?;
-    let mut newest: Vec<(String, String)> = Vec::with_capacity(peers.len());
-    for peer in peers {
-        let newest_to = |conn: &mut DbConnection, receiver: &str, sender: &str| -> QueryResult<Option<String>> {
-            m::table
-                .filter(m::receiver_id.eq(receiver))
-                .filter(m::sender_id.eq(sender))
-                .select(diesel::dsl::max(m::id))
-                .first(conn)
-        };
-        let last = newest_to(conn, &peer, user)?.max(newest_to(conn, user, &peer)?);
-        if let Some(id) = last {
-            newest.push((peer, id));
-        }
+    // The newest message id with each peer, in one statement: per peer one index seek per
+    // direction (`messages_received` holds both).
+    #[derive(QueryableByName)]
+    struct Newest {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        peer_id: String,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        sent: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        received: Option<String>,
     }
+    const NEWEST: &str = "SELECT mp.peer_id, \
+         (SELECT MAX(m.id) FROM messages m WHERE m.receiver_id = mp.peer_id AND m.sender_id = mp.user_id) AS sent, \
+         (SELECT MAX(m.id) FROM messages m WHERE m.receiver_id = mp.user_id AND m.sender_id = mp.peer_id) AS received \
+         FROM message_peers mp WHERE mp.user_id = ";
+    let found: Vec<Newest> = match conn {
+        DbConnection::Sqlite(c) => {
+            diesel::sql_query(format!("{NEWEST}?")).bind::<diesel::sql_types::Text, _>(user).load(c)?
+        }
+        DbConnection::Pg(c) => {
+            diesel::sql_query(format!("{NEWEST}$1")).bind::<diesel::sql_types::Text, _>(user).load(c)?
+        }
+    };
+    let mut newest: Vec<(String, String)> =
+        found.into_iter().filter_map(|n| Some((n.peer_id, n.sent.max(n.received)?))).collect();
     newest.sort_by(|a, b| b.1.cmp(&a.1));
     newest.truncate(limit);
     if newest.is_empty() {
