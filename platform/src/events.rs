@@ -205,7 +205,7 @@ struct Done {
 }
 
 fn run_writer(db: Db, hub: Arc<Hub>, node_id: String, mut rx: mpsc::Receiver<Cmd>, stats: Arc<EventStats>) {
-    let mut conn = WriterConn::with_stats(db, stats.conn.clone());
+    let mut conn = WriterConn::new(db, stats.conn.clone());
     // Delivery (building each user's frame, queueing it on their connections) and waking the
     // callers run on their own thread, in commit order, while this one writes the next batch.
     // Bounded: a delivery thread that falls behind holds the writer back instead of piling up

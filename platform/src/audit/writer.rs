@@ -150,7 +150,7 @@ impl AuditLog {
 }
 
 fn run_writer(db: Db, mut rx: mpsc::Receiver<Cmd>, batch_max: usize, stats: Arc<AuditStats>) {
-    let mut conn = WriterConn::with_stats(db, stats.conn.clone());
+    let mut conn = WriterConn::new(db, stats.conn.clone());
     let (completion_tx, completion_rx) = std::sync::mpsc::channel::<Done>();
     let completion = std::thread::Builder::new()
         .name("audit-acks".into())

@@ -277,12 +277,8 @@ impl WriterStats {
 }
 
 impl WriterConn {
-    pub fn new(db: Db) -> Self {
-        Self::with_stats(db, Arc::default())
-    }
-
     /// A writer connection that counts its waiting and busy time into `stats`.
-    pub fn with_stats(db: Db, stats: Arc<WriterStats>) -> Self {
+    pub fn new(db: Db, stats: Arc<WriterStats>) -> Self {
         Self { db, own: None, stats }
     }
 
