@@ -66,12 +66,13 @@ async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize) {
                         if !t.starts_with(r#"{"event":"new_message""#) {
                             continue;
                         }
-                        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-                        let msg = &v["data"]["message"];
-                        if msg["receiver_id"].as_str() != Some(me.as_str()) {
+                        // Only the two fields it needs, borrowed from the frame: the load
+                        // generator shares the machine's two cores with the server.
+                        let f: Frame = serde_json::from_str(&t).unwrap();
+                        if f.data.message.receiver_id != Some(me.as_str()) {
                             continue; // the sender's own copy
                         }
-                        let sent_us: u64 = msg["content"].as_str().unwrap_or("0").parse().unwrap_or(0);
+                        let sent_us: u64 = f.data.message.content.parse().unwrap_or(0);
                         let now_us = epoch.elapsed().as_micros() as u64;
                         if measuring.load(Ordering::Relaxed) {
                             delivered.fetch_add(1, Ordering::Relaxed);
@@ -176,6 +177,25 @@ async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize) {
         peak as f64 / 1024.0
     );
     report_occupancy(&before, &after, elapsed);
+}
+
+/// The part of a `new_message` frame the load generator reads.
+#[derive(serde::Deserialize)]
+struct Frame<'a> {
+    #[serde(borrow)]
+    data: FrameData<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct FrameData<'a> {
+    #[serde(borrow)]
+    message: FrameMessage<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct FrameMessage<'a> {
+    receiver_id: Option<&'a str>,
+    content: &'a str,
 }
 
 type Threads = std::collections::BTreeMap<String, (f64, f64)>;
