@@ -7,7 +7,10 @@
 //! messages to other connected users for `RT_BENCH_SECS` (default 10) seconds, over HTTP
 //! keep-alive connections (`POST /api/messages/send`) and over a WebSocket (`send_message`):
 //! `RT_BENCH_VIA=http`, `ws` or `http,ws` (default). Each sender waits for its answer before
-//! sending again (`RT_BENCH_WS_DEPTH` frames in flight over the socket, default 1). It reports messages persisted and delivered per second (a message
+//! sending again (`RT_BENCH_WS_DEPTH` frames in flight over the socket, default 1). Over the
+//! WebSocket a sending client sends on the socket it also receives on (`RT_BENCH_SOCKETS=shared`,
+//! default) or on a second socket of its user (`separate`: a second device, which also gets the
+//! sender's copy; the figures before 2026-11-29's sixteenth session). It reports messages persisted and delivered per second (a message
 //! counts when its receiver's socket got the `new_message`) and the send-to-receive latency
 //! percentiles (the send time travels in the message text).
 //!
@@ -35,7 +38,24 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize) {
+/// A sending client's part, handed to its connection's task when sending starts
+/// (`RT_BENCH_SOCKETS=shared`: the client sends over the one socket it also reads).
+struct Plan {
+    to: String,
+    depth: usize,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+}
+
+fn send_frame(to: &str, epoch: Instant) -> tokio_tungstenite::tungstenite::Message {
+    let ts = epoch.elapsed().as_micros() as u64;
+    tokio_tungstenite::tungstenite::Message::Text(format!(
+        r#"{{"event":"send_message","data":{{"receiver_id":"{to}","content":"{ts}","type":"text"}}}}"#
+    ))
+}
+
+async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize, shared: bool) {
     let (srv, ids, tokens) =
         tokio::task::spawn_blocking(move || start(n, &[("SECCOLLAB_MESSAGES__SEND_RATE_PER_SEC", "0")])).await.unwrap();
     let pid = srv.child.id();
@@ -45,6 +65,11 @@ async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize) {
     let delivered = Arc::new(AtomicU64::new(0));
     let lat = Arc::new(Mutex::new(Vec::<u64>::with_capacity(1 << 20)));
     let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let shared = shared && via_ws;
+    let mut plans = Vec::new();
     let t_connect = Instant::now();
     let mut readers = Vec::with_capacity(n);
     let mut ready = Vec::with_capacity(n);
@@ -56,13 +81,53 @@ async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize) {
         let (delivered, lat, measuring) = (delivered.clone(), lat.clone(), measuring.clone());
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
         ready.push(ready_rx);
+        let mut plan_rx = None;
+        if shared && i < senders {
+            let (tx, rx) = tokio::sync::oneshot::channel::<Plan>();
+            plans.push(tx);
+            plan_rx = Some(rx);
+        }
         readers.push(tokio::spawn(async move {
             let (mut sink, mut stream) = ws.split();
             let _ = ready_tx.send(());
             let mut local = Vec::new();
-            while let Some(Ok(m)) = stream.next().await {
+            let mut plan: Option<Plan> = None;
+            loop {
+                let m = tokio::select! {
+                    p = async { plan_rx.as_mut().expect("guarded").await }, if plan_rx.is_some() => {
+                        plan_rx = None;
+                        if let Ok(p) = p {
+                            for _ in 0..p.depth {
+                                if sink.send(send_frame(&p.to, epoch)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            plan = Some(p);
+                        }
+                        continue;
+                    }
+                    m = stream.next() => m,
+                };
+                let Some(Ok(m)) = m else { break };
                 match m {
                     tokio_tungstenite::tungstenite::Message::Text(t) => {
+                        if let Some(p) = &plan {
+                            let ok = t.starts_with(r#"{"event":"message_sent""#);
+                            if ok || t.starts_with(r#"{"event":"error""#) {
+                                if measuring.load(Ordering::Relaxed) {
+                                    if ok {
+                                        p.sent.fetch_add(1, Ordering::Relaxed);
+                                    } else {
+                                        p.failed.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                                if !p.stop.load(Ordering::Relaxed) && sink.send(send_frame(&p.to, epoch)).await.is_err()
+                                {
+                                    break;
+                                }
+                                continue;
+                            }
+                        }
                         if !t.starts_with(r#"{"event":"new_message""#) {
                             continue;
                         }
@@ -106,13 +171,17 @@ async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize) {
     );
 
     // Senders: user i sends to user (i + n/2) % n, as fast as the server answers.
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
+    for (i, plan) in plans.into_iter().enumerate() {
+        let to = ids[(i + n / 2) % n].clone();
+        let _ = plan.send(Plan { to, depth, stop: stop.clone(), sent: sent.clone(), failed: failed.clone() });
+    }
     for i in 0..senders.min(n) {
         let (addr, tok, to) = (srv.addr.clone(), tokens[i].clone(), ids[(i + n / 2) % n].clone());
         let (stop, sent, failed, measuring) = (stop.clone(), sent.clone(), failed.clone(), measuring.clone());
+        if shared {
+            break; // they send over the sockets opened above
+        }
         if via_ws {
             tasks.push(tokio::spawn(ws_sender(addr, tok, to, depth, stop, sent, failed, measuring, epoch)));
             continue;
@@ -166,7 +235,11 @@ async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize) {
     }
     let mut l = std::mem::take(&mut *lat.lock().unwrap());
     l.sort_unstable();
-    let via = if via_ws { format!("WebSocket send_message, {depth} in flight each") } else { "HTTP POST".into() };
+    let via = match (via_ws, shared) {
+        (true, true) => format!("WebSocket send_message on the client's one socket, {depth} in flight each"),
+        (true, false) => format!("WebSocket send_message on a second socket, {depth} in flight each"),
+        _ => "HTTP POST".into(),
+    };
     println!(
         "{n} connections, {senders} senders ({via}), {elapsed:.1} s: {:.0} messages/s stored (201), {:.0} messages/s delivered, {f} failed; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; peak RSS {:.0} MiB",
         s as f64 / elapsed,
@@ -266,12 +339,7 @@ async fn ws_sender(
     let stream = TcpStream::connect(&addr).await.expect("tcp connect");
     let (ws, _) = tokio_tungstenite::client_async(url, stream).await.expect("ws handshake");
     let (mut sink, mut stream) = ws.split();
-    let frame = |to: &str| {
-        let ts = epoch.elapsed().as_micros() as u64;
-        Message::Text(format!(
-            r#"{{"event":"send_message","data":{{"receiver_id":"{to}","content":"{ts}","type":"text"}}}}"#
-        ))
-    };
+    let frame = |to: &str| send_frame(to, epoch);
     let mut in_flight = 0;
     while !stop.load(Ordering::Relaxed) || in_flight > 0 {
         while in_flight < depth && !stop.load(Ordering::Relaxed) {
@@ -323,10 +391,19 @@ fn main() {
         })
         .collect();
     let depth: usize = std::env::var("RT_BENCH_WS_DEPTH").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+    // `shared` (default): a sending client sends over the one socket it also receives on, as a
+    // browser tab does; `separate`: over a second socket of the same user (a second device,
+    // which then also receives the sender's copy) — the topology of the figures before
+    // 2026-11-29's sixteenth session.
+    let shared = match std::env::var("RT_BENCH_SOCKETS").as_deref() {
+        Ok("separate") => false,
+        Ok("shared") | Err(_) => true,
+        Ok(other) => panic!("RT_BENCH_SOCKETS={other}: use shared or separate"),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     for n in counts {
         for &ws in &via {
-            rt.block_on(run(n, senders, secs, ws, depth));
+            rt.block_on(run(n, senders, secs, ws, depth, shared));
         }
     }
 }
