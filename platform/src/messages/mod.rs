@@ -75,22 +75,48 @@ impl MessageView {
 /// is recorded in `message_peers` the first time its two users talk: a cached lookup, and a
 /// write only for a new pair (both directions are always inserted together).
 pub fn insert(conn: &mut DbConnection, row: &MessageRow) -> QueryResult<()> {
-    diesel::insert_into(m::table).values(row).execute(conn)?;
-    let Some(receiver) = &row.receiver_id else { return Ok(()) };
-    let pairs = [
-        (mp::user_id.eq(&row.sender_id), mp::peer_id.eq(receiver)),
-        (mp::user_id.eq(receiver), mp::peer_id.eq(&row.sender_id)),
-    ];
-    if let DbConnection::Pg(pg) = conn {
-        // Another node may record the same new pair at the same moment.
-        diesel::insert_into(mp::table).values(&pairs[..]).on_conflict_do_nothing().execute(pg)?;
-        return Ok(());
-    }
-    // SQLite: one writer at a time (BEGIN IMMEDIATE), so look, then insert if absent.
-    let known = mp::table.find((&row.sender_id, receiver)).select(mp::user_id).first::<String>(conn).optional()?;
-    if known.is_none() {
-        for p in pairs {
-            diesel::insert_into(mp::table).values(p).execute(conn)?;
+    // Every column bound, `None` as NULL: one statement text whatever the row holds, so diesel
+    // finds its prepared statement by type instead of building the SQL (a derived `Insertable`
+    // leaves `None` columns out, which gives each combination its own text, built per insert).
+    // Run on the backend's own connection: the multi-backend wrapper walks the query again.
+    let q = diesel::insert_into(m::table).values((
+        m::id.eq(&row.id),
+        m::sender_id.eq(&row.sender_id),
+        m::receiver_id.eq(&row.receiver_id),
+        m::file_id.eq(&row.file_id),
+        m::content.eq(&row.content),
+        m::kind.eq(&row.kind),
+        m::media_file_id.eq(&row.media_file_id),
+        m::created_at.eq(row.created_at),
+    ));
+    let pairs = row.receiver_id.as_ref().map(|receiver| {
+        [
+            (mp::user_id.eq(&row.sender_id), mp::peer_id.eq(receiver)),
+            (mp::user_id.eq(receiver), mp::peer_id.eq(&row.sender_id)),
+        ]
+    });
+    match conn {
+        DbConnection::Pg(pg) => {
+            q.execute(pg)?;
+            if let Some(pairs) = pairs {
+                // Another node may record the same new pair at the same moment.
+                diesel::insert_into(mp::table).values(&pairs[..]).on_conflict_do_nothing().execute(pg)?;
+            }
+        }
+        DbConnection::Sqlite(c) => {
+            q.execute(c)?;
+            let Some(receiver) = &row.receiver_id else { return Ok(()) };
+            // One writer at a time (BEGIN IMMEDIATE), so look, then insert if absent.
+            let known = mp::table
+                .find((&row.sender_id, receiver))
+                .select(mp::user_id)
+                .first::<String>(c)
+                .optional()?;
+            if known.is_none() {
+                for p in pairs.into_iter().flatten() {
+                    diesel::insert_into(mp::table).values(p).execute(c)?;
+                }
+            }
         }
     }
     Ok(())

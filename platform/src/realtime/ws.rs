@@ -65,6 +65,9 @@ pub const SEND_QUEUE: usize = 32;
 const MAX_CLIENT_ID: usize = 128;
 /// How long a closing connection waits for its `send_message` frames to be stored.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// Queued frames a connection takes in one turn before flushing (a bound, so a busy connection
+/// still answers its own client's frames in between).
+const OUT_BURST: usize = 64;
 
 /// The largest frame a client may send: room for a `send_message` whose content has
 /// `max_content_chars` characters, each escaped in JSON at its longest (a character outside
@@ -186,6 +189,8 @@ struct Connection {
     waiting: VecDeque<serde_json::Value>,
     /// The `send_message` frame being stored (at most one: frames are stored in order).
     pending: FuturesOrdered<BoxFuture<'static, Answer>>,
+    /// Frames written to the socket's buffer and not yet flushed ([`Connection::flush`]).
+    unflushed: bool,
 }
 
 /// What a `send_message` frame gets back.
@@ -224,6 +229,7 @@ impl Connection {
             peer: Arc::new(peer),
             waiting: VecDeque::new(),
             pending: FuturesOrdered::new(),
+            unflushed: false,
         }
     }
 
@@ -245,6 +251,7 @@ impl Connection {
         let idle = Duration::from_secs(rt.idle_timeout_secs.max(1));
         let mut last_heard = Instant::now();
         let kick = self.handle.kick.clone();
+        self.flush().await; // what resume and the contacts' presence queued
         while self.stop.is_none() {
             tokio::select! {
                 biased;
@@ -288,6 +295,18 @@ impl Connection {
                 }
                 _ = typing_tick.tick() => self.expire_typing().await,
             }
+            // Whatever else is already queued for this connection (a burst of deliveries, the
+            // sender's own copy next to its answer) goes out in the same socket write.
+            for _ in 0..OUT_BURST {
+                if self.stop.is_some() {
+                    break;
+                }
+                match self.rx.try_recv() {
+                    Ok(o) => self.on_out(o).await,
+                    Err(_) => break,
+                }
+            }
+            self.flush().await;
         }
     }
 
@@ -366,15 +385,40 @@ impl Connection {
         });
     }
 
-    /// Sends one frame; a client that does not take it within the write timeout is cut off.
+    /// Queues one frame in the socket's write buffer; the run loop flushes after each turn
+    /// ([`Connection::flush`]), so frames that are ready together leave in one write. The buffer
+    /// is written out by itself when it grows large; a client that does not take it within the
+    /// write timeout is cut off.
     async fn send(&mut self, m: Message) -> bool {
         if self.stop.is_some() {
             return false;
         }
+        let ok = self.write_timed(Some(m)).await;
+        self.unflushed |= ok;
+        ok
+    }
+
+    /// Writes the buffered frames to the socket.
+    async fn flush(&mut self) -> bool {
+        if !self.unflushed || self.stop.is_some() {
+            return true;
+        }
+        self.unflushed = false;
+        self.write_timed(None).await
+    }
+
+    /// Queues `m` (or, with `None`, flushes) within the write timeout; a failure stops the
+    /// connection.
+    async fn write_timed(&mut self, m: Option<Message>) -> bool {
         let limit = Duration::from_secs(self.state.config.realtime.write_timeout_secs.max(1));
         let kick = self.handle.kick.clone();
         let ok = tokio::select! {
-            r = tokio::time::timeout(limit, self.stream.send(m)) => matches!(r, Ok(Ok(()))),
+            r = tokio::time::timeout(limit, async {
+                match m {
+                    Some(m) => self.stream.feed(m).await,
+                    None => self.stream.flush().await,
+                }
+            }) => matches!(r, Ok(Ok(()))),
             _ = kick.cancelled() => false,
         };
         if !ok && self.stop.is_none() {
