@@ -65,6 +65,11 @@ async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize, sh
     let delivered = Arc::new(AtomicU64::new(0));
     let lat = Arc::new(Mutex::new(Vec::<u64>::with_capacity(1 << 20)));
     let measuring = Arc::new(AtomicBool::new(false));
+    // `RT_BENCH_DUMP=FILE`: every latency sample with its arrival time, for a look at when the
+    // slow ones happen (one line per sample: arrival µs since start, latency µs).
+    let dump_to = std::env::var("RT_BENCH_DUMP").ok();
+    let dump = dump_to.is_some();
+    let samples = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -78,7 +83,7 @@ async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize, sh
         let stream = TcpStream::connect(&srv.addr).await.expect("tcp connect");
         let (ws, _) = tokio_tungstenite::client_async(url, stream).await.expect("ws handshake");
         let me = ids[i].clone();
-        let (delivered, lat, measuring) = (delivered.clone(), lat.clone(), measuring.clone());
+        let (delivered, lat, measuring, samples) = (delivered.clone(), lat.clone(), measuring.clone(), samples.clone());
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
         ready.push(ready_rx);
         let mut plan_rx = None;
@@ -91,6 +96,7 @@ async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize, sh
             let (mut sink, mut stream) = ws.split();
             let _ = ready_tx.send(());
             let mut local = Vec::new();
+            let mut timed = Vec::new();
             let mut plan: Option<Plan> = None;
             loop {
                 let m = tokio::select! {
@@ -142,8 +148,12 @@ async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize, sh
                         if measuring.load(Ordering::Relaxed) {
                             delivered.fetch_add(1, Ordering::Relaxed);
                             local.push(now_us.saturating_sub(sent_us));
+                            if dump {
+                                timed.push((now_us, now_us.saturating_sub(sent_us)));
+                            }
                             if local.len() >= 256 {
                                 lat.lock().unwrap().append(&mut local);
+                                samples.lock().unwrap().append(&mut timed);
                             }
                         }
                     }
@@ -155,6 +165,7 @@ async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize, sh
                 }
             }
             lat.lock().unwrap().append(&mut local);
+            samples.lock().unwrap().append(&mut timed);
         }));
     }
     for r in ready {
@@ -232,6 +243,12 @@ async fn run(n: usize, senders: usize, secs: u64, via_ws: bool, depth: usize, sh
     drop(srv); // closes every socket; readers flush their samples
     for r in readers {
         let _ = r.await;
+    }
+    if let Some(path) = &dump_to {
+        let mut all = std::mem::take(&mut *samples.lock().unwrap());
+        all.sort_unstable();
+        let text: String = all.iter().map(|(t, l)| format!("{t} {l}\n")).collect();
+        std::fs::write(path, text).expect("write RT_BENCH_DUMP");
     }
     let mut l = std::mem::take(&mut *lat.lock().unwrap());
     l.sort_unstable();

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
+use diesel::QueryableByName;
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::sqlite::SqliteConnection;
@@ -51,14 +52,27 @@ pub enum Backend {
     Postgres,
 }
 
-/// WAL pages after which a commit checkpoints (SQLite's default is 1,000, ~4 MiB). A message
-/// batch dirties index leaves of many users, so at the default nearly every batch paid a
-/// checkpoint (a copy into the database file plus two fsyncs) on the commit path; at 16,384
-/// (~64 MiB) the checkpoint copies each hot page once for many commits. Measured in
-/// `docs/architecture.md` (decisions). The WAL file is cut back to this size after a checkpoint.
-/// Durability is unchanged: with `synchronous = NORMAL` a commit survives a process crash at
-/// once and a power cut after the next WAL sync, as before.
-const WAL_CHECKPOINT_PAGES: u32 = 16_384;
+/// WAL pages (~256 MiB) at which the [`Checkpointer`] starts the WAL over. Every pass of that
+/// thread copies what was committed since the last one, so the window does not change what is
+/// copied; it sets how often the WAL restarts, and each restart holds the writers for one short
+/// checkpoint with its two fsyncs (~40 ms here). At ~64 MiB that came every second under the
+/// realtime benchmark and set its p99; at 256 MiB it comes every few seconds at that load and
+/// never at an ordinary one (a light load lets each pass copy everything, and the WAL restarts
+/// at the next commit without the lock). (History: SQLite's default of 1,000 pages made nearly
+/// every message batch pay a checkpoint on its commit; 16,384 pages, with checkpoints still on
+/// the commit path, was the eighth session's fix; see `docs/architecture.md`.) Durability is
+/// unchanged: with `synchronous = NORMAL` a commit survives a process crash at once and a power
+/// cut after the next WAL sync, as before.
+const WAL_CHECKPOINT_PAGES: u32 = 65_536;
+
+/// Bytes the WAL file is cut back to when it starts over (`journal_size_limit`): the longest WAL
+/// the writers let grow ([`WRITER_CHECKPOINT_PAGES`] frames of a 4 KiB page and its 24-byte
+/// header). Cut back to the checkpoint window instead, the WAL — which the checkpointer starts
+/// over a little past that window — was truncated at every restart, and dropping the truncated
+/// part's cached pages took ~50 ms of kernel time inside whichever writer's transaction came
+/// next: every message waited (the 1-second stalls that set the benchmark's p99). Not cut back,
+/// the file's pages are overwritten in place.
+const WAL_SIZE_LIMIT: u64 = WRITER_CHECKPOINT_PAGES as u64 * (4096 + 24);
 
 #[derive(Debug)]
 struct SqlitePragmas {
@@ -71,15 +85,33 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqlitePragmas {
             c.batch_execute(&format!(
                 "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
                  PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-                 PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}; PRAGMA journal_size_limit = {};",
+                 PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}; PRAGMA journal_size_limit = {};",
                 self.busy_timeout_ms,
-                WAL_CHECKPOINT_PAGES * 4096 // bytes at SQLite's default page size
+                WAL_SIZE_LIMIT
             ))
             .map_err(diesel::r2d2::Error::QueryError)?;
         }
         Ok(())
     }
 }
+
+/// WAL pages (~1 GiB) after which a commit checkpoints by itself (`wal_autocheckpoint` on every
+/// connection): a backstop only. Checkpoints are the [`Checkpointer`]'s job, off the commit
+/// path; should it fall behind (or not run, as in CLI commands), a commit still bounds the WAL
+/// here. (A process's last connection to close also checkpoints and removes the WAL.)
+const WRITER_CHECKPOINT_PAGES: u32 = 4 * WAL_CHECKPOINT_PAGES;
+
+/// How often the [`Checkpointer`] copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Once the WAL holds [`WAL_CHECKPOINT_PAGES`], the checkpointer copies what its unlocked pass
+/// left (at most this many pages) while holding the writer connection, so that the next commit
+/// starts the WAL over; a longer tail is left to the next pass rather than stall the writers.
+const CHECKPOINT_TAIL_PAGES: i64 = 256;
+
+/// Unlocked passes the checkpointer makes, at most, to bring the uncopied tail of a long WAL
+/// down to [`CHECKPOINT_TAIL_PAGES`] before it takes the writer connection.
+const CATCH_UP_PASSES: usize = 4;
 
 /// Page cache of a dedicated writer thread's SQLite connection, in KiB.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
@@ -137,6 +169,103 @@ pub struct Db {
     backend: Backend,
     /// SQLite: the one connection the dedicated writer threads share ([`WriterConn`]).
     shared_writer: Arc<Mutex<Option<PooledConn>>>,
+    /// SQLite: the checkpoint thread, started with the shared writer connection and stopped
+    /// when the last clone of this `Db` goes.
+    checkpointer: Arc<Mutex<Option<Checkpointer>>>,
+}
+
+/// SQLite's WAL checkpoints, done by a thread of their own instead of inside a writer's commit.
+///
+/// With `wal_autocheckpoint` the commit that crosses the threshold copies every page changed
+/// since the last checkpoint into the database file and syncs it, while the writer (and every
+/// message waiting for its batch) waits: a tenth of the event writer's time under load, and its
+/// slowest commits. Here a thread copies the WAL every [`CHECKPOINT_EVERY`] through a pool
+/// connection, concurrently with the writers (a checkpoint takes no write lock). Because the
+/// writers keep appending meanwhile, such a pass rarely leaves the WAL fully copied, and SQLite
+/// only starts the WAL over when it is; so once the WAL has reached [`WAL_CHECKPOINT_PAGES`] and
+/// a pass left a short tail (at most [`CHECKPOINT_TAIL_PAGES`]), the thread copies that tail
+/// while holding the shared writer connection (no commit can append then), and the next commit
+/// starts the WAL from its beginning. Should the thread fall behind, the writer connection's
+/// own automatic checkpoint ([`WRITER_CHECKPOINT_PAGES`]) still bounds the WAL. Durability is
+/// unchanged: a checkpoint only copies what is already committed in the WAL.
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(pool: DbPool, writer: std::sync::Weak<Mutex<Option<PooledConn>>>) -> std::io::Result<Self> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new().name("wal-checkpoint".into()).spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                let mut conn = match pool.get() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "WAL checkpoint: no connection");
+                        continue;
+                    }
+                };
+                let Some((wal, mut left)) = checkpoint(&mut conn) else { continue };
+                if wal < i64::from(WAL_CHECKPOINT_PAGES) {
+                    continue;
+                }
+                // Time to start the WAL over. Catch up without the lock first, so that what is
+                // copied under it (and synced: a checkpoint syncs the WAL, then the database
+                // file) is only what the last pass could not reach.
+                for _ in 0..CATCH_UP_PASSES {
+                    if left <= CHECKPOINT_TAIL_PAGES {
+                        break;
+                    }
+                    match checkpoint(&mut conn) {
+                        Some((_, l)) => left = l,
+                        None => break,
+                    }
+                }
+                drop(conn);
+                if left > 0 && left <= CHECKPOINT_TAIL_PAGES {
+                    let Some(writer) = writer.upgrade() else { return };
+                    let mut slot = writer.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(c) = slot.as_mut() {
+                        checkpoint(c);
+                    }
+                }
+            }
+        })?;
+        Ok(Self { stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One passive checkpoint; returns the WAL's length in frames and how many of them it could not
+/// copy yet (`None` on failure).
+fn checkpoint(conn: &mut DbConnection) -> Option<(i64, i64)> {
+    #[derive(QueryableByName)]
+    struct Ckpt {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        busy: i32,
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        log: i32,
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        checkpointed: i32,
+    }
+    use diesel::RunQueryDsl;
+    let DbConnection::Sqlite(c) = conn else { return None };
+    match diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)").get_result::<Ckpt>(c) {
+        Ok(r) if r.busy == 0 && r.log >= 0 => Some((i64::from(r.log), i64::from(r.log - r.checkpointed.max(0)))),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+            None
+        }
+    }
 }
 
 impl std::fmt::Debug for Db {
@@ -168,7 +297,12 @@ impl Db {
             .connection_customizer(Box::new(SqlitePragmas { busy_timeout_ms: cfg.database.sqlite_busy_timeout_ms }))
             .build(manager)
             .map_err(|e| DbError::Connect(e.to_string()))?;
-        Ok(Self { pool, backend, shared_writer: Arc::new(Mutex::new(None)) })
+        Ok(Self {
+            pool,
+            backend,
+            shared_writer: Arc::new(Mutex::new(None)),
+            checkpointer: Arc::new(Mutex::new(None)),
+        })
     }
 
     /// A connection for a dedicated writer thread (audit log, events), with the writer's page
@@ -177,6 +311,21 @@ impl Db {
         let mut c = self.get()?;
         prepare_writer(&mut c);
         Ok(c)
+    }
+
+    /// Starts the [`Checkpointer`] unless it runs (SQLite only).
+    fn start_checkpointer(&self) {
+        if self.backend != Backend::Sqlite {
+            return;
+        }
+        let mut slot = self.checkpointer.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            match Checkpointer::start(self.pool.clone(), Arc::downgrade(&self.shared_writer)) {
+                Ok(c) => *slot = Some(c),
+                // The writer's own checkpoints (WRITER_CHECKPOINT_PAGES) still bound the WAL.
+                Err(e) => tracing::warn!(error = %e, "could not start the WAL checkpoint thread"),
+            }
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -292,7 +441,10 @@ impl WriterConn {
                 let waited = asked.elapsed();
                 let conn = match &mut *slot {
                     Some(c) => c,
-                    None => slot.insert(self.db.get_writer()?),
+                    None => {
+                        self.db.start_checkpointer();
+                        slot.insert(self.db.get_writer()?)
+                    }
                 };
                 self.stats.timed(waited, || f(conn))
             }
@@ -313,5 +465,64 @@ impl WriterConn {
             Backend::Sqlite => *self.db.shared_writer.lock().unwrap_or_else(|e| e.into_inner()) = None,
             Backend::Postgres => self.own = None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::RunQueryDsl;
+
+    /// Commits through the shared writer connection reach the database file itself (not only
+    /// the WAL) without a writer checkpointing, and the WAL keeps being started over instead of
+    /// growing with everything written.
+    #[test]
+    fn the_checkpoint_thread_copies_the_wal_and_lets_it_start_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.storage.data_dir = dir.path().to_path_buf();
+        let db = Db::open(&cfg).unwrap();
+        let mut w = WriterConn::new(db.clone(), Default::default());
+        w.run(|c| c.batch_execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)").map_err(DbError::from))
+            .unwrap();
+        let row = "x".repeat(3000);
+        let (rounds, per_round) = (48, 256);
+        for _ in 0..rounds {
+            w.run(|c| {
+                write_transaction(c, |c| {
+                    for _ in 0..per_round {
+                        diesel::sql_query("INSERT INTO t (v) VALUES (?)")
+                            .bind::<diesel::sql_types::Text, _>(&row)
+                            .execute(c)?;
+                    }
+                    Ok::<_, DbError>(())
+                })
+            })
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let written = (rounds * per_round * row.len()) as u64;
+        let wal = std::fs::metadata(dir.path().join("seccollab.db-wal")).unwrap().len();
+        assert!(wal < written / 2, "WAL {wal} bytes after writing {written}: it was not started over");
+
+        // The database file alone (a copy without its WAL) holds every committed row.
+        let copy = dir.path().join("copy.db");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let n = loop {
+            std::fs::copy(dir.path().join("seccollab.db"), &copy).unwrap();
+            let mut c = <SqliteConnection as diesel::Connection>::establish(copy.to_str().unwrap()).unwrap();
+            #[derive(QueryableByName)]
+            struct N {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                n: i64,
+            }
+            let n = diesel::sql_query("SELECT count(*) AS n FROM t").get_result::<N>(&mut c).map(|r| r.n).unwrap_or(-1);
+            drop(c);
+            if n == (rounds * per_round) as i64 || std::time::Instant::now() > deadline {
+                break n;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(n, (rounds * per_round) as i64, "rows in the database file without its WAL");
     }
 }
