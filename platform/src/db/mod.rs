@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
-use diesel::QueryableByName;
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::sqlite::SqliteConnection;
+use diesel::QueryableByName;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::config::Config;
@@ -86,8 +86,7 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqlitePragmas {
                 "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
                  PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
                  PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}; PRAGMA journal_size_limit = {};",
-                self.busy_timeout_ms,
-                WAL_SIZE_LIMIT
+                self.busy_timeout_ms, WAL_SIZE_LIMIT
             ))
             .map_err(diesel::r2d2::Error::QueryError)?;
         }
@@ -297,12 +296,7 @@ impl Db {
             .connection_customizer(Box::new(SqlitePragmas { busy_timeout_ms: cfg.database.sqlite_busy_timeout_ms }))
             .build(manager)
             .map_err(|e| DbError::Connect(e.to_string()))?;
-        Ok(Self {
-            pool,
-            backend,
-            shared_writer: Arc::new(Mutex::new(None)),
-            checkpointer: Arc::new(Mutex::new(None)),
-        })
+        Ok(Self { pool, backend, shared_writer: Arc::new(Mutex::new(None)), checkpointer: Arc::new(Mutex::new(None)) })
     }
 
     /// A connection for a dedicated writer thread (audit log, events), with the writer's page

@@ -107,11 +107,7 @@ pub fn insert(conn: &mut DbConnection, row: &MessageRow) -> QueryResult<()> {
             q.execute(c)?;
             let Some(receiver) = &row.receiver_id else { return Ok(()) };
             // One writer at a time (BEGIN IMMEDIATE), so look, then insert if absent.
-            let known = mp::table
-                .find((&row.sender_id, receiver))
-                .select(mp::user_id)
-                .first::<String>(c)
-                .optional()?;
+            let known = mp::table.find((&row.sender_id, receiver)).select(mp::user_id).first::<String>(c).optional()?;
             if known.is_none() {
                 for p in pairs.into_iter().flatten() {
                     diesel::insert_into(mp::table).values(p).execute(c)?;
