@@ -66,13 +66,13 @@ pub enum Backend {
 const WAL_CHECKPOINT_PAGES: u32 = 65_536;
 
 /// Bytes the WAL file is cut back to when it starts over (`journal_size_limit`): the longest WAL
-/// the writers let grow ([`WRITER_CHECKPOINT_PAGES`] frames of a 4 KiB page and its 24-byte
+/// the writers let grow ([`AUTOCHECKPOINT_PAGES`] frames of a 4 KiB page and its 24-byte
 /// header). Cut back to the checkpoint window instead, the WAL — which the checkpointer starts
 /// over a little past that window — was truncated at every restart, and dropping the truncated
 /// part's cached pages took ~50 ms of kernel time inside whichever writer's transaction came
 /// next: every message waited (the 1-second stalls that set the benchmark's p99). Not cut back,
 /// the file's pages are overwritten in place.
-const WAL_SIZE_LIMIT: u64 = WRITER_CHECKPOINT_PAGES as u64 * (4096 + 24);
+const WAL_SIZE_LIMIT: u64 = AUTOCHECKPOINT_PAGES as u64 * (4096 + 24);
 
 #[derive(Debug)]
 struct SqlitePragmas {
@@ -85,7 +85,7 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqlitePragmas {
             c.batch_execute(&format!(
                 "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
                  PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-                 PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}; PRAGMA journal_size_limit = {};",
+                 PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}; PRAGMA journal_size_limit = {};",
                 self.busy_timeout_ms, WAL_SIZE_LIMIT
             ))
             .map_err(diesel::r2d2::Error::QueryError)?;
@@ -98,7 +98,7 @@ impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for SqlitePragmas {
 /// connection): a backstop only. Checkpoints are the [`Checkpointer`]'s job, off the commit
 /// path; should it fall behind (or not run, as in CLI commands), a commit still bounds the WAL
 /// here. (A process's last connection to close also checkpoints and removes the WAL.)
-const WRITER_CHECKPOINT_PAGES: u32 = 4 * WAL_CHECKPOINT_PAGES;
+const AUTOCHECKPOINT_PAGES: u32 = 4 * WAL_CHECKPOINT_PAGES;
 
 /// How often the [`Checkpointer`] copies the WAL into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
@@ -185,7 +185,7 @@ pub struct Db {
 /// a pass left a short tail (at most [`CHECKPOINT_TAIL_PAGES`]), the thread copies that tail
 /// while holding the shared writer connection (no commit can append then), and the next commit
 /// starts the WAL from its beginning. Should the thread fall behind, the writer connection's
-/// own automatic checkpoint ([`WRITER_CHECKPOINT_PAGES`]) still bounds the WAL. Durability is
+/// own automatic checkpoint ([`AUTOCHECKPOINT_PAGES`]) still bounds the WAL. Durability is
 /// unchanged: a checkpoint only copies what is already committed in the WAL.
 struct Checkpointer {
     stop: Option<std::sync::mpsc::Sender<()>>,
@@ -316,7 +316,7 @@ impl Db {
         if slot.is_none() {
             match Checkpointer::start(self.pool.clone(), Arc::downgrade(&self.shared_writer)) {
                 Ok(c) => *slot = Some(c),
-                // The writer's own checkpoints (WRITER_CHECKPOINT_PAGES) still bound the WAL.
+                // The writer's own checkpoints (AUTOCHECKPOINT_PAGES) still bound the WAL.
                 Err(e) => tracing::warn!(error = %e, "could not start the WAL checkpoint thread"),
             }
         }
