@@ -522,14 +522,7 @@ mod tests {
             write_transaction(c, |c| c.batch_execute("INSERT INTO t (v) VALUES ('after')").map_err(DbError::from))
         })
         .unwrap();
-        #[derive(QueryableByName)]
-        struct Ckpt {
-            #[diesel(sql_type = diesel::sql_types::Integer)]
-            log: i32,
-        }
-        let mut c = db.get().unwrap();
-        let DbConnection::Sqlite(c) = &mut *c else { unreachable!("SQLite configuration") };
-        let log = diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)").get_result::<Ckpt>(c).unwrap().log;
+        let (log, _) = checkpoint(&mut db.get().unwrap()).expect("a passive checkpoint");
         assert!((1..100).contains(&log), "{log} frames in the WAL after the restart");
     }
 }
