@@ -112,8 +112,15 @@ const CHECKPOINT_TAIL_PAGES: i64 = 256;
 /// down to [`CHECKPOINT_TAIL_PAGES`] before it takes the writer connection.
 const CATCH_UP_PASSES: usize = 4;
 
-/// Page cache of a dedicated writer thread's SQLite connection, in KiB.
-const WRITER_CACHE_KIB: u32 = 64 * 1024;
+/// Page cache of a dedicated writer thread's SQLite connection, in KiB. 16 MiB holds the
+/// writers' working set (the index leaves and interior pages a batch touches; no re-reads
+/// through the WAL under the realtime benchmark at 8 MiB, some at 4 MiB) without making each
+/// commit pay for a big cache: when a B-tree split reorders sibling pages, SQLite parks a page
+/// under the pending-byte page number (page 262,145 with 4 KiB pages) for a moment, and the
+/// commit that follows then walks the *whole* page cache to drop pages past the end of the
+/// database (`pcache1TruncateUnsafe`). At 64 MiB that walk was 6–9 % of the event writer's time;
+/// at 16 MiB it is ~2.5 % (seventeenth session; docs/architecture.md, Decisions).
+const WRITER_CACHE_KIB: u32 = 16 * 1024;
 
 /// Prepares a connection that a dedicated writer thread (audit log, events) keeps for good.
 /// SQLite's default page cache (2 MiB) is smaller than the pages one batch of a few hundred
