@@ -113,8 +113,8 @@ const CHECKPOINT_TAIL_PAGES: i64 = 256;
 const CATCH_UP_PASSES: usize = 4;
 
 /// Page cache of a dedicated writer thread's SQLite connection, in KiB. 16 MiB holds the
-/// writers' working set (the index leaves and interior pages a batch touches; no re-reads
-/// through the WAL under the realtime benchmark at 8 MiB, some at 4 MiB) without making each
+/// writers' working set (the index leaves and interior pages a batch touches: no re-reads
+/// under the realtime benchmark at 16 MiB, a few at 8 MiB, many at 4 MiB) without making each
 /// commit pay for a big cache: when a B-tree split reorders sibling pages, SQLite parks a page
 /// under the pending-byte page number (page 262,145 with 4 KiB pages) for a moment, and the
 /// commit that follows then walks the *whole* page cache to drop pages past the end of the
