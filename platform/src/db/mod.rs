@@ -58,7 +58,9 @@ pub enum Backend {
 /// checkpoint with its two fsyncs (~40 ms here). At ~64 MiB that came every second under the
 /// realtime benchmark and set its p99; at 256 MiB it comes every few seconds at that load and
 /// never at an ordinary one (a light load lets each pass copy everything, and the WAL restarts
-/// at the next commit without the lock). (History: SQLite's default of 1,000 pages made nearly
+/// at the next commit without the lock). Writers that append faster than a pass copies (seen
+/// at ~135 MB/s of WAL on a slow machine) never leave a short tail, and the WAL then grows to
+/// the [`AUTOCHECKPOINT_PAGES`] backstop instead. (History: SQLite's default of 1,000 pages made nearly
 /// every message batch pay a checkpoint on its commit; 16,384 pages, with checkpoints still on
 /// the commit path, was the eighth session's fix; see `docs/architecture.md`.) Durability is
 /// unchanged: with `synchronous = NORMAL` a commit survives a process crash at once and a power
