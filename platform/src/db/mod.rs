@@ -5,6 +5,7 @@
 //! with a busy timeout and foreign keys on; migrations for both backends are embedded.
 
 pub mod schema;
+mod walbuf;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -293,6 +294,11 @@ impl Db {
                         std::fs::create_dir_all(parent)
                             .map_err(|e| DbError::Connect(format!("cannot create {}: {e}", parent.display())))?;
                     }
+                }
+                // Each transaction's WAL frames in one write (db/walbuf.rs); the environment
+                // variable turns it off, should it ever be suspected (docs/operations.md).
+                if std::env::var("SECCOLLAB_SQLITE_WAL_BUFFER").as_deref() != Ok("off") {
+                    walbuf::register();
                 }
                 (Backend::Sqlite, path.to_string())
             }
