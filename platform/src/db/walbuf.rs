@@ -10,7 +10,10 @@
 //! when more than [`MAX_BUFFER`] bytes are waiting. Readers only look at frames once the writer
 //! has published the new WAL-index header, which SQLite does after `sqlite3WalFrames` has
 //! written the commit frame — by then this VFS has written it; a failed write is the commit's
-//! error, as before. Every other file is the default VFS's own.
+//! error, as before. A transaction that spilled frames and then rolled back leaves them behind:
+//! they are dropped when its connection releases the WAL write lock (seen on the main database
+//! file, which this VFS wraps for that alone), before the next writer appends over that place.
+//! Every other file is the default VFS's own.
 //!
 //! The functions below are SQLite's `sqlite3_io_methods` contract: SQLite calls them with the
 //! file it allocated (`szOsFile` bytes) and opened through `x_open`, from one thread at a time.
@@ -36,7 +39,18 @@ struct WalFile {
     start: i64,
     /// Since a commit frame's header: write each write at once (see `x_write`).
     through: bool,
+    /// A WAL file (gathers writes) or a main database file (passes them on).
+    is_wal: bool,
+    /// The other file of the pair: a database file's WAL file, a WAL file's database file
+    /// (null until both are open, and after either closes).
+    peer: *mut WalFile,
 }
+
+/// Open main database files by the address of their name (SQLite hands the WAL file a name
+/// from which `sqlite3_filename_database` gives that same address back), to pair each WAL
+/// file with its connection's database file.
+static DATABASES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<usize, usize>>> =
+    std::sync::LazyLock::new(Default::default);
 
 fn inner(f: *mut ffi::sqlite3_file) -> *mut ffi::sqlite3_file {
     // The default VFS's file lives right after our header, at an 8-byte aligned offset.
@@ -79,8 +93,10 @@ unsafe extern "C" fn x_open(
     out_flags: *mut c_int,
 ) -> c_int {
     let orig = ORIG.load(Ordering::Acquire);
-    if flags & ffi::SQLITE_OPEN_WAL == 0 {
-        // Not a WAL file: the default VFS's file, at the start of the space SQLite gave us.
+    let is_wal = flags & ffi::SQLITE_OPEN_WAL != 0;
+    if !is_wal && (flags & ffi::SQLITE_OPEN_MAIN_DB == 0 || name.is_null()) {
+        // Neither a WAL nor a main database file: the default VFS's file, at the start of the
+        // space SQLite gave us.
         return ((*orig).xOpen.unwrap())(orig, name, file, flags, out_flags);
     }
     (*file).pMethods = std::ptr::null();
@@ -92,6 +108,19 @@ unsafe extern "C" fn x_open(
     std::ptr::addr_of_mut!((*w).buf).write(Vec::new());
     std::ptr::addr_of_mut!((*w).start).write(0);
     std::ptr::addr_of_mut!((*w).through).write(false);
+    std::ptr::addr_of_mut!((*w).is_wal).write(is_wal);
+    std::ptr::addr_of_mut!((*w).peer).write(std::ptr::null_mut());
+    let mut dbs = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
+    if is_wal {
+        let db = dbs.get(&(ffi::sqlite3_filename_database(name) as usize)).copied().unwrap_or(0) as *mut WalFile;
+        if !db.is_null() {
+            (*db).peer = w;
+            (*w).peer = db;
+        }
+    } else {
+        dbs.insert(name as usize, w as usize);
+    }
+    drop(dbs);
     (*file).pMethods = &METHODS;
     rc
 }
@@ -119,6 +148,9 @@ unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
 
 unsafe extern "C" fn x_write(file: *mut ffi::sqlite3_file, data: *const c_void, amt: c_int, off: i64) -> c_int {
     let w = file as *mut WalFile;
+    if !(*w).is_wal {
+        return (m(file).xWrite.unwrap())(inner(file), data, amt, off);
+    }
     let buf = &mut (*w).buf;
     if !buf.is_empty() && (*w).start + buf.len() as i64 != off {
         let rc = flush(file);
@@ -171,6 +203,13 @@ unsafe fn m(file: *mut ffi::sqlite3_file) -> &'static ffi::sqlite3_io_methods {
 }
 
 unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
+    let w = file as *mut WalFile;
+    if !(*w).peer.is_null() {
+        (*(*w).peer).peer = std::ptr::null_mut();
+    }
+    if !(*w).is_wal {
+        DATABASES.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, f| *f != w as usize);
+    }
     let rc = flush(file);
     let rc2 = (m(file).xClose.unwrap())(inner(file));
     std::ptr::drop_in_place(std::ptr::addr_of_mut!((*(file as *mut WalFile)).buf));
@@ -220,6 +259,14 @@ unsafe extern "C" fn x_shm_map(
     (m(file).xShmMap.unwrap())(inner(file), pg, sz, ext, pp)
 }
 unsafe extern "C" fn x_shm_lock(file: *mut ffi::sqlite3_file, off: c_int, n: c_int, flags: c_int) -> c_int {
+    // A database file's connection lets go of the WAL write lock (lock 0): what its WAL file
+    // still holds is a rolled-back transaction's spilled frames (a commit wrote everything), and
+    // the next writer appends where they would have gone. Dropped, as SQLite drops them.
+    let w = file as *mut WalFile;
+    if off == 0 && flags == ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE && !(*w).peer.is_null() {
+        (*(*w).peer).buf.clear();
+        (*(*w).peer).through = false;
+    }
     (m(file).xShmLock.unwrap())(inner(file), off, n, flags)
 }
 unsafe extern "C" fn x_shm_barrier(file: *mut ffi::sqlite3_file) {
@@ -327,5 +374,52 @@ mod tests {
         drop(w);
         let mut again = SqliteConnection::establish(url).unwrap();
         assert_eq!(count(&mut again), expected);
+    }
+
+    /// A transaction that spilled frames and rolled back leaves nothing behind that could later
+    /// land on another connection's committed frames: after another writer commits where those
+    /// frames would have gone, and the first connection writes again, every committed row is
+    /// there, for a reader and after a crash.
+    #[test]
+    fn a_rolled_back_spill_never_overwrites_a_later_commit() {
+        super::register();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let url = path.to_str().unwrap();
+        let mut a = SqliteConnection::establish(url).unwrap();
+        a.batch_execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -256; CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT, v BLOB);").unwrap();
+        let mut b = SqliteConnection::establish(url).unwrap();
+        b.batch_execute("PRAGMA journal_mode = WAL").unwrap();
+        // ~4 MiB with a 256 KiB page cache: frames spill into the WAL, then are rolled back.
+        a.batch_execute("BEGIN IMMEDIATE").unwrap();
+        for i in 0..1_000 {
+            diesel::sql_query(format!("INSERT INTO t (k, v) VALUES ('a{i}', randomblob(4000))"))
+                .execute(&mut a)
+                .unwrap();
+        }
+        a.batch_execute("ROLLBACK").unwrap();
+        // Another writer commits where the spilled frames were.
+        for i in 0..50 {
+            diesel::sql_query(format!("INSERT INTO t (k, v) VALUES ('b{i}', randomblob(4000))"))
+                .execute(&mut b)
+                .unwrap();
+        }
+        // The first connection writes again (its WAL file sees writes and reads again).
+        diesel::sql_query("INSERT INTO t (k, v) VALUES ('a', randomblob(10))").execute(&mut a).unwrap();
+        assert_eq!(count(&mut a), 51);
+        let crash = tempfile::tempdir().unwrap();
+        std::fs::copy(&path, crash.path().join("t.db")).unwrap();
+        std::fs::copy(dir.path().join("t.db-wal"), crash.path().join("t.db-wal")).unwrap();
+        let mut c = SqliteConnection::establish(crash.path().join("t.db").to_str().unwrap()).unwrap();
+        assert_eq!(count(&mut c), 51);
+        #[derive(QueryableByName)]
+        struct Check {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            integrity_check: String,
+        }
+        for conn in [&mut b, &mut c] {
+            let ok = diesel::sql_query("PRAGMA integrity_check").get_result::<Check>(conn).unwrap();
+            assert_eq!(ok.integrity_check, "ok");
+        }
     }
 }
