@@ -316,6 +316,16 @@ mod tests {
         n: i64,
     }
 
+    #[derive(QueryableByName)]
+    struct Check {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        integrity_check: String,
+    }
+
+    fn integrity(c: &mut SqliteConnection) -> String {
+        diesel::sql_query("PRAGMA integrity_check").get_result::<Check>(c).unwrap().integrity_check
+    }
+
     fn count(c: &mut SqliteConnection) -> i64 {
         diesel::sql_query("SELECT count(*) AS n FROM t").get_result::<N>(c).unwrap().n
     }
@@ -363,13 +373,7 @@ mod tests {
                 w.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
             }
         }
-        #[derive(QueryableByName)]
-        struct Check {
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            integrity_check: String,
-        }
-        let ok = diesel::sql_query("PRAGMA integrity_check").get_result::<Check>(&mut r).unwrap();
-        assert_eq!(ok.integrity_check, "ok");
+        assert_eq!(integrity(&mut r), "ok");
         drop(r);
         drop(w);
         let mut again = SqliteConnection::establish(url).unwrap();
@@ -412,14 +416,7 @@ mod tests {
         std::fs::copy(dir.path().join("t.db-wal"), crash.path().join("t.db-wal")).unwrap();
         let mut c = SqliteConnection::establish(crash.path().join("t.db").to_str().unwrap()).unwrap();
         assert_eq!(count(&mut c), 51);
-        #[derive(QueryableByName)]
-        struct Check {
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            integrity_check: String,
-        }
-        for conn in [&mut b, &mut c] {
-            let ok = diesel::sql_query("PRAGMA integrity_check").get_result::<Check>(conn).unwrap();
-            assert_eq!(ok.integrity_check, "ok");
-        }
+        assert_eq!(integrity(&mut b), "ok");
+        assert_eq!(integrity(&mut c), "ok");
     }
 }
