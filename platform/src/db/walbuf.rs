@@ -52,6 +52,9 @@ struct WalFile {
 static DATABASES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<usize, usize>>> =
     std::sync::LazyLock::new(Default::default);
 
+/// WAL files opened without their database file found (then written through, unbuffered).
+static UNPAIRED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn inner(f: *mut ffi::sqlite3_file) -> *mut ffi::sqlite3_file {
     // The default VFS's file lives right after our header, at an 8-byte aligned offset.
     (f as *mut u8).wrapping_add(INNER_OFFSET) as *mut ffi::sqlite3_file
@@ -113,7 +116,12 @@ unsafe extern "C" fn x_open(
     let mut dbs = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
     if is_wal {
         let db = dbs.get(&(ffi::sqlite3_filename_database(name) as usize)).copied().unwrap_or(0) as *mut WalFile;
-        if !db.is_null() {
+        if db.is_null() {
+            // No database file to tell this WAL file when a transaction rolls back: it cannot
+            // safely keep writes back, so it passes them on as they come.
+            (*w).is_wal = false;
+            UNPAIRED.fetch_add(1, Ordering::Relaxed);
+        } else {
             (*db).peer = w;
             (*w).peer = db;
         }
@@ -418,5 +426,8 @@ mod tests {
         assert_eq!(count(&mut c), 51);
         assert_eq!(integrity(&mut b), "ok");
         assert_eq!(integrity(&mut c), "ok");
+        // Every WAL file found its database file (else it would have passed writes through
+        // and this test would prove nothing).
+        assert_eq!(super::UNPAIRED.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 }
