@@ -295,8 +295,9 @@ impl Db {
                             .map_err(|e| DbError::Connect(format!("cannot create {}: {e}", parent.display())))?;
                     }
                 }
-                // Each transaction's WAL frames in one write (db/walbuf.rs); the environment
-                // variable turns it off, should it ever be suspected (docs/operations.md).
+                // Each transaction's WAL frames written together, in 64 KiB pieces
+                // (db/walbuf.rs); the environment variable turns it off, should it ever be
+                // suspected (docs/operations.md).
                 if std::env::var("SECCOLLAB_SQLITE_WAL_BUFFER").as_deref() != Ok("off") {
                     walbuf::register();
                 }

@@ -4,9 +4,11 @@
 //! of N pages is 2N `pwrite`s into a growing file, each paying the kernel's per-call and
 //! per-page write path (the event writer spent a third of its time there). This VFS wraps the
 //! default one and, for WAL files only, gathers contiguous appends in memory and writes them in
-//! 64 KiB pieces (the unix VFS's largest write is 128 KiB - 1): after the page
-//! that follows a commit frame's header (a header with a non-zero "database size" field) — at
-//! once for such a header written alone (SQLite rewriting checksums) —, and before any other operation on the file (read, sync, size, truncate, file control, close), or
+//! 64 KiB pieces (the unix VFS's largest write is 128 KiB - 1): after the page that follows a
+//! commit frame's header (a header with a non-zero "database size" field), and each write after
+//! it until the next transaction's first frame; at once for such a header written alone (SQLite
+//! rewriting checksums); before any other operation on the file (read, sync, size, truncate,
+//! file control, close); on a write that is not contiguous; or
 //! when more than [`MAX_BUFFER`] bytes are waiting. Readers only look at frames once the writer
 //! has published the new WAL-index header, which SQLite does after `sqlite3WalFrames` has
 //! written the commit frame — by then this VFS has written it; a failed write is the commit's
