@@ -85,7 +85,11 @@ impl TestDb {
     pub fn sql(&self, sql: &str) -> String {
         match self.backend {
             Backend::Sqlite => {
+                // The server's writers (audit, events, checkpoints) hold the write lock for
+                // moments at any time; wait for it as any other client would, rather than
+                // failing at once with "database is locked".
                 let out = Command::new("sqlite3")
+                    .args(["-cmd", ".timeout 30000"])
                     .arg(self.sqlite_path())
                     .arg(sql)
                     .output()
