@@ -298,8 +298,12 @@ fn configure_sqlite() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         use libsqlite3_sys as ffi;
-        // SAFETY: sqlite3_config is only called before sqlite3_initialize (SQLite refuses it
-        // with SQLITE_MISUSE afterwards); both options take the documented arguments.
+        // SAFETY: both options take the documented arguments. sqlite3_config must run before
+        // sqlite3_initialize (afterwards SQLite refuses it with SQLITE_MISUSE) and while no other
+        // thread uses SQLite: in the server and the CLI the first use of SQLite is `Db::open`,
+        // before any thread that touches a database starts. (In the unit-test process a test may
+        // race it; the worst case there is a mode chosen per connection opened after, each used by
+        // one thread, or memory counters nobody reads.)
         let (threading, memstatus) = unsafe {
             (
                 ffi::sqlite3_config(ffi::SQLITE_CONFIG_MULTITHREAD),
