@@ -290,7 +290,8 @@ impl std::fmt::Debug for Db {
 /// * `SQLITE_CONFIG_MEMSTATUS` off: no global mutex around every allocation SQLite makes to
 ///   keep memory statistics nobody reads (SQLite's own list of recommended options).
 ///
-/// Together they were a tenth of the event writer's time in its profile (`pthread_mutex_*`).
+/// SQLite's mutexes were a tenth of the event writer's time in its profile (`pthread_mutex_*`);
+/// with these two options, 6 % (docs/architecture.md, Decisions).
 /// Too late (SQLite already initialised, as in a test process that opened a database first)
 /// they are refused and SQLite keeps its defaults, which are safe too.
 #[allow(unsafe_code)] // sqlite3_config has no safe wrapper in diesel or libsqlite3-sys
