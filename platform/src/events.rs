@@ -392,6 +392,8 @@ fn commit_once(conn: &mut DbConnection, node_id: &str, jobs: &[&Job]) -> Result<
                 }
             }
         }
+        // SQLite: now and then, the per-user key of the rows stored since the last time.
+        store::fold_tail(c, store::FOLD_ROWS)?;
         crate::realtime::notify::announce(c, node_id, &out)?;
         Ok(out)
     })?;

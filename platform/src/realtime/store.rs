@@ -9,7 +9,7 @@ use crate::db::schema::{event_counters as ec, user_events as ue};
 use crate::db::DbConnection;
 
 /// One persisted event as stored.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = ue)]
 pub struct StoredEvent {
     pub user_id: String,
@@ -107,28 +107,257 @@ impl Query for AddToCounter<'_> {
 
 impl RunQueryDsl<SqliteConnection> for AddToCounter<'_> {}
 
+// On SQLite `user_events` has no per-user index of its own (migration
+// 2026-12-05-000016): rows are appended under an ever-growing `id`, and `user_events_key`
+// holds the (user_id, seq) → id of the rows up to `user_events_mark.last_id`, copied there in
+// sorted batches by [`fold_tail`]. A reader combines the key with a scan of the rows after the
+// mark, in one statement (one snapshot). PostgreSQL keeps the primary key (user_id, seq).
+
+/// Rows after the mark that make the event writer copy them into the key. Large against the
+/// number of users active meanwhile, so each user's key page takes several entries per copy
+/// (the gain); small enough that a reader's scan of the tail stays short (~5 MB of rows).
+pub const FOLD_ROWS: i64 = 16_384;
+
 /// Up to `limit` events of `user` after `after`, oldest first.
 pub fn after(conn: &mut DbConnection, user: &str, after: i64, limit: i64) -> QueryResult<Vec<StoredEvent>> {
-    ue::table
-        .filter(ue::user_id.eq(user))
-        .filter(ue::seq.gt(after))
-        .order(ue::seq.asc())
-        .limit(limit)
-        .select(StoredEvent::as_select())
-        .load(conn)
+    match conn {
+        DbConnection::Sqlite(c) => diesel::sql_query(
+            "SELECT user_id, seq, name, data, created_at FROM ( \
+               SELECT * FROM (SELECT e.user_id, e.seq, e.name, e.data, e.created_at \
+                 FROM user_events_key k JOIN user_events e ON e.id = k.id \
+                 WHERE k.user_id = ?1 AND k.seq > ?2 ORDER BY k.seq LIMIT ?3) \
+               UNION ALL \
+               SELECT user_id, seq, name, data, created_at FROM user_events \
+                 WHERE id > (SELECT last_id FROM user_events_mark) AND user_id = ?1 AND seq > ?2 \
+             ) ORDER BY seq LIMIT ?3",
+        )
+        .bind::<Text, _>(user)
+        .bind::<BigInt, _>(after)
+        .bind::<BigInt, _>(limit)
+        .load(c),
+        DbConnection::Pg(_) => ue::table
+            .filter(ue::user_id.eq(user))
+            .filter(ue::seq.gt(after))
+            .order(ue::seq.asc())
+            .limit(limit)
+            .select(StoredEvent::as_select())
+            .load(conn),
+    }
 }
 
 /// One event by its key (multi-node delivery re-reads what another node wrote).
 pub fn get(conn: &mut DbConnection, user: &str, seq: i64) -> QueryResult<Option<StoredEvent>> {
-    ue::table.find((user, seq)).select(StoredEvent::as_select()).first(conn).optional()
+    match conn {
+        DbConnection::Sqlite(_) => Ok(after(conn, user, seq - 1, 1)?.into_iter().find(|e| e.seq == seq)),
+        DbConnection::Pg(_) => ue::table.find((user, seq)).select(StoredEvent::as_select()).first(conn).optional(),
+    }
 }
 
 /// The oldest `seq` still kept for `user`, if any.
 pub fn oldest_seq(conn: &mut DbConnection, user: &str) -> QueryResult<Option<i64>> {
-    ue::table.filter(ue::user_id.eq(user)).select(diesel::dsl::min(ue::seq)).first(conn)
+    match conn {
+        DbConnection::Sqlite(c) => {
+            #[derive(QueryableByName)]
+            struct Oldest {
+                #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+                seq: Option<i64>,
+            }
+            let o: Oldest = diesel::sql_query(
+                "SELECT MIN(s) AS seq FROM ( \
+                   SELECT MIN(seq) AS s FROM user_events_key WHERE user_id = ?1 \
+                   UNION ALL \
+                   SELECT MIN(seq) FROM user_events \
+                     WHERE id > (SELECT last_id FROM user_events_mark) AND user_id = ?1)",
+            )
+            .bind::<Text, _>(user)
+            .get_result(c)?;
+            Ok(o.seq)
+        }
+        DbConnection::Pg(_) => ue::table.filter(ue::user_id.eq(user)).select(diesel::dsl::min(ue::seq)).first(conn),
+    }
 }
 
 /// Deletes events older than `before` (microseconds); returns how many went.
 pub fn prune(conn: &mut DbConnection, before: i64) -> QueryResult<usize> {
-    diesel::delete(ue::table.filter(ue::created_at.lt(before))).execute(conn)
+    crate::db::write_transaction(conn, |conn| {
+        if let DbConnection::Sqlite(c) = conn {
+            diesel::sql_query(
+                "DELETE FROM user_events_key WHERE (user_id, seq) IN \
+                   (SELECT user_id, seq FROM user_events WHERE created_at < ?1)",
+            )
+            .bind::<BigInt, _>(before)
+            .execute(c)?;
+        }
+        diesel::delete(ue::table.filter(ue::created_at.lt(before))).execute(conn)
+    })
+}
+
+/// SQLite: once `fold_rows` rows or more lie after the mark, copies their (user_id, seq, id)
+/// into `user_events_key`, sorted, and moves the mark past them. The event writer calls it in
+/// each batch's transaction ([`FOLD_ROWS`]); nothing on PostgreSQL. Returns the rows copied.
+pub fn fold_tail(conn: &mut DbConnection, fold_rows: i64) -> QueryResult<usize> {
+    let DbConnection::Sqlite(c) = conn else { return Ok(0) };
+    #[derive(QueryableByName)]
+    struct Tail {
+        #[diesel(sql_type = BigInt)]
+        mark: i64,
+        #[diesel(sql_type = BigInt)]
+        last: i64,
+    }
+    let t: Tail = diesel::sql_query(
+        "SELECT last_id AS mark, (SELECT COALESCE(MAX(id), 0) FROM user_events) AS last FROM user_events_mark",
+    )
+    .get_result(c)?;
+    if t.last - t.mark < fold_rows {
+        return Ok(0);
+    }
+    let n = diesel::sql_query(
+        "INSERT OR IGNORE INTO user_events_key (user_id, seq, id) \
+           SELECT user_id, seq, id FROM user_events WHERE id > ?1 AND id <= ?2 ORDER BY user_id, seq",
+    )
+    .bind::<BigInt, _>(t.mark)
+    .bind::<BigInt, _>(t.last)
+    .execute(c)?;
+    diesel::sql_query("UPDATE user_events_mark SET last_id = ?1").bind::<BigInt, _>(t.last).execute(c)?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::connection::SimpleConnection;
+    use diesel_migrations::MigrationHarness;
+
+    fn add_user(c: &mut DbConnection, id: &str) {
+        c.batch_execute(&format!(
+            "INSERT INTO users (id, email, display_name, created_at, updated_at) VALUES ('{id}', '{id}@example.org', '{id}', 0, 0)"
+        ))
+        .unwrap();
+    }
+
+    fn count(c: &mut DbConnection, sql: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(sql).get_result::<N>(c).unwrap().n
+    }
+
+    /// Every reader answers the same whether a user's events sit in the key (folded), in the
+    /// tail after the mark, or both; limits cut across the boundary; prune leaves no key row
+    /// behind; a fold below the threshold copies nothing.
+    #[test]
+    fn readers_see_the_same_events_before_and_after_a_fold() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::config::Config::default();
+        cfg.storage.data_dir = dir.path().to_path_buf();
+        let db = crate::db::Db::open(&cfg).unwrap();
+        db.migrate().unwrap();
+        let mut c = db.get().unwrap();
+        let c: &mut DbConnection = &mut c;
+        for u in ["a", "b", "c"] {
+            add_user(c, u);
+        }
+        // Interleaved like the writer stores them: a and b alternate, c now and then; old
+        // events (created_at 1) first, then newer ones (created_at 2).
+        let mut seqs = std::collections::HashMap::new();
+        let mut put = |c: &mut DbConnection, u: &'static str, at: i64| {
+            let s = seqs.entry(u).or_insert(0i64);
+            *s += 1;
+            insert(c, u, *s, "new_message", &format!("{{\"n\":{}}}", *s), at).unwrap();
+        };
+        for i in 0..30 {
+            put(c, "a", 1);
+            put(c, "b", 1);
+            if i % 3 == 0 {
+                put(c, "c", 1);
+            }
+        }
+        let snapshot = |c: &mut DbConnection| {
+            let mut v = Vec::new();
+            for u in ["a", "b", "c"] {
+                v.push(after(c, u, 0, 1000).unwrap());
+                v.push(after(c, u, 7, 5).unwrap());
+                v.push(after(c, u, 25, 1000).unwrap());
+                v.push(vec![get(c, u, 4).unwrap().unwrap()]);
+                assert_eq!(oldest_seq(c, u).unwrap(), Some(1));
+            }
+            v
+        };
+        let before = snapshot(c);
+        assert_eq!(before[0].iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=30).collect::<Vec<_>>());
+        assert_eq!(before[1].iter().map(|e| e.seq).collect::<Vec<_>>(), vec![8, 9, 10, 11, 12]);
+        assert_eq!(before[8].len(), 10, "c has ten events");
+        assert_eq!(fold_tail(c, 1000).unwrap(), 0, "below the threshold nothing is copied");
+        assert_eq!(count(c, "SELECT count(*) AS n FROM user_events_key"), 0);
+
+        // Fold everything: the key holds all 70 rows, the tail is empty.
+        assert_eq!(fold_tail(c, 50).unwrap(), 70);
+        assert_eq!(count(c, "SELECT last_id AS n FROM user_events_mark"), 70);
+        assert_eq!(snapshot(c), before, "the same answers from the key");
+
+        // More events, partly folded: a's events 31..=45 (31..=38 folded, the rest in the tail).
+        for _ in 0..8 {
+            put(c, "a", 2);
+        }
+        assert_eq!(fold_tail(c, 8).unwrap(), 8);
+        for _ in 0..7 {
+            put(c, "a", 2);
+        }
+        let a = after(c, "a", 0, 1000).unwrap();
+        assert_eq!(a.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=45).collect::<Vec<_>>());
+        assert_eq!(a[44].data, "{\"n\":45}");
+        let across = after(c, "a", 35, 6).unwrap();
+        assert_eq!(across.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![36, 37, 38, 39, 40, 41]);
+        assert_eq!(get(c, "a", 38).unwrap().unwrap().seq, 38);
+        assert_eq!(get(c, "a", 44).unwrap().unwrap().seq, 44);
+        assert_eq!(get(c, "a", 46).unwrap(), None);
+
+        // Retention: the old events go from the rows and the key alike.
+        assert_eq!(prune(c, 2).unwrap(), 70);
+        assert_eq!(count(c, "SELECT count(*) AS n FROM user_events_key"), 8, "only a's folded new events");
+        assert_eq!(
+            after(c, "a", 0, 1000).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (31..=45).collect::<Vec<_>>()
+        );
+        assert_eq!(oldest_seq(c, "a").unwrap(), Some(31));
+        assert_eq!(oldest_seq(c, "b").unwrap(), None);
+        assert!(after(c, "b", 0, 1000).unwrap().is_empty());
+    }
+
+    /// The migration keeps the events of an existing database and builds their key, and new
+    /// rows never reuse an id below the mark (even after every row was pruned).
+    #[test]
+    fn the_migration_keeps_existing_events_and_ids_only_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::config::Config::default();
+        cfg.storage.data_dir = dir.path().to_path_buf();
+        let db = crate::db::Db::open(&cfg).unwrap();
+        let mut pooled = db.get().unwrap();
+        {
+            let DbConnection::Sqlite(s) = &mut *pooled else { panic!("sqlite") };
+            for m in s.pending_migrations(crate::db::SQLITE_MIGRATIONS).unwrap() {
+                if m.name().to_string().starts_with("2026-12-05-000016") {
+                    break;
+                }
+                s.run_migration(&m).unwrap();
+            }
+        }
+        let c: &mut DbConnection = &mut pooled;
+        add_user(c, "a");
+        c.batch_execute(
+            "INSERT INTO user_events (user_id, seq, name, data, created_at) VALUES \
+             ('a', 1, 'x', '{}', 1), ('a', 2, 'x', '{}', 1), ('a', 3, 'x', '{}', 5)",
+        )
+        .unwrap();
+        db.migrate().unwrap();
+        assert_eq!(count(c, "SELECT count(*) AS n FROM user_events_key"), 3);
+        assert_eq!(count(c, "SELECT last_id AS n FROM user_events_mark"), 3);
+        assert_eq!(after(c, "a", 1, 10).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(prune(c, 10).unwrap(), 3);
+        insert(c, "a", 4, "x", "{}", 11).unwrap();
+        assert_eq!(count(c, "SELECT max(id) AS n FROM user_events"), 4, "a new id after every pruned one");
+        assert_eq!(after(c, "a", 0, 10).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
+    }
 }
