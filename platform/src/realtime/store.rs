@@ -235,6 +235,16 @@ mod tests {
         .unwrap();
     }
 
+    /// A SQLite database in a fresh folder (migrations not run); the folder lives as long as
+    /// the first value.
+    fn sqlite_db() -> (tempfile::TempDir, crate::db::Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::config::Config::default();
+        cfg.storage.data_dir = dir.path().to_path_buf();
+        let db = crate::db::Db::open(&cfg).unwrap();
+        (dir, db)
+    }
+
     fn count(c: &mut DbConnection, sql: &str) -> i64 {
         #[derive(QueryableByName)]
         struct N {
@@ -249,10 +259,7 @@ mod tests {
     /// behind; a fold below the threshold copies nothing.
     #[test]
     fn readers_see_the_same_events_before_and_after_a_fold() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = crate::config::Config::default();
-        cfg.storage.data_dir = dir.path().to_path_buf();
-        let db = crate::db::Db::open(&cfg).unwrap();
+        let (_dir, db) = sqlite_db();
         db.migrate().unwrap();
         let mut c = db.get().unwrap();
         let c: &mut DbConnection = &mut c;
@@ -330,10 +337,7 @@ mod tests {
     /// rows never reuse an id below the mark (even after every row was pruned).
     #[test]
     fn the_migration_keeps_existing_events_and_ids_only_grow() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = crate::config::Config::default();
-        cfg.storage.data_dir = dir.path().to_path_buf();
-        let db = crate::db::Db::open(&cfg).unwrap();
+        let (_dir, db) = sqlite_db();
         let mut pooled = db.get().unwrap();
         {
             let DbConnection::Sqlite(s) = &mut *pooled else { panic!("sqlite") };
