@@ -163,8 +163,11 @@ pub fn oldest_seq(conn: &mut DbConnection, user: &str) -> QueryResult<Option<i64
                 seq: Option<i64>,
             }
             let o: Oldest = diesel::sql_query(
+                // The key's first entry whose row is still there (a key row is removed with its
+                // row by `prune`; a previous binary's prune, after a downgrade, would not).
                 "SELECT MIN(s) AS seq FROM ( \
-                   SELECT MIN(seq) AS s FROM user_events_key WHERE user_id = ?1 \
+                   SELECT * FROM (SELECT k.seq AS s FROM user_events_key k JOIN user_events e ON e.id = k.id \
+                     WHERE k.user_id = ?1 ORDER BY k.seq LIMIT 1) \
                    UNION ALL \
                    SELECT MIN(seq) FROM user_events \
                      WHERE id > (SELECT last_id FROM user_events_mark) AND user_id = ?1)",
