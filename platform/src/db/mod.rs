@@ -566,6 +566,15 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
         };
         assert_eq!(n, (rounds * per_round) as i64, "rows in the database file without its WAL");
+        // A copy can see every row while the thread's pass is still finishing (its pages written,
+        // the WAL not yet marked copied), and the WAL starts over only at a commit after a
+        // completed pass. Wait for that pass: a passive checkpoint of ours comes back busy while
+        // the thread's runs, and then finds nothing left to copy.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !matches!(checkpoint(&mut db.get().unwrap()), Some((_, 0))) {
+            assert!(std::time::Instant::now() < deadline, "the thread's pass never completed in 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
 
         // Everything is copied: the next commit starts the WAL from its beginning, so the WAL
         // then holds that commit's frames only (not the ~9,000 written above).
@@ -573,7 +582,16 @@ mod tests {
             write_transaction(c, |c| c.batch_execute("INSERT INTO t (v) VALUES ('after')").map_err(DbError::from))
         })
         .unwrap();
-        let (log, _) = checkpoint(&mut db.get().unwrap()).expect("a passive checkpoint");
+        // The thread may be checkpointing at this moment, and then ours comes back busy: ask
+        // again until one gets through.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let log = loop {
+            if let Some((log, _)) = checkpoint(&mut db.get().unwrap()) {
+                break log;
+            }
+            assert!(std::time::Instant::now() < deadline, "no passive checkpoint got through in 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert!((1..100).contains(&log), "{log} frames in the WAL after the restart");
     }
 }
