@@ -566,15 +566,22 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
         };
         assert_eq!(n, (rounds * per_round) as i64, "rows in the database file without its WAL");
+        // Passive checkpoints of ours until one gets through (it comes back busy while the
+        // thread's pass runs) and `done(frames, left)` holds; returns its WAL length in frames.
+        let checkpoint_until = |done: fn(i64, i64) -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match checkpoint(&mut db.get().unwrap()) {
+                    Some((log, left)) if done(log, left) => break log,
+                    _ => assert!(std::time::Instant::now() < deadline, "no such checkpoint in 10 s"),
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
         // A copy can see every row while the thread's pass is still finishing (its pages written,
         // the WAL not yet marked copied), and the WAL starts over only at a commit after a
-        // completed pass. Wait for that pass: a passive checkpoint of ours comes back busy while
-        // the thread's runs, and then finds nothing left to copy.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !matches!(checkpoint(&mut db.get().unwrap()), Some((_, 0))) {
-            assert!(std::time::Instant::now() < deadline, "the thread's pass never completed in 10 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // completed pass: wait until nothing is left to copy.
+        checkpoint_until(|_, left| left == 0);
 
         // Everything is copied: the next commit starts the WAL from its beginning, so the WAL
         // then holds that commit's frames only (not the ~9,000 written above).
@@ -582,16 +589,7 @@ mod tests {
             write_transaction(c, |c| c.batch_execute("INSERT INTO t (v) VALUES ('after')").map_err(DbError::from))
         })
         .unwrap();
-        // The thread may be checkpointing at this moment, and then ours comes back busy: ask
-        // again until one gets through.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let log = loop {
-            if let Some((log, _)) = checkpoint(&mut db.get().unwrap()) {
-                break log;
-            }
-            assert!(std::time::Instant::now() < deadline, "no passive checkpoint got through in 10 s");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let log = checkpoint_until(|_, _| true);
         assert!((1..100).contains(&log), "{log} frames in the WAL after the restart");
     }
 }
