@@ -34,7 +34,22 @@ pub type Rows = Box<dyn Fn(&mut DbConnection) -> diesel::QueryResult<()> + Send>
 pub struct Event {
     pub to: Vec<String>,
     pub name: &'static str,
-    pub data: serde_json::Value,
+    pub data: EventData,
+}
+
+/// An event's `data`: a JSON value, or JSON text its caller already has (a message's view,
+/// serialised once for the event and the sender's answer instead of as a `Value` tree each).
+#[derive(Debug, Clone)]
+pub enum EventData {
+    Value(serde_json::Value),
+    /// Must be a JSON object's text.
+    Text(Arc<str>),
+}
+
+impl From<serde_json::Value> for EventData {
+    fn from(v: serde_json::Value) -> Self {
+        Self::Value(v)
+    }
 }
 
 /// An [`Event`] as the writer takes it: its data already JSON text, serialised by the caller's
@@ -47,7 +62,11 @@ struct Prepared {
 
 impl From<Event> for Prepared {
     fn from(e: Event) -> Self {
-        Self { to: e.to, name: e.name, data: e.data.to_string().into() }
+        let data = match e.data {
+            EventData::Value(v) => v.to_string().into(),
+            EventData::Text(t) => t,
+        };
+        Self { to: e.to, name: e.name, data }
     }
 }
 
@@ -147,7 +166,7 @@ impl EventBus {
         if to.is_empty() {
             return;
         }
-        let job = Job::new(None, vec![Event { to: to.to_vec(), name, data }], None);
+        let job = Job::new(None, vec![Event { to: to.to_vec(), name, data: data.into() }], None);
         if self.tx.send(Cmd::Job(job)).await.is_err() {
             tracing::error!(event = name, "event writer stopped; event dropped");
         }
@@ -158,7 +177,7 @@ impl EventBus {
         if to.is_empty() {
             return;
         }
-        let job = Job::new(None, vec![Event { to: to.to_vec(), name, data }], None);
+        let job = Job::new(None, vec![Event { to: to.to_vec(), name, data: data.into() }], None);
         if self.tx.blocking_send(Cmd::Job(job)).is_err() {
             tracing::error!(event = name, "event writer stopped; event dropped");
         }

@@ -82,7 +82,7 @@ pub async fn upload(
         crate::messages::insert(c, &row)
     });
     let to = vec![receiver_id, user.id.clone()];
-    let ev = Event { to, name: "new_message", data: serde_json::json!({"message": view}) };
+    let ev = Event { to, name: "new_message", data: serde_json::json!({"message": view}).into() };
     if let Err(e) = state.events.commit(Some(rows), vec![ev]).await {
         tracing::error!(error = %e, "media message not stored");
         // The message did not happen: the file must not linger as a stray upload.

@@ -1,5 +1,7 @@
 //! `/api/messages/*` (direct messages) and `/api/files/{id}/messages` (file discussions).
 
+use std::sync::Arc;
+
 use diesel::{QueryDsl, RunQueryDsl};
 use rocket::http::Status;
 use rocket::serde::json::Json;
@@ -9,7 +11,7 @@ use serde_json::json;
 
 use super::{MessageRow, MessageView};
 use crate::auth::AuthUser;
-use crate::events::{Event, Rows};
+use crate::events::{Event, EventData, Rows};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::json::JsonBody;
 use crate::http::pagination::{self, decode_str_cursor, encode_str_cursor};
@@ -77,20 +79,25 @@ pub async fn receiver(state: &AppState, sender: &str, receiver_id: &str) -> ApiR
 }
 
 /// Stores a direct message with its `new_message` events (receiver and the sender's other
-/// devices) in one transaction.
-pub async fn store_direct(state: &AppState, row: MessageRow, view: &MessageView) -> ApiResult<()> {
+/// devices) in one transaction. Returns the view as JSON text (serialised once, for the event
+/// and for a WebSocket sender's answer).
+pub async fn store_direct(state: &AppState, row: MessageRow, view: &MessageView) -> ApiResult<Arc<str>> {
     let to = vec![row.receiver_id.clone().unwrap_or_default(), row.sender_id.clone()];
     let insert: Rows = Box::new(move |c| crate::messages::insert(c, &row));
-    let ev = Event { to, name: "new_message", data: json!({"message": view}) };
+    let view_json = serde_json::to_string(view).map_err(|e| ApiError::internal("message view", e))?;
+    let data: Arc<str> = format!(r#"{{"message":{view_json}}}"#).into();
+    let ev = Event { to, name: "new_message", data: EventData::Text(data) };
     state.events.commit(Some(insert), vec![ev]).await.map_err(|e| {
         tracing::error!(error = %e, "message not stored");
         ApiError::unavailable("the message could not be stored; try again", 2)
-    })
+    })?;
+    Ok(view_json.into())
 }
 
 /// Checks, rate-limits and stores a text message from `sender`; the receiver and the sender's
 /// devices get `new_message`. The HTTP `send` and the WebSocket's `send_message` both end here.
-pub async fn send_text(state: &AppState, sender: &str, req: SendRequest) -> ApiResult<MessageView> {
+/// Returns the stored message's view and that view as JSON text.
+pub async fn send_text(state: &AppState, sender: &str, req: SendRequest) -> ApiResult<(MessageView, Arc<str>)> {
     match req.kind.as_deref() {
         None | Some("text") => {}
         Some(_) => return Err(ApiError::invalid("type", "must be \"text\" (send media with /api/messages/upload)")),
@@ -112,8 +119,8 @@ pub async fn send_text(state: &AppState, sender: &str, req: SendRequest) -> ApiR
         created_at: crate::time::now_micros(),
     };
     let view = MessageView::new(&row, None);
-    store_direct(state, row, &view).await?;
-    Ok(view)
+    let text = store_direct(state, row, &view).await?;
+    Ok((view, text))
 }
 
 /// Sends a text message; the receiver gets `new_message`.
@@ -125,7 +132,7 @@ pub async fn send(
     user: AuthUser,
     req: JsonBody<SendRequest>,
 ) -> ApiResult<(Status, Json<MessageResponse>)> {
-    let view = send_text(state, &user.id, req.0).await?;
+    let (view, _) = send_text(state, &user.id, req.0).await?;
     Ok((Status::Created, Json(MessageResponse { message: view })))
 }
 
@@ -252,7 +259,11 @@ pub async fn post_file_message(
         }
         crate::messages::insert(c, &row)
     });
-    let ev = Event { to: audience, name: "file_message_update", data: json!({"file_id": file_id, "message": view}) };
+    let ev = Event {
+        to: audience,
+        name: "file_message_update",
+        data: json!({"file_id": file_id, "message": view}).into(),
+    };
     state.events.commit(Some(insert), vec![ev]).await.map_err(|e| {
         if e == crate::events::CommitError::Refused {
             return file_not_found();

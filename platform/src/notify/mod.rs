@@ -145,14 +145,14 @@ impl Delivery {
         self.events.push(Event {
             to: vec![user_id.to_string()],
             name: "notification",
-            data: json!({ "notification": view }),
+            data: json!({ "notification": view }).into(),
         });
         self.notifications.push(row);
     }
 
     pub fn event(&mut self, to: Vec<String>, name: &'static str, data: Value) {
         if !to.is_empty() {
-            self.events.push(Event { to, name, data });
+            self.events.push(Event { to, name, data: data.into() });
         }
     }
 

@@ -191,6 +191,8 @@ struct Connection {
     pending: FuturesOrdered<BoxFuture<'static, Answer>>,
     /// Frames written to the socket's buffer and not yet flushed ([`Connection::flush`]).
     unflushed: bool,
+    /// Accepted sends not yet audited.
+    accepted: Accepted,
 }
 
 /// What a `send_message` frame gets back.
@@ -198,6 +200,8 @@ struct Answer {
     frame: String,
     /// The session was found revoked: the connection closes after this answer.
     revoked: bool,
+    /// What the audit log is to hold of the frame.
+    audit: SendAudit,
 }
 
 impl Connection {
@@ -230,6 +234,7 @@ impl Connection {
             waiting: VecDeque::new(),
             pending: FuturesOrdered::new(),
             unflushed: false,
+            accepted: Accepted::default(),
         }
     }
 
@@ -293,7 +298,12 @@ impl Connection {
                         self.stop = Some(Stop::Revoked);
                     }
                 }
-                _ = typing_tick.tick() => self.expire_typing().await,
+                _ = typing_tick.tick() => {
+                    self.expire_typing().await;
+                    if self.accepted.due() {
+                        self.audit_accepted().await;
+                    }
+                }
             }
             // Whatever else is already queued for this connection (a burst of deliveries, the
             // sender's own copy next to its answer) goes out in the same socket write.
@@ -315,8 +325,35 @@ impl Connection {
         // The next frame is stored while this answer is written.
         self.start_next_send();
         self.send_text(&a.frame).await;
+        self.audit_send(a.audit).await;
         if a.revoked && self.stop.is_none() {
             self.stop = Some(Stop::Revoked);
+        }
+    }
+
+    /// Audits a `send_message` frame when `audit.log_requests` is on: a refused one at once
+    /// (after the accepted ones before it), an accepted one with its batch ([`Accepted`]).
+    async fn audit_send(&mut self, audit: SendAudit) {
+        if !self.state.config.audit.log_requests {
+            return;
+        }
+        match audit {
+            SendAudit::Accepted { at, message_id, receiver_id } => {
+                if self.accepted.push(at, message_id, receiver_id) {
+                    self.audit_accepted().await;
+                }
+            }
+            SendAudit::Refused(entry) => {
+                self.audit_accepted().await;
+                self.state.audit.record(*entry).await;
+            }
+        }
+    }
+
+    /// Records the accepted sends gathered so far, if any.
+    async fn audit_accepted(&mut self) {
+        if let Some(entry) = self.accepted.take(&self.user_id, &self.peer) {
+            self.state.audit.record(entry).await;
         }
     }
 
@@ -350,11 +387,13 @@ impl Connection {
                 break;
             }
             match tokio::time::timeout_at(deadline, self.pending.next()).await {
-                Ok(Some(a)) if answer => {
-                    let sent = tokio::time::timeout_at(deadline, self.stream.send(Message::Text(a.frame))).await;
-                    answer = matches!(sent, Ok(Ok(())));
+                Ok(Some(a)) => {
+                    if answer {
+                        let sent = tokio::time::timeout_at(deadline, self.stream.send(Message::Text(a.frame))).await;
+                        answer = matches!(sent, Ok(Ok(())));
+                    }
+                    self.audit_send(a.audit).await;
                 }
-                Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(_) => {
                     let left = self.waiting.len() + self.pending.len();
@@ -363,6 +402,7 @@ impl Connection {
                 }
             }
         }
+        self.audit_accepted().await;
         let targets: Vec<String> = self.typing.drain().map(|(k, _)| k).collect();
         for to in targets {
             self.relay(&to, "typing_stop");
@@ -719,7 +759,8 @@ fn usable_client_id(v: Option<&serde_json::Value>) -> Result<Option<&str>, ()> {
 
 /// Stores a `send_message` frame's message as `POST /api/messages/send` would and makes its
 /// answer: `message_sent {client_id, message}` or `error {code, message, client_id,
-/// retry_after?}`. Audited as `ws.send_message` when `audit.log_requests` is on.
+/// retry_after?}`, and what the audit log is to hold of it ([`SendAudit`]; the connection
+/// records it, see [`Accepted`]).
 async fn send_message(job: SendJob) -> Answer {
     let SendJob { state, user_id, sid, peer, data } = job;
     // An unusable client_id is refused below and not echoed.
@@ -728,33 +769,111 @@ async fn send_message(job: SendJob) -> Answer {
         Ok(view) => (Ok(view), false),
         Err((e, revoked)) => (Err(e), revoked),
     };
-    let (frame, status, message_id, receiver) = match &result {
-        Ok(view) => (
-            ephemeral("message_sent", json!({"client_id": echo, "message": view})),
-            201,
-            Some(view.id.clone()),
-            view.receiver_id.clone(),
-        ),
+    let (frame, audit) = match result {
+        Ok((view, text)) => {
+            // The view's JSON text as the event has it, not serialised again.
+            let frame = format!(r#"{{"event":"message_sent","data":{{"client_id":{echo},"message":{text}}}}}"#);
+            let at = crate::time::now_micros();
+            (frame, SendAudit::Accepted { at, message_id: view.id, receiver_id: view.receiver_id })
+        }
         Err(e) => {
             let mut d = json!({"code": e.code, "message": e.message, "client_id": echo});
             if let Some(s) = e.retry_after {
                 d["retry_after"] = json!(s);
             }
-            (ephemeral("error", d), e.status.code, None, None)
+            let status = e.status.code;
+            let c = &peer.client;
+            let entry = NewAuditEntry::new("ws.send_message", Outcome::of_status(status))
+                .actor(Some(user_id))
+                .client(c.ip_string(), c.user_agent.clone())
+                .details(json!({"status": status, "receiver_id": null, "request_id": c.request_id}));
+            (ephemeral("error", d), SendAudit::Refused(Box::new(entry)))
         }
     };
-    if state.config.audit.log_requests {
-        let c = &peer.client;
-        let mut entry = NewAuditEntry::new("ws.send_message", Outcome::of_status(status))
-            .actor(Some(user_id.clone()))
-            .client(c.ip_string(), c.user_agent.clone())
-            .details(json!({"status": status, "receiver_id": receiver, "request_id": c.request_id}));
-        if let Some(id) = message_id {
-            entry = entry.target("message", id);
+    Answer { frame, revoked, audit }
+}
+
+/// What the audit log holds of one `send_message` frame.
+enum SendAudit {
+    /// Stored: recorded with the connection's other accepted sends ([`Accepted`]).
+    Accepted { at: i64, message_id: String, receiver_id: Option<String> },
+    /// Refused: its own entry, as an HTTP request's.
+    Refused(Box<NewAuditEntry>),
+}
+
+/// Accepted sends gathered per connection for one `ws.send_message` audit entry (see
+/// docs/realtime.md and the Decisions entry "Accepted WebSocket sends are audited in runs"
+/// in docs/architecture.md). The entry lists every message (id and receiver) in order; it is
+/// written when [`Accepted::MAX`] have gathered, [`Accepted::AGE`] after the first, before a
+/// refused frame's entry (so the log keeps the frames' order), and when the connection closes.
+#[derive(Default)]
+struct Accepted {
+    /// (id, receiver) of each stored message, oldest first.
+    messages: Vec<(String, Option<String>)>,
+    /// When the first and the last of them were stored (µs since the Unix epoch).
+    first_at: i64,
+    last_at: i64,
+    /// When the first was gathered, for [`Accepted::AGE`].
+    since: Option<Instant>,
+}
+
+impl Accepted {
+    /// Accepted sends per entry at most.
+    const MAX: usize = 256;
+    /// How long the first of them waits for others at most.
+    const AGE: Duration = Duration::from_secs(1);
+
+    /// Adds one; returns whether the batch is full.
+    fn push(&mut self, at: i64, message_id: String, receiver_id: Option<String>) -> bool {
+        if self.messages.is_empty() {
+            self.first_at = at;
+            self.since = Some(Instant::now());
         }
-        state.audit.record(entry).await;
+        self.last_at = at;
+        self.messages.push((message_id, receiver_id));
+        self.messages.len() >= Self::MAX
     }
-    Answer { frame, revoked }
+
+    fn due(&self) -> bool {
+        self.since.is_some_and(|s| s.elapsed() >= Self::AGE)
+    }
+
+    /// The entry for what has gathered (none when nothing has), and empties the batch. One
+    /// message makes the entry an HTTP-like one (its target the message, `details.receiver_id`);
+    /// several make one entry without a target whose `details.messages` lists them in order,
+    /// `details.count` how many, and `details.first_at`/`last_at` when the first and last were
+    /// stored. The entry's `at` is the first one's time.
+    fn take(&mut self, user_id: &str, peer: &Peer) -> Option<NewAuditEntry> {
+        let messages = std::mem::take(&mut self.messages);
+        self.since = None;
+        let c = &peer.client;
+        let mut entry = NewAuditEntry::new("ws.send_message", Outcome::Success)
+            .actor(Some(user_id.to_string()))
+            .client(c.ip_string(), c.user_agent.clone());
+        entry.at = self.first_at;
+        match messages.len() {
+            0 => return None,
+            1 => {
+                let (id, receiver) = messages.into_iter().next().expect("one");
+                entry = entry
+                    .target("message", id)
+                    .details(json!({"status": 201, "receiver_id": receiver, "request_id": c.request_id}));
+            }
+            n => {
+                let list: Vec<serde_json::Value> =
+                    messages.into_iter().map(|(id, r)| json!({"id": id, "receiver_id": r})).collect();
+                entry = entry.details(json!({
+                    "status": 201,
+                    "count": n,
+                    "messages": list,
+                    "first_at": self.first_at,
+                    "last_at": self.last_at,
+                    "request_id": c.request_id,
+                }));
+            }
+        }
+        Some(entry)
+    }
 }
 
 /// The checks of a `send_message` frame, then [`crate::messages::routes::send_text`]. The error
@@ -765,7 +884,7 @@ async fn send_checked(
     sid: &str,
     peer: &Peer,
     data: serde_json::Value,
-) -> Result<crate::messages::MessageView, (ApiError, bool)> {
+) -> Result<(crate::messages::MessageView, Arc<str>), (ApiError, bool)> {
     use rocket::http::Status;
     if !peer.may_send {
         let e = ApiError::forbidden("this connection cannot send messages; use /ws or POST /api/messages/send");
