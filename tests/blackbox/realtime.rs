@@ -807,7 +807,9 @@ both_backends!(messages_sent_over_the_websocket_are_answered_in_order_stored_and
             .iter()
             .flat_map(|x| match x["outcome"].as_str() {
                 Some("success") if x["target_type"] == "message" => vec![x["target_id"].clone()],
-                Some("success") => x["details"]["messages"].as_array().unwrap().iter().map(|m| m["id"].clone()).collect(),
+                Some("success") => {
+                    x["details"]["messages"].as_array().unwrap().iter().map(|m| m["id"].clone()).collect()
+                }
                 _ => vec![json!("refused")],
             })
             .collect();
@@ -859,7 +861,9 @@ both_backends!(a_run_of_accepted_sends_is_audited_when_the_server_stops, |b: Bac
         let d: Value = serde_json::from_str(&e.details).unwrap();
         match e.target_id.clone() {
             Some(id) => audited.push(id),
-            None => audited.extend(d["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string())),
+            None => {
+                audited.extend(d["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()))
+            }
         }
     }
     assert_eq!(audited, ids, "every stored message audited once, in order");

@@ -156,19 +156,37 @@ where
         DbConnection::Pg(c) => AnsiTransactionManager::begin_transaction(c)?,
     }
     type Tm = <DbConnection as diesel::Connection>::TransactionManager;
+    AFTER_COMMIT.with_borrow_mut(Vec::clear);
     match f(conn) {
         Ok(v) => {
             if let Err(e) = Tm::commit_transaction(conn) {
                 let _ = Tm::rollback_transaction(conn);
+                AFTER_COMMIT.with_borrow_mut(Vec::clear);
                 return Err(e.into());
+            }
+            for done in AFTER_COMMIT.take() {
+                done();
             }
             Ok(v)
         }
         Err(e) => {
             let _ = Tm::rollback_transaction(conn);
+            AFTER_COMMIT.with_borrow_mut(Vec::clear);
             Err(e)
         }
     }
+}
+
+thread_local! {
+    /// What [`after_commit`] queued during this thread's running [`write_transaction`].
+    static AFTER_COMMIT: std::cell::RefCell<Vec<Box<dyn FnOnce()>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` once the [`write_transaction`] this thread is running commits; dropped if it rolls
+/// back. For in-memory knowledge that must only ever describe committed rows (a cache filled
+/// while writing). Outside a `write_transaction` it waits for the thread's next one.
+pub fn after_commit(f: impl FnOnce() + 'static) {
+    AFTER_COMMIT.with_borrow_mut(|v| v.push(Box::new(f)));
 }
 
 /// The shared connection pool plus the backend it talks to.

@@ -7,7 +7,7 @@
 pub mod media;
 pub mod routes;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -95,6 +95,10 @@ pub fn insert(conn: &mut DbConnection, row: &MessageRow) -> QueryResult<()> {
             (mp::user_id.eq(receiver), mp::peer_id.eq(&row.sender_id)),
         ]
     });
+    let known = row.receiver_id.as_deref().is_some_and(|r| {
+        KNOWN_PEERS.with_borrow(|k| k.get(row.sender_id.as_str()).is_some_and(|peers| peers.contains(r)))
+    });
+    let pairs = pairs.filter(|_| !known);
     match conn {
         DbConnection::Pg(pg) => {
             q.execute(pg)?;
@@ -105,18 +109,45 @@ pub fn insert(conn: &mut DbConnection, row: &MessageRow) -> QueryResult<()> {
         }
         DbConnection::Sqlite(c) => {
             q.execute(c)?;
-            let Some(receiver) = &row.receiver_id else { return Ok(()) };
-            // One writer at a time (BEGIN IMMEDIATE), so look, then insert if absent.
-            let known = mp::table.find((&row.sender_id, receiver)).select(mp::user_id).first::<String>(c).optional()?;
-            if known.is_none() {
-                for p in pairs.into_iter().flatten() {
-                    diesel::insert_into(mp::table).values(p).execute(c)?;
+            if let (Some(receiver), Some(pairs)) = (&row.receiver_id, pairs) {
+                // One writer at a time (BEGIN IMMEDIATE), so look, then insert if absent.
+                let found =
+                    mp::table.find((&row.sender_id, receiver)).select(mp::user_id).first::<String>(c).optional()?;
+                if found.is_none() {
+                    for p in pairs {
+                        diesel::insert_into(mp::table).values(p).execute(c)?;
+                    }
                 }
             }
         }
     }
+    if let (Some(receiver), false) = (&row.receiver_id, known) {
+        let (a, b) = (row.sender_id.clone(), receiver.clone());
+        crate::db::after_commit(move || {
+            KNOWN_PEERS.with_borrow_mut(|k| {
+                if k.len() >= MAX_KNOWN_USERS {
+                    k.clear();
+                }
+                k.entry(b.clone()).or_default().insert(a.clone());
+                k.entry(a).or_default().insert(b);
+            })
+        });
+    }
     Ok(())
 }
+
+thread_local! {
+    /// `message_peers` pairs this thread saw committed (both directions), so the event writer
+    /// skips the lookup for pairs that already talked. Filled only after a commit
+    /// ([`crate::db::after_commit`]): a rolled-back batch teaches it nothing. Rows of
+    /// `message_peers` go away only with a user (`ON DELETE CASCADE`), whose messages are
+    /// refused anyway; a restore happens with the server stopped.
+    static KNOWN_PEERS: std::cell::RefCell<HashMap<String, HashSet<String>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// Users [`KNOWN_PEERS`] holds at most before it starts over.
+const MAX_KNOWN_USERS: usize = 100_000;
 
 /// Whether `id` is an existing, enabled account.
 pub fn active_user(conn: &mut DbConnection, id: &str) -> QueryResult<bool> {
@@ -278,6 +309,62 @@ impl SendLimiter {
 
 #[cfg(test)]
 mod tests {
+    use diesel::prelude::*;
+
+    use crate::db::DbConnection;
+
+    /// The writer remembers pairs that already talked only once their first message is
+    /// committed: a rolled-back message leaves no `message_peers` rows and teaches the cache
+    /// nothing, so the next committed message of that pair records them.
+    #[test]
+    fn a_pair_is_remembered_only_once_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::config::Config::default();
+        cfg.storage.data_dir = dir.path().to_path_buf();
+        let db = crate::db::Db::open(&cfg).unwrap();
+        db.migrate().unwrap();
+        let mut c = db.get().unwrap();
+        let c: &mut DbConnection = &mut c;
+        for u in ["pa", "pb"] {
+            c.batch_execute(&format!(
+                "INSERT INTO users (id, email, display_name, created_at, updated_at) VALUES ('{u}', '{u}@example.org', '{u}', 0, 0)"
+            ))
+            .unwrap();
+        }
+        let msg = |id: &str| super::MessageRow {
+            id: id.into(),
+            sender_id: "pa".into(),
+            receiver_id: Some("pb".into()),
+            file_id: None,
+            content: "hi".into(),
+            kind: "text".into(),
+            media_file_id: None,
+            created_at: 1,
+        };
+        let pairs = |c: &mut DbConnection| {
+            use crate::db::schema::message_peers as mp;
+            mp::table.select((mp::user_id, mp::peer_id)).order(mp::user_id).load::<(String, String)>(c).unwrap()
+        };
+        let r: Result<(), diesel::result::Error> = crate::db::write_transaction(c, |c| {
+            super::insert(c, &msg("m1"))?;
+            Err(diesel::result::Error::RollbackTransaction)
+        });
+        assert!(r.is_err());
+        assert!(pairs(c).is_empty(), "rolled back");
+        crate::db::write_transaction(c, |c| super::insert(c, &msg("m2"))).unwrap();
+        let both = vec![("pa".to_string(), "pb".to_string()), ("pb".to_string(), "pa".to_string())];
+        assert_eq!(pairs(c), both, "the first committed message records the pair both ways");
+        crate::db::write_transaction(c, |c| super::insert(c, &msg("m3"))).unwrap();
+        assert_eq!(pairs(c), both);
+        // Known now: not looked up again (rows removed behind the writer's back, which only a
+        // user's deletion does, are not put back).
+        c.batch_execute("DELETE FROM message_peers").unwrap();
+        crate::db::write_transaction(c, |c| super::insert(c, &msg("m4"))).unwrap();
+        assert!(pairs(c).is_empty(), "a known pair is not looked up");
+        let n: i64 = crate::db::schema::messages::table.count().get_result(c).unwrap();
+        assert_eq!(n, 3);
+    }
+
     #[test]
     fn limiter_allows_the_burst_then_refuses_with_a_wait() {
         let l = super::SendLimiter::new(2.0, 3.0);

@@ -259,11 +259,8 @@ pub async fn post_file_message(
         }
         crate::messages::insert(c, &row)
     });
-    let ev = Event {
-        to: audience,
-        name: "file_message_update",
-        data: json!({"file_id": file_id, "message": view}).into(),
-    };
+    let ev =
+        Event { to: audience, name: "file_message_update", data: json!({"file_id": file_id, "message": view}).into() };
     state.events.commit(Some(insert), vec![ev]).await.map_err(|e| {
         if e == crate::events::CommitError::Refused {
             return file_not_found();

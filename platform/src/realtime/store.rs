@@ -1,7 +1,7 @@
 //! Persisted events: per-user `seq` counters and the `user_events` rows `resume` replays.
 
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::Sqlite;
 
@@ -32,10 +32,18 @@ impl StoredEvent {
 /// gapless and committed in order.
 pub fn reserve(conn: &mut DbConnection, user: &str, n: i64) -> QueryResult<i64> {
     let last: Option<i64> = match conn {
-        // Diesel prepares every `UPDATE` afresh (it never caches them); this one runs for
-        // each user of every batch, so on SQLite it is a statement of its own that is prepared
-        // once per connection (see `AddToCounter`).
-        DbConnection::Sqlite(c) => AddToCounter { user, n }.get_result(c).optional()?,
+        // Read, then set: the writer holds SQLite's write lock for the whole transaction, so
+        // nothing moves the counter in between. (`UPDATE … RETURNING` was one statement, but
+        // SQLite gathers RETURNING rows in a temporary B-tree it opens and closes on every
+        // run: a third of this function's time. Diesel never caches an `UPDATE`, hence the
+        // statement of its own, `SetCounter`, prepared once per connection.)
+        DbConnection::Sqlite(c) => match ec::table.find(user).select(ec::last_seq).first::<i64>(c).optional()? {
+            Some(old) => {
+                SetCounter { user, last: old + n }.execute(c)?;
+                Some(old + n)
+            }
+            None => None,
+        },
         DbConnection::Pg(_) => diesel::update(ec::table.find(user))
             .set(ec::last_seq.eq(ec::last_seq + n))
             .returning(ec::last_seq)
@@ -75,37 +83,32 @@ pub fn insert(conn: &mut DbConnection, user: &str, seq: i64, name: &str, data: &
     Ok(())
 }
 
-/// `UPDATE event_counters SET last_seq = last_seq + ? WHERE user_id = ? RETURNING last_seq` on
-/// SQLite. Its SQL is fixed and its query id static, so diesel prepares it once per connection
-/// and finds it again by type, without building the text; diesel's own `UPDATE` is prepared
-/// anew on every call (it may leave columns out, so it is never cached), which was a fifth of
-/// the event writer's time under load.
-struct AddToCounter<'a> {
+/// `UPDATE event_counters SET last_seq = ? WHERE user_id = ?` on SQLite, as a statement of its
+/// own whose query id is static, so diesel prepares it once per connection and finds it again
+/// by type, without building the text; diesel's own `UPDATE` is prepared anew on every call
+/// (it may leave columns out, so it is never cached), which was a fifth of the event writer's
+/// time under load.
+struct SetCounter<'a> {
     user: &'a str,
-    n: i64,
+    last: i64,
 }
 
-impl QueryId for AddToCounter<'_> {
-    type QueryId = AddToCounter<'static>;
+impl QueryId for SetCounter<'_> {
+    type QueryId = SetCounter<'static>;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl QueryFragment<Sqlite> for AddToCounter<'_> {
+impl QueryFragment<Sqlite> for SetCounter<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        out.push_sql("UPDATE event_counters SET last_seq = last_seq + ");
-        out.push_bind_param::<BigInt, _>(&self.n)?;
+        out.push_sql("UPDATE event_counters SET last_seq = ");
+        out.push_bind_param::<BigInt, _>(&self.last)?;
         out.push_sql(" WHERE user_id = ");
         out.push_bind_param::<Text, _>(self.user)?;
-        out.push_sql(" RETURNING last_seq");
         Ok(())
     }
 }
 
-impl Query for AddToCounter<'_> {
-    type SqlType = BigInt;
-}
-
-impl RunQueryDsl<SqliteConnection> for AddToCounter<'_> {}
+impl RunQueryDsl<SqliteConnection> for SetCounter<'_> {}
 
 // On SQLite `user_events` has no per-user index of its own (migration
 // 2026-12-05-000016): rows are appended under an ever-growing `id`, and `user_events_key`
@@ -369,5 +372,42 @@ mod tests {
         insert(c, "a", 4, "x", "{}", 11).unwrap();
         assert_eq!(count(c, "SELECT max(id) AS n FROM user_events"), 4, "a new id after every pruned one");
         assert_eq!(after(c, "a", 0, 10).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
+    }
+
+    /// Seqs are handed out gapless per user, counting on from what is stored, inside write
+    /// transactions; a rolled-back reservation hands its seqs out again; the counters are a
+    /// WITHOUT ROWID table (migration 2026-12-05-000017, which keeps the existing counters).
+    #[test]
+    fn reserve_counts_on_per_user_and_a_rollback_gives_the_seqs_back() {
+        let (_dir, db) = sqlite_db();
+        db.migrate().unwrap();
+        let mut c = db.get().unwrap();
+        let c: &mut DbConnection = &mut c;
+        for u in ["a", "b"] {
+            add_user(c, u);
+        }
+        let sql: String = diesel::sql_query("SELECT sql AS s FROM sqlite_master WHERE name = 'event_counters'")
+            .get_result::<Sql>(c)
+            .unwrap()
+            .s;
+        assert!(sql.contains("WITHOUT ROWID"), "{sql}");
+        let w = |c: &mut DbConnection, u: &str, n: i64| crate::db::write_transaction(c, |c| reserve(c, u, n)).unwrap();
+        assert_eq!(w(c, "a", 1), 1, "the first event of a user");
+        assert_eq!(w(c, "a", 3), 4);
+        assert_eq!(w(c, "b", 2), 2, "users count on their own");
+        let r: Result<i64, diesel::result::Error> = crate::db::write_transaction(c, |c| {
+            assert_eq!(reserve(c, "a", 5)?, 9);
+            Err(diesel::result::Error::RollbackTransaction)
+        });
+        assert!(r.is_err());
+        assert_eq!(last_seq(c, "a").unwrap(), 4, "rolled back");
+        assert_eq!(w(c, "a", 1), 5);
+        assert_eq!((last_seq(c, "a").unwrap(), last_seq(c, "b").unwrap(), last_seq(c, "z").unwrap()), (5, 2, 0));
+    }
+
+    #[derive(QueryableByName)]
+    struct Sql {
+        #[diesel(sql_type = Text)]
+        s: String,
     }
 }
