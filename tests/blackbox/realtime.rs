@@ -835,8 +835,8 @@ both_backends!(messages_sent_over_the_websocket_are_answered_in_order_stored_and
     assert_eq!(limited, 5);
 });
 
-/// Accepted sends are audited in runs (docs/realtime.md); a server stopped (SIGTERM) right after
-/// a run still writes its entry: every stored message is in the log, once, in order.
+// Accepted sends are audited in runs (docs/realtime.md); a server stopped (SIGTERM) right after
+// a run still writes its entry: every stored message is in the log, once, in order.
 both_backends!(a_run_of_accepted_sends_is_audited_when_the_server_stops, |b: Backend| {
     let mut srv = unlimited(b, &[]);
     let (alice, bob) = (user(&srv, "alice@example.org"), user(&srv, "bob@example.org"));

@@ -309,6 +309,7 @@ impl SendLimiter {
 
 #[cfg(test)]
 mod tests {
+    use diesel::connection::SimpleConnection;
     use diesel::prelude::*;
 
     use crate::db::DbConnection;
