@@ -835,18 +835,23 @@ both_backends!(messages_sent_over_the_websocket_are_answered_in_order_stored_and
     assert_eq!(limited, 5);
 });
 
+/// `n` `send_message` frames to `to`, contents "`tag` 0", "`tag` 1", …, each expected stored.
+fn numbered_sends(to: &str, tag: &str, n: usize) -> Vec<(Value, Expect)> {
+    (0..n)
+        .map(|i| {
+            let data = json!({"client_id": format!("{tag}{i}"), "receiver_id": to, "content": format!("{tag} {i}")});
+            (json!({"event": "send_message", "data": data}), Expect::Sent(format!("{tag} {i}")))
+        })
+        .collect()
+}
+
 // Accepted sends are audited in runs (docs/realtime.md); a server stopped (SIGTERM) right after
 // a run still writes its entry: every stored message is in the log, once, in order.
 both_backends!(a_run_of_accepted_sends_is_audited_when_the_server_stops, |b: Backend| {
     let mut srv = unlimited(b, &[]);
     let (alice, bob) = (user(&srv, "alice@example.org"), user(&srv, "bob@example.org"));
     let mut alice_ws = Ws::connect(&srv, &alice.token);
-    let frames: Vec<(Value, Expect)> = (0..40)
-        .map(|i| {
-            let data = json!({"client_id": format!("s{i}"), "receiver_id": bob.id, "content": format!("stop {i}")});
-            (json!({"event": "send_message", "data": data}), Expect::Sent(format!("stop {i}")))
-        })
-        .collect();
+    let frames = numbered_sends(&bob.id, "stop", 40);
     let stored = send_over_socket(&mut alice_ws, &frames);
     let ids: Vec<String> = stored.iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(srv.stop(), 0, "clean exit on SIGTERM");
@@ -878,12 +883,7 @@ fn a_burst_of_sends_is_held_back_not_lost() {
     let (alice, bob) = (user(&srv, "alice@example.org"), user(&srv, "bob@example.org"));
     let mut alice_ws = Ws::connect(&srv, &alice.token);
     let mut bob_ws = Ws::connect(&srv, &bob.token);
-    let frames: Vec<(Value, Expect)> = (0..500)
-        .map(|i| {
-            let data = json!({"client_id": format!("b{i}"), "receiver_id": bob.id, "content": format!("burst {i}")});
-            (json!({"event": "send_message", "data": data}), Expect::Sent(format!("burst {i}")))
-        })
-        .collect();
+    let frames = numbered_sends(&bob.id, "burst", 500);
     let stored = send_over_socket(&mut alice_ws, &frames);
     assert_eq!(stored.len(), 500);
     let got = bob_ws.drain(&["new_message"], Duration::from_millis(1500));
