@@ -5,6 +5,8 @@
 //! with a busy timeout and foreign keys on; migrations for both backends are embedded.
 
 pub mod schema;
+#[cfg(test)]
+pub(crate) mod testing;
 mod walbuf;
 
 use std::sync::{Arc, Mutex};

@@ -89,16 +89,17 @@ pub fn insert(conn: &mut DbConnection, row: &MessageRow) -> QueryResult<()> {
         m::media_file_id.eq(&row.media_file_id),
         m::created_at.eq(row.created_at),
     ));
-    let pairs = row.receiver_id.as_ref().map(|receiver| {
+    // The receiver of a direct message whose pair this thread has not seen committed yet:
+    // only then is `message_peers` looked at.
+    let new_peer = row.receiver_id.as_ref().filter(|r| {
+        !KNOWN_PEERS.with_borrow(|k| k.get(row.sender_id.as_str()).is_some_and(|peers| peers.contains(r.as_str())))
+    });
+    let pairs = new_peer.map(|receiver| {
         [
             (mp::user_id.eq(&row.sender_id), mp::peer_id.eq(receiver)),
             (mp::user_id.eq(receiver), mp::peer_id.eq(&row.sender_id)),
         ]
     });
-    let known = row.receiver_id.as_deref().is_some_and(|r| {
-        KNOWN_PEERS.with_borrow(|k| k.get(row.sender_id.as_str()).is_some_and(|peers| peers.contains(r)))
-    });
-    let pairs = pairs.filter(|_| !known);
     match conn {
         DbConnection::Pg(pg) => {
             q.execute(pg)?;
@@ -109,7 +110,7 @@ pub fn insert(conn: &mut DbConnection, row: &MessageRow) -> QueryResult<()> {
         }
         DbConnection::Sqlite(c) => {
             q.execute(c)?;
-            if let (Some(receiver), Some(pairs)) = (&row.receiver_id, pairs) {
+            if let (Some(receiver), Some(pairs)) = (new_peer, pairs) {
                 // One writer at a time (BEGIN IMMEDIATE), so look, then insert if absent.
                 let found =
                     mp::table.find((&row.sender_id, receiver)).select(mp::user_id).first::<String>(c).optional()?;
@@ -121,7 +122,7 @@ pub fn insert(conn: &mut DbConnection, row: &MessageRow) -> QueryResult<()> {
             }
         }
     }
-    if let (Some(receiver), false) = (&row.receiver_id, known) {
+    if let Some(receiver) = new_peer {
         let (a, b) = (row.sender_id.clone(), receiver.clone());
         crate::db::after_commit(move || {
             KNOWN_PEERS.with_borrow_mut(|k| {
@@ -312,6 +313,7 @@ mod tests {
     use diesel::connection::SimpleConnection;
     use diesel::prelude::*;
 
+    use crate::db::testing::migrated_with_users;
     use crate::db::DbConnection;
 
     /// The writer remembers pairs that already talked only once their first message is
@@ -319,19 +321,9 @@ mod tests {
     /// nothing, so the next committed message of that pair records them.
     #[test]
     fn a_pair_is_remembered_only_once_committed() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = crate::config::Config::default();
-        cfg.storage.data_dir = dir.path().to_path_buf();
-        let db = crate::db::Db::open(&cfg).unwrap();
-        db.migrate().unwrap();
+        let (_dir, db) = migrated_with_users(&["pa", "pb"]);
         let mut c = db.get().unwrap();
         let c: &mut DbConnection = &mut c;
-        for u in ["pa", "pb"] {
-            c.batch_execute(&format!(
-                "INSERT INTO users (id, email, display_name, created_at, updated_at) VALUES ('{u}', '{u}@example.org', '{u}', 0, 0)"
-            ))
-            .unwrap();
-        }
         let msg = |id: &str| super::MessageRow {
             id: id.into(),
             sender_id: "pa".into(),

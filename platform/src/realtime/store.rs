@@ -234,25 +234,9 @@ pub fn fold_tail(conn: &mut DbConnection, fold_rows: i64) -> QueryResult<usize> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::testing::{add_user, migrated_with_users, sqlite_db};
     use diesel::connection::SimpleConnection;
     use diesel_migrations::MigrationHarness;
-
-    fn add_user(c: &mut DbConnection, id: &str) {
-        c.batch_execute(&format!(
-            "INSERT INTO users (id, email, display_name, created_at, updated_at) VALUES ('{id}', '{id}@example.org', '{id}', 0, 0)"
-        ))
-        .unwrap();
-    }
-
-    /// A SQLite database in a fresh folder (migrations not run); the folder lives as long as
-    /// the first value.
-    fn sqlite_db() -> (tempfile::TempDir, crate::db::Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = crate::config::Config::default();
-        cfg.storage.data_dir = dir.path().to_path_buf();
-        let db = crate::db::Db::open(&cfg).unwrap();
-        (dir, db)
-    }
 
     fn count(c: &mut DbConnection, sql: &str) -> i64 {
         #[derive(QueryableByName)]
@@ -268,13 +252,9 @@ mod tests {
     /// behind; a fold below the threshold copies nothing.
     #[test]
     fn readers_see_the_same_events_before_and_after_a_fold() {
-        let (_dir, db) = sqlite_db();
-        db.migrate().unwrap();
+        let (_dir, db) = migrated_with_users(&["a", "b", "c"]);
         let mut c = db.get().unwrap();
         let c: &mut DbConnection = &mut c;
-        for u in ["a", "b", "c"] {
-            add_user(c, u);
-        }
         // Interleaved like the writer stores them: a and b alternate, c now and then; old
         // events (created_at 1) first, then newer ones (created_at 2).
         let mut seqs = std::collections::HashMap::new();
@@ -376,21 +356,15 @@ mod tests {
 
     /// Seqs are handed out gapless per user, counting on from what is stored, inside write
     /// transactions; a rolled-back reservation hands its seqs out again; the counters are a
-    /// WITHOUT ROWID table (migration 2026-12-05-000017, which keeps the existing counters).
+    /// WITHOUT ROWID table (migration 2026-12-05-000017).
     #[test]
     fn reserve_counts_on_per_user_and_a_rollback_gives_the_seqs_back() {
-        let (_dir, db) = sqlite_db();
-        db.migrate().unwrap();
+        let (_dir, db) = migrated_with_users(&["a", "b"]);
         let mut c = db.get().unwrap();
         let c: &mut DbConnection = &mut c;
-        for u in ["a", "b"] {
-            add_user(c, u);
-        }
-        let sql: String = diesel::sql_query("SELECT sql AS s FROM sqlite_master WHERE name = 'event_counters'")
-            .get_result::<Sql>(c)
-            .unwrap()
-            .s;
-        assert!(sql.contains("WITHOUT ROWID"), "{sql}");
+        let without_rowid = "SELECT count(*) AS n FROM sqlite_master \
+                             WHERE name = 'event_counters' AND sql LIKE '%WITHOUT ROWID%'";
+        assert_eq!(count(c, without_rowid), 1, "event_counters is WITHOUT ROWID");
         let w = |c: &mut DbConnection, u: &str, n: i64| crate::db::write_transaction(c, |c| reserve(c, u, n)).unwrap();
         assert_eq!(w(c, "a", 1), 1, "the first event of a user");
         assert_eq!(w(c, "a", 3), 4);
@@ -403,11 +377,5 @@ mod tests {
         assert_eq!(last_seq(c, "a").unwrap(), 4, "rolled back");
         assert_eq!(w(c, "a", 1), 5);
         assert_eq!((last_seq(c, "a").unwrap(), last_seq(c, "b").unwrap(), last_seq(c, "z").unwrap()), (5, 2, 0));
-    }
-
-    #[derive(QueryableByName)]
-    struct Sql {
-        #[diesel(sql_type = Text)]
-        s: String,
     }
 }

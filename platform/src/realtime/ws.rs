@@ -343,9 +343,14 @@ impl Connection {
                     self.audit_accepted().await;
                 }
             }
-            SendAudit::Refused(entry) => {
+            SendAudit::Refused { status } => {
                 self.audit_accepted().await;
-                self.state.audit.record(*entry).await;
+                let c = &self.peer.client;
+                let entry = NewAuditEntry::new("ws.send_message", Outcome::of_status(status))
+                    .actor(Some(self.user_id.clone()))
+                    .client(c.ip_string(), c.user_agent.clone())
+                    .details(json!({"status": status, "receiver_id": null, "request_id": c.request_id}));
+                self.state.audit.record(entry).await;
             }
         }
     }
@@ -781,13 +786,7 @@ async fn send_message(job: SendJob) -> Answer {
             if let Some(s) = e.retry_after {
                 d["retry_after"] = json!(s);
             }
-            let status = e.status.code;
-            let c = &peer.client;
-            let entry = NewAuditEntry::new("ws.send_message", Outcome::of_status(status))
-                .actor(Some(user_id))
-                .client(c.ip_string(), c.user_agent.clone())
-                .details(json!({"status": status, "receiver_id": null, "request_id": c.request_id}));
-            (ephemeral("error", d), SendAudit::Refused(Box::new(entry)))
+            (ephemeral("error", d), SendAudit::Refused { status: e.status.code })
         }
     };
     Answer { frame, revoked, audit }
@@ -797,8 +796,8 @@ async fn send_message(job: SendJob) -> Answer {
 enum SendAudit {
     /// Stored: recorded with the connection's other accepted sends ([`Accepted`]).
     Accepted { at: i64, message_id: String, receiver_id: Option<String> },
-    /// Refused: its own entry, as an HTTP request's.
-    Refused(Box<NewAuditEntry>),
+    /// Refused with this HTTP status: its own entry, as an HTTP request's.
+    Refused { status: u16 },
 }
 
 /// Accepted sends gathered per connection for one `ws.send_message` audit entry (see
@@ -806,15 +805,20 @@ enum SendAudit {
 /// in docs/architecture.md). The entry lists every message (id and receiver) in order; it is
 /// written when [`Accepted::MAX`] have gathered, [`Accepted::AGE`] after the first, before a
 /// refused frame's entry (so the log keeps the frames' order), and when the connection closes.
-#[derive(Default)]
 struct Accepted {
     /// (id, receiver) of each stored message, oldest first.
     messages: Vec<(String, Option<String>)>,
     /// When the first and the last of them were stored (µs since the Unix epoch).
     first_at: i64,
     last_at: i64,
-    /// When the first was gathered, for [`Accepted::AGE`].
-    since: Option<Instant>,
+    /// When the first was gathered, for [`Accepted::AGE`] (meaningless while empty).
+    since: Instant,
+}
+
+impl Default for Accepted {
+    fn default() -> Self {
+        Self { messages: Vec::new(), first_at: 0, last_at: 0, since: Instant::now() }
+    }
 }
 
 impl Accepted {
@@ -827,7 +831,7 @@ impl Accepted {
     fn push(&mut self, at: i64, message_id: String, receiver_id: Option<String>) -> bool {
         if self.messages.is_empty() {
             self.first_at = at;
-            self.since = Some(Instant::now());
+            self.since = Instant::now();
         }
         self.last_at = at;
         self.messages.push((message_id, receiver_id));
@@ -835,7 +839,7 @@ impl Accepted {
     }
 
     fn due(&self) -> bool {
-        self.since.is_some_and(|s| s.elapsed() >= Self::AGE)
+        !self.messages.is_empty() && self.since.elapsed() >= Self::AGE
     }
 
     /// The entry for what has gathered (none when nothing has), and empties the batch. One
@@ -844,15 +848,16 @@ impl Accepted {
     /// `details.count` how many, and `details.first_at`/`last_at` when the first and last were
     /// stored. The entry's `at` is the first one's time.
     fn take(&mut self, user_id: &str, peer: &Peer) -> Option<NewAuditEntry> {
+        if self.messages.is_empty() {
+            return None;
+        }
         let messages = std::mem::take(&mut self.messages);
-        self.since = None;
         let c = &peer.client;
         let mut entry = NewAuditEntry::new("ws.send_message", Outcome::Success)
             .actor(Some(user_id.to_string()))
             .client(c.ip_string(), c.user_agent.clone());
         entry.at = self.first_at;
         match messages.len() {
-            0 => return None,
             1 => {
                 let (id, receiver) = messages.into_iter().next().expect("one");
                 entry = entry
