@@ -213,7 +213,7 @@ impl EventBus {
 }
 
 /// What a committed batch delivers: (user, seq, name, data as JSON text).
-type Delivery = Vec<(String, i64, &'static str, Arc<str>)>;
+type Delivery = Vec<store::EventRow>;
 
 /// A written batch's outcome, handed to the delivery thread: the frames go to the hub first,
 /// then the callers are told, so a caller that got its answer knows its events were handed on.
@@ -406,11 +406,12 @@ fn commit_once(conn: &mut DbConnection, node_id: &str, jobs: &[&Job]) -> Result<
             for ev in &job.events {
                 for user in &ev.to {
                     let seq = next.get_mut(user.as_str()).map(|s| std::mem::replace(s, *s + 1)).unwrap_or_default();
-                    store::insert(c, user, seq, ev.name, &ev.data, now)?;
                     out.push((user.clone(), seq, ev.name, ev.data.clone()));
                 }
             }
         }
+        // The batch's event rows after its jobs' rows, several to a statement.
+        store::insert_many(c, &out, now)?;
         // SQLite: now and then, the per-user key of the rows stored since the last time.
         store::fold_tail(c, store::FOLD_ROWS)?;
         crate::realtime::notify::announce(c, node_id, &out)?;

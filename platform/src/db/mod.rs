@@ -4,6 +4,7 @@
 //! blocking pool and keeps the async workers free. SQLite connections are opened in WAL mode
 //! with a busy timeout and foreign keys on; migrations for both backends are embedded.
 
+pub mod multirow;
 pub mod schema;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -6,7 +6,7 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::Sqlite;
 
 use crate::db::schema::{event_counters as ec, user_events as ue};
-use crate::db::DbConnection;
+use crate::db::{multirow, DbConnection};
 
 /// One persisted event as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable)]
@@ -66,21 +66,66 @@ pub fn last_seq(conn: &mut DbConnection, user: &str) -> QueryResult<i64> {
     Ok(ec::table.find(user).select(ec::last_seq).first(conn).optional()?.unwrap_or(0))
 }
 
-pub fn insert(conn: &mut DbConnection, user: &str, seq: i64, name: &str, data: &str, at: i64) -> QueryResult<()> {
-    let q = diesel::insert_into(ue::table).values((
-        ue::user_id.eq(user),
-        ue::seq.eq(seq),
-        ue::name.eq(name),
-        ue::data.eq(data),
-        ue::created_at.eq(at),
-    ));
-    // Straight on the SQLite connection: the multi-backend wrapper costs a second walk over the
-    // query per row, and this runs for every stored event.
+/// One event row to store: (user, seq, name, data as JSON text) — the shape the event writer
+/// also delivers.
+pub type EventRow = (String, i64, &'static str, std::sync::Arc<str>);
+
+/// Stores `rows`, all created at `at` (microseconds), several to a statement: on SQLite in
+/// runs of [`multirow::BIG`], 8 and 1 rows (statements prepared once per connection; one
+/// statement per row cost a statement run and a walk over the query for every event), on
+/// PostgreSQL one `INSERT` per 1,000 rows (one round trip instead of one per row; 5,000
+/// parameters, well under its 65,535).
+pub fn insert_many(conn: &mut DbConnection, rows: &[EventRow], at: i64) -> QueryResult<()> {
     match conn {
-        DbConnection::Sqlite(c) => q.execute(c)?,
-        DbConnection::Pg(c) => q.execute(c)?,
-    };
-    Ok(())
+        DbConnection::Sqlite(c) => {
+            let rows: Vec<NewEvent<'_>> = rows.iter().map(|row| NewEvent { row, at }).collect();
+            multirow::insert(c, &rows)
+        }
+        DbConnection::Pg(c) => {
+            for chunk in rows.chunks(1_000) {
+                let values: Vec<_> = chunk
+                    .iter()
+                    .map(|(user, seq, name, data)| {
+                        (
+                            ue::user_id.eq(user.as_str()),
+                            ue::seq.eq(*seq),
+                            ue::name.eq(*name),
+                            ue::data.eq(&**data),
+                            ue::created_at.eq(at),
+                        )
+                    })
+                    .collect();
+                diesel::insert_into(ue::table).values(values).execute(c)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// An [`EventRow`] with its time, as [`multirow::insert`] stores it.
+struct NewEvent<'a> {
+    row: &'a EventRow,
+    at: i64,
+}
+
+impl multirow::Row for NewEvent<'_> {
+    const HEAD: &'static str = "INSERT INTO user_events (user_id, seq, name, data, created_at) VALUES ";
+    type Kind = NewEvent<'static>;
+    fn walk<'b>(&'b self, out: &mut AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        let (user, seq, name, data) = self.row;
+        out.push_sql("(");
+        out.push_bind_param::<Text, _>(user)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(seq)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(*name)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&**data)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.at)?;
+        out.push_sql(")");
+        Ok(())
+    }
 }
 
 /// `UPDATE event_counters SET last_seq = ? WHERE user_id = ?` on SQLite, as a statement of its
@@ -261,7 +306,8 @@ mod tests {
         let mut put = |c: &mut DbConnection, u: &'static str, at: i64| {
             let s = seqs.entry(u).or_insert(0i64);
             *s += 1;
-            insert(c, u, *s, "new_message", &format!("{{\"n\":{}}}", *s), at).unwrap();
+            let data = format!("{{\"n\":{}}}", *s);
+            insert_many(c, &[(u.to_string(), *s, "new_message", data.into())], at).unwrap();
         };
         for i in 0..30 {
             put(c, "a", 1);
@@ -349,9 +395,61 @@ mod tests {
         assert_eq!(count(c, "SELECT last_id AS n FROM user_events_mark"), 3);
         assert_eq!(after(c, "a", 1, 10).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(prune(c, 10).unwrap(), 3);
-        insert(c, "a", 4, "x", "{}", 11).unwrap();
+        insert_many(c, &[("a".to_string(), 4, "x", "{}".into())], 11).unwrap();
         assert_eq!(count(c, "SELECT max(id) AS n FROM user_events"), 4, "a new id after every pruned one");
         assert_eq!(after(c, "a", 0, 10).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
+    }
+
+    /// Event rows stored several to a statement come back exactly as given, in order, whatever
+    /// their number against the statement sizes (32, 8, 1; `db::multirow`).
+    #[test]
+    fn rows_stored_several_to_a_statement_are_all_there_in_order() {
+        let (_dir, db) = migrated_with_users(&["a", "b"]);
+        let mut c = db.get().unwrap();
+        let c: &mut DbConnection = &mut c;
+        let mut next = [0i64; 2];
+        let mut want: Vec<StoredEvent> = Vec::new();
+        for (round, n) in [0usize, 1, 7, 8, 9, 31, 32, 33, 77].into_iter().enumerate() {
+            let rows: Vec<EventRow> = (0..n)
+                .map(|i| {
+                    let u = i % 2;
+                    next[u] += 1;
+                    let user = ["a", "b"][u].to_string();
+                    (
+                        user,
+                        next[u],
+                        if i % 3 == 0 { "new_message" } else { "message_sent" },
+                        format!("{{\"r\":{round},\"i\":{i}}}").into(),
+                    )
+                })
+                .collect();
+            let at = 100 + round as i64;
+            insert_many(c, &rows, at).unwrap();
+            want.extend(rows.iter().map(|(user, seq, name, data)| StoredEvent {
+                user_id: user.clone(),
+                seq: *seq,
+                name: name.to_string(),
+                data: data.to_string(),
+                created_at: at,
+            }));
+        }
+        assert_eq!(want.len(), 198);
+        for user in ["a", "b"] {
+            let mine: Vec<StoredEvent> = want.iter().filter(|e| e.user_id == user).cloned().collect();
+            assert_eq!(after(c, user, 0, 1_000).unwrap(), mine, "{user}'s events");
+        }
+        #[derive(QueryableByName)]
+        struct Order {
+            #[diesel(sql_type = Text)]
+            data: String,
+        }
+        let stored: Vec<String> = diesel::sql_query("SELECT data FROM user_events ORDER BY id")
+            .load::<Order>(c)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.data)
+            .collect();
+        assert_eq!(stored, want.iter().map(|e| e.data.clone()).collect::<Vec<_>>(), "stored in the order given");
     }
 
     /// Seqs are handed out gapless per user, counting on from what is stored, inside write
