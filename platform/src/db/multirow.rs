@@ -1,7 +1,7 @@
 //! Multi-row `INSERT`s on SQLite whose statements are prepared once per connection.
 //!
 //! A writer thread that stores many rows of one table per transaction (the event writer's
-//! messages and events) pays, per statement run, SQLite's reset, binding and VDBE start-up and
+//! `user_events` rows, two per direct message) pays, per statement run, SQLite's reset, binding and VDBE start-up and
 //! diesel's walk over the query. One statement for several rows pays those once. Diesel's own
 //! batch insert builds a new statement text for every row count and never caches it, so rows
 //! are sent here in runs of three fixed sizes ([`BIG`], 8, 1), each a statement type of its own
@@ -13,8 +13,8 @@ use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sqlite::{Sqlite, SqliteConnection};
 use diesel::{QueryResult, RunQueryDsl};
 
-/// Rows in the largest statement. With 8 columns that is 256 parameters, far under SQLite's
-/// limit (32,766).
+/// Rows in the largest statement: 32 × the row's columns parameters, far under SQLite's limit
+/// (32,766) for any table here.
 pub const BIG: usize = 32;
 
 /// A row of a table that [`insert`] stores.
@@ -23,7 +23,8 @@ pub trait Row {
     const HEAD: &'static str;
     /// A `'static` type naming the row kind, for the statement's query id.
     type Kind: 'static;
-    /// Pushes the row's `(?, ?, …)` with its values bound, in [`Row::HEAD`]'s column order.
+    /// Pushes the row's values as `?, ?, …` (bound, in [`Row::HEAD`]'s column order); the
+    /// parentheses around them and the commas between rows are [`insert`]'s.
     fn walk<'b>(&'b self, out: &mut AstPass<'_, 'b, Sqlite>) -> QueryResult<()>;
 }
 
@@ -67,10 +68,9 @@ impl<R: Row, const N: usize> QueryFragment<Sqlite> for Insert<'_, R, N> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         out.push_sql(R::HEAD);
         for (i, row) in self.rows.iter().enumerate() {
-            if i > 0 {
-                out.push_sql(", ");
-            }
+            out.push_sql(if i == 0 { "(" } else { ", (" });
             row.walk(&mut out)?;
+            out.push_sql(")");
         }
         Ok(())
     }

@@ -113,7 +113,6 @@ impl multirow::Row for NewEvent<'_> {
     type Kind = NewEvent<'static>;
     fn walk<'b>(&'b self, out: &mut AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         let (user, seq, name, data) = self.row;
-        out.push_sql("(");
         out.push_bind_param::<Text, _>(user)?;
         out.push_sql(", ");
         out.push_bind_param::<BigInt, _>(seq)?;
@@ -123,7 +122,6 @@ impl multirow::Row for NewEvent<'_> {
         out.push_bind_param::<Text, _>(&**data)?;
         out.push_sql(", ");
         out.push_bind_param::<BigInt, _>(&self.at)?;
-        out.push_sql(")");
         Ok(())
     }
 }
