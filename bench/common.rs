@@ -46,7 +46,18 @@ pub fn start(n: usize, env: &[(&str, &str)]) -> (Server, Vec<String>, Vec<String
                 seccollab::auth::users::Role::User,
             )
             .expect("create user");
-            let (s, _) = seccollab::auth::sessions::create(c, &state.keys.master, &u.id, 3600, None, None).unwrap();
+            let (s, _) = seccollab::auth::sessions::create(
+                c,
+                &state.keys.master,
+                seccollab::auth::sessions::NewSession {
+                    user_id: u.id.clone(),
+                    ttl_secs: 3600,
+                    ip: None,
+                    user_agent: None,
+                    mfa_passed: false,
+                },
+            )
+            .unwrap();
             tokens.push(seccollab::auth::tokens::issue(&state.keys.jwt_signing, &u.id, &s.id, 900));
             ids.push(u.id);
         }

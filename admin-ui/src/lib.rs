@@ -352,6 +352,21 @@ pub struct SystemPage {
     pub storage: StorageRow,
     /// The configuration as TOML, secrets redacted.
     pub config: String,
+    /// Objects the database does not know, kept aside under `<data_dir>/orphans`.
+    pub orphans: Vec<OrphanRow>,
+    /// Where they are kept, and for how many days.
+    pub orphans_dir: String,
+    pub orphan_retention_days: u64,
+    /// A peer that sent `X-Forwarded-For` without being a trusted proxy, if one did.
+    pub untrusted_forwarder: Option<String>,
+}
+
+/// An object kept aside because the database did not know it.
+#[derive(Debug, Clone)]
+pub struct OrphanRow {
+    pub key: String,
+    pub bytes: u64,
+    pub moved_at: String,
 }
 
 #[derive(Debug, Clone)]

@@ -219,10 +219,11 @@ pub fn backup(cfg: &Config, dir: &Path) -> Result<Summary, String> {
                 .load(&mut conn)
                 .map_err(|e| format!("snapshot: {e}"))?;
             let target = partial.join("database.pgdump");
-            let out = std::process::Command::new(pg_dump)
+            let (safe_url, password) = split_password(&url)?;
+            let out = pg_command(pg_dump, password)
                 .args(["--format=custom", "--no-owner", "--no-privileges", "--snapshot", &snap.id, "--file"])
                 .arg(&target)
-                .arg(&url)
+                .arg(&safe_url)
                 .output()
                 .map_err(|e| format!("pg_dump: {e}"))?;
             if !out.status.success() {
@@ -339,9 +340,10 @@ pub fn restore(cfg: &Config, dir: &Path) -> Result<Summary, String> {
         if c.n > 0 {
             return Err("the PostgreSQL database is not empty: restore needs an empty database".into());
         }
-        let out = std::process::Command::new(pg_tool("pg_restore")?)
+        let (safe_url, password) = split_password(&url)?;
+        let out = pg_command(pg_tool("pg_restore")?, password)
             .args(["--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction", "--dbname"])
-            .arg(&url)
+            .arg(&safe_url)
             .arg(dir.join("database.pgdump"))
             .output()
             .map_err(|e| format!("pg_restore: {e}"))?;
@@ -393,4 +395,45 @@ pub fn restore(cfg: &Config, dir: &Path) -> Result<Summary, String> {
     let db = Db::open(cfg).map_err(|e| e.to_string())?;
     db.migrate().map_err(|e| e.to_string())?;
     Ok(Summary::of(dir, manifest, bytes, started))
+}
+
+/// The database URL without its password, and the password (decoded): the PostgreSQL tools get
+/// it through `PGPASSWORD`, never on their command line, where `ps` would show it.
+fn split_password(database_url: &str) -> Result<(String, Option<String>), String> {
+    let mut u = url::Url::parse(database_url).map_err(|e| format!("database.url: {e}"))?;
+    let password = u.password().map(percent_decode);
+    if password.is_some() {
+        u.set_password(None).map_err(|()| "database.url: cannot remove the password".to_string())?;
+    }
+    Ok((u.to_string(), password))
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("p={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// A PostgreSQL tool with the password (if any) in its environment.
+fn pg_command(tool: impl AsRef<std::ffi::OsStr>, password: Option<String>) -> std::process::Command {
+    let mut c = std::process::Command::new(tool);
+    if let Some(p) = password {
+        c.env("PGPASSWORD", p);
+    }
+    c
+}
+
+#[cfg(test)]
+mod password_tests {
+    use super::*;
+
+    #[test]
+    fn the_password_leaves_the_url_for_the_environment() {
+        let (u, p) = split_password("postgres://sc:s%40cr%2Bet+x@db.example:5432/seccollab?sslmode=require").unwrap();
+        assert_eq!(u, "postgres://sc@db.example:5432/seccollab?sslmode=require");
+        assert_eq!(p.as_deref(), Some("s@cr+et+x"));
+        let (u, p) = split_password("postgres://postgres@127.0.0.1:5432/x").unwrap();
+        assert_eq!((u.as_str(), p), ("postgres://postgres@127.0.0.1:5432/x", None));
+    }
 }

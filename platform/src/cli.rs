@@ -55,11 +55,32 @@ enum Command {
     /// Automatic security responses (break-glass).
     #[command(subcommand)]
     Security(SecurityCmd),
+    /// Stored objects the database does not know.
+    #[command(subcommand)]
+    Storage(StorageCmd),
     /// Rescan stored files with the current YARA rules (e.g. after a rule change).
     Scan {
         /// Every file (the only mode for now).
         #[arg(long, required = true)]
         all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StorageCmd {
+    /// List the objects the database knows no file for (in the store, and kept aside under
+    /// `<data_dir>/orphans`) as JSON. Nothing is deleted.
+    Orphans {
+        /// Move the store's orphans aside (refused beyond `storage.orphan_max_share` of the
+        /// store, or when the database knows no file, unless `--all`).
+        #[arg(long)]
+        move_aside: bool,
+        /// With `--move-aside`: every orphan, however many.
+        #[arg(long, requires = "move_aside")]
+        all: bool,
+        /// Put a moved-aside object back into the store (the right database is back).
+        #[arg(long, conflicts_with = "move_aside")]
+        put_back: Option<String>,
     },
 }
 
@@ -101,8 +122,15 @@ enum SecurityCmd {
 
 #[derive(Debug, Subcommand)]
 enum AuditCmd {
-    /// Check the hash chain; exit 0 when intact, 1 when tampered.
+    /// Check the hash chain and its anchor; exit 0 when intact, 1 when tampered.
     Verify,
+    /// Anchor the current head now (forward along the chain only; refused when the log is
+    /// behind or off its anchor). With `--reset`: anchor the current head whatever the last
+    /// anchor said — after an investigated mismatch; audited.
+    Anchor {
+        #[arg(long)]
+        reset: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,8 +196,10 @@ pub fn main() -> ExitCode {
         }
         Command::User(cmd) => user(cfg, cmd),
         Command::Audit(AuditCmd::Verify) => audit_verify(cfg),
+        Command::Audit(AuditCmd::Anchor { reset }) => audit_anchor(cfg, reset),
         Command::Security(SecurityCmd::Unblock { ip, all: _ }) => unblock(cfg, ip),
         Command::Scan { all: _ } => scan_all(cfg),
+        Command::Storage(StorageCmd::Orphans { move_aside, all, put_back }) => orphans(cfg, move_aside, all, put_back),
         Command::Plugins(PluginsCmd::List) => {
             let reg = crate::plugins::Registry::load(&cfg);
             let list = reg.list();
@@ -255,7 +285,10 @@ fn user(cfg: Config, cmd: UserCmd) -> ExitCode {
             UserCmd::Disable { user } => {
                 let u = users::find(&mut conn, &user).map_err(|e| e.to_string())?;
                 users::set_disabled(&mut conn, &u.id, true).map_err(|e| e.to_string())?;
-                crate::auth::sessions::revoke_all(&mut conn, &u.id, None, "disabled").map_err(|e| e.to_string())?;
+                let sids =
+                    crate::auth::sessions::revoke_all(&mut conn, &u.id, None, "disabled").map_err(|e| e.to_string())?;
+                // Running servers (PostgreSQL) drop these sessions and close their sockets now.
+                crate::realtime::notify::announce_sessions(&state.db, "cli", &sids);
                 state
                     .audit
                     .append_blocking(
@@ -315,6 +348,75 @@ fn unblock(cfg: Config, ip: Option<std::net::IpAddr>) -> ExitCode {
     match code {
         Ok(n) => {
             println!("lifted {n} block(s)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn orphans(cfg: Config, move_aside: bool, all: bool, put_back: Option<String>) -> ExitCode {
+    use crate::files::orphans::{self, Sweep};
+    let state = match crate::open_state_with_plugins(cfg) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let result = (|| -> Result<serde_json::Value, String> {
+        if let Some(key) = put_back {
+            let bytes = orphans::put_back(&state, &key)?;
+            return Ok(serde_json::json!({"put_back": key, "bytes": bytes}));
+        }
+        if move_aside {
+            let report = orphans::sweep(&state, if all { Sweep::All } else { Sweep::Cautious })?;
+            if let Some(why) = &report.held {
+                return Err(format!("{why} (add --all to move them anyway)"));
+            }
+            return serde_json::to_value(&report).map_err(|e| e.to_string());
+        }
+        let (in_store, objects, known) = orphans::find(&state)?;
+        let aside = orphans::list_aside(&state.config.storage.data_dir)?;
+        Ok(serde_json::json!({"objects": objects, "files_known": known, "in_store": in_store, "aside": aside}))
+    })();
+    state.events.shutdown_blocking();
+    state.audit.shutdown_blocking();
+    match result {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn audit_anchor(cfg: Config, reset: bool) -> ExitCode {
+    let db = match crate::db::Db::open(&cfg).and_then(|db| db.migrate().map(|_| db)) {
+        Ok(db) => db,
+        Err(e) => return fail(e),
+    };
+    let keys = match crate::keys::Keys::load_or_create(&cfg.keys_dir()) {
+        Ok(k) => k,
+        Err(e) => return fail(e),
+    };
+    let dir = &cfg.storage.data_dir;
+    if !reset {
+        return match crate::audit::anchor::write(&db, &keys, dir) {
+            Ok(seq) => {
+                println!("{}", serde_json::json!({"anchored_seq": seq}));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    let before = crate::audit::anchor::check(&db, &keys, dir).ok();
+    // The reset is itself recorded first, so the new anchor covers its entry.
+    let audit = crate::audit::AuditLog::start(db.clone(), cfg.audit.batch_max, cfg.audit.queue_capacity);
+    let _ = audit.append_blocking(
+        NewAuditEntry::new(crate::audit::AuditAction::AuditAnchorReset, Outcome::Success)
+            .details(serde_json::json!({"via": "cli", "previous": before})),
+    );
+    audit.shutdown_blocking();
+    match crate::audit::anchor::reset(&db, &keys, dir) {
+        Ok(seq) => {
+            println!("{}", serde_json::json!({"anchored_seq": seq, "reset": true}));
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
@@ -459,11 +561,20 @@ fn backup_restore(cfg: Config, dir: &std::path::Path, backup: bool) -> ExitCode 
     };
     // Recorded in the audit log of the installation (for a restore: the restored one).
     if let Ok(db) = crate::db::Db::open(&cfg) {
-        let audit = crate::audit::AuditLog::start(db, cfg.audit.batch_max, cfg.audit.queue_capacity);
+        let audit = crate::audit::AuditLog::start(db.clone(), cfg.audit.batch_max, cfg.audit.queue_capacity);
         let _ = audit.append_blocking(NewAuditEntry::new(action, Outcome::Success).details(serde_json::json!({
             "dir": summary.dir, "objects": summary.objects, "bytes": summary.bytes, "missing": summary.missing,
         })));
         audit.shutdown_blocking();
+        // A restore is the operator's deliberate step back: the restored log is anchored anew.
+        if !backup {
+            let anchored = crate::keys::Keys::load_or_create(&cfg.keys_dir())
+                .map_err(|e| e.to_string())
+                .and_then(|keys| crate::audit::anchor::reset(&db, &keys, &cfg.storage.data_dir));
+            if let Err(e) = anchored {
+                eprintln!("warning: the restored audit log was not anchored: {e}");
+            }
+        }
     }
     if summary.missing > 0 {
         eprintln!("warning: {} objects were deleted while the backup ran; their files are gone", summary.missing);

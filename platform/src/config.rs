@@ -165,11 +165,24 @@ pub struct StorageConfig {
     /// default) or the name of an enabled storage plugin, e.g. `s3` with
     /// `[plugins.enabled.s3]` (docs/plugins.md).
     pub backend: String,
+    /// Objects the database does not know are moved aside to `<data_dir>/orphans` (never
+    /// deleted on sight) and kept this many days before they are removed.
+    pub orphan_retention_days: u64,
+    /// The start-up sweep moves orphans aside only while they are at most this share of the
+    /// store (and the database knows at least one file); beyond it — a wrong or empty
+    /// database, say — it moves nothing, raises an alert and leaves it to
+    /// `seccollab storage orphans --move-aside --all`.
+    pub orphan_max_share: f64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("./data"), backend: "local".into() }
+        Self {
+            data_dir: PathBuf::from("./data"),
+            backend: "local".into(),
+            orphan_retention_days: 30,
+            orphan_max_share: 0.05,
+        }
     }
 }
 
@@ -197,11 +210,22 @@ pub struct AuthConfig {
     pub access_token_ttl_secs: u64,
     /// Lifetime of a session (its refresh tokens) in days.
     pub session_ttl_days: u64,
+    /// Per sign-in provider, the e-mail domains whose existing password accounts its sign-in
+    /// may link by verified e-mail (e.g. `oidc_link_domains = { google = ["example.org"] }`
+    /// for a provider that is the organisation's own directory). Elsewhere an existing account
+    /// with a password is linked only from its own signed-in session (`/api/auth/link/{provider}`,
+    /// the account page); an administrator's never automatically.
+    pub oidc_link_domains: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { registration: Registration::Invite, access_token_ttl_secs: 900, session_ttl_days: 30 }
+        Self {
+            registration: Registration::Invite,
+            access_token_ttl_secs: 900,
+            session_ttl_days: 30,
+            oidc_link_domains: std::collections::BTreeMap::new(),
+        }
     }
 }
 

@@ -83,10 +83,13 @@ impl AppState {
         http::ApiError::unavailable("storage is unavailable; try again shortly", secs)
     }
 
-    /// Sessions were revoked: forget them in the cache and close their WebSockets.
+    /// Sessions were revoked or changed (signed out, disabled, MFA dropped, held for
+    /// re-verification): forget them in the cache and close their WebSockets, here and, through
+    /// PostgreSQL, on every other node at once. Call it after the change committed.
     pub fn sessions_revoked(&self, sids: &[String]) {
         self.sessions.forget(sids);
         self.hub.close_sessions(sids);
+        realtime::notify::announce_sessions(&self.db, &self.node_id, sids);
     }
 }
 
@@ -119,7 +122,12 @@ pub fn api_routes() -> Vec<Route> {
     r.extend(system::routes());
     r.extend(audit::routes::routes());
     r.extend(auth::routes::routes());
-    r.extend(rocket::routes![auth::oauth::providers, auth::oauth::login, auth::oauth::callback]);
+    r.extend(rocket::routes![
+        auth::oauth::providers,
+        auth::oauth::login,
+        auth::oauth::link_start,
+        auth::oauth::callback
+    ]);
     r.extend(auth::admin_routes::routes());
     r.extend(files::routes::routes());
     r.extend(messages::routes::routes());
@@ -214,13 +222,16 @@ fn open_state_inner(cfg: Config, with_plugins: bool) -> Result<AppState, StartEr
         tracing::info!(applied, "database migrations applied");
     }
     let audit = AuditLog::start(db.clone(), cfg.audit.batch_max, cfg.audit.queue_capacity);
-    let yara = security::scan::YaraScanner::load(&cfg.security.policy_dir.join("yara")).map_err(StartError::Policy)?;
+    let yara = security::scan::YaraScanner::load(&cfg.security.policy_dir.join("yara"))
+        .map_err(StartError::Policy)?
+        .with_timeout(policy.scan.timeout_secs);
     let plugins = if with_plugins { plugins::Registry::load(&cfg) } else { plugins::Registry::load_storage(&cfg) };
     let guarded = plugins.storage_backend(&cfg).map_err(StartError::Storage)?;
     let storage_breaker = guarded.breaker.clone();
     let storage: Arc<dyn seccollab_plugin_api::StorageBackend> = guarded;
     let scanner = security::scan::ScanService::new(Arc::new(yara), policy.scan.max_bytes, policy.scan.workers)
-        .with_plugins(&plugins.scanners);
+        .with_plugins(&plugins.scanners)
+        .with_oversize(policy.scan.oversize);
     let plugin_notify = Arc::new(plugins::Dispatcher::start(&plugins.notifiers));
     let hub = Arc::new(realtime::hub::Hub::default());
     let node_id = uuid::Uuid::now_v7().simple().to_string();
@@ -260,9 +271,11 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     let state = tokio::task::spawn_blocking(move || open_state_with_plugins(cfg))
         .await
         .map_err(|e| StartError::Http(e.to_string()))??;
-    // Objects without a record are left by uploads a crash interrupted. Only `serve` on SQLite
-    // collects them: there it is the only process writing objects. (A CLI command or a second
-    // PostgreSQL node could otherwise delete the object of an upload in flight elsewhere.)
+    // Objects without a record are left by uploads a crash interrupted, or look so when the
+    // database is the wrong one: they are moved aside, never deleted, and not at all when they
+    // are more than a small share of the store (`files::orphans`). Only `serve` on SQLite
+    // sweeps: there it is the only process writing objects. (A CLI command or a second
+    // PostgreSQL node could otherwise move the object of an upload in flight elsewhere.)
     // Partial objects of interrupted uploads: all of them on SQLite (this is the only writer),
     // on PostgreSQL only those idle for an hour (another node may be writing its own).
     // (A storage plugin keeps partial uploads invisible on its side, e.g. S3 multipart uploads.)
@@ -275,10 +288,16 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     }
     if single {
         let st = state.clone();
-        tokio::task::spawn_blocking(move || files::collect_orphans(&st))
+        let report = tokio::task::spawn_blocking(move || files::orphans::sweep(&st, files::orphans::Sweep::Cautious))
             .await
             .map_err(|e| StartError::Http(e.to_string()))?
             .map_err(StartError::Storage)?;
+        if let Some(why) = &report.held {
+            tracing::error!(orphans = report.orphans.len(), objects = report.objects, "{why}");
+            let st = state.clone();
+            let (why, n) = (why.clone(), report.orphans.len());
+            let _ = tokio::task::spawn_blocking(move || files::orphans::alert_held(&st, &why, n)).await;
+        }
     }
     let audit = state.audit.clone();
     security::scan::ScanService::start(&state);
@@ -298,7 +317,15 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     notify::email::Mailer::start(&state);
     if state.db.backend() == db::Backend::Postgres {
         let url = state.config.database_url();
-        realtime::notify::start_listener(state.db.clone(), url, state.hub.clone(), state.node_id.clone());
+        let (sessions, hub) = (state.sessions.clone(), state.hub.clone());
+        let on_sessions: realtime::notify::OnSessions = Arc::new(move |sids: Option<&[String]>| match sids {
+            Some(sids) => {
+                sessions.forget(sids);
+                hub.close_sessions(sids);
+            }
+            None => sessions.clear(),
+        });
+        realtime::notify::start_listener(state.db.clone(), url, state.hub.clone(), state.node_id.clone(), on_sessions);
     }
     let (hub, events, mailer) = (state.hub.clone(), state.events.clone(), state.mailer.clone());
     let anchor_state = state.clone();
@@ -323,12 +350,7 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     // The final head, anchored outside the database.
     if anchor_state.config.audit.anchor_interval_secs > 0 {
         let st = anchor_state;
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = audit::anchor::write(&st.db, &st.keys, &st.config.storage.data_dir) {
-                tracing::error!(error = %e, "audit head not anchored at shutdown");
-            }
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || audit::anchor::anchor_or_alert(&st)).await;
     }
     tracing::info!("stopped; audit log flushed");
     result.map(|_| ()).map_err(|e| StartError::Http(e.to_string()))

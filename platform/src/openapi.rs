@@ -78,6 +78,7 @@ use utoipa::OpenApi;
         crate::plugins::routes::list,
         crate::auth::oauth::providers,
         crate::auth::oauth::login,
+        crate::auth::oauth::link_start,
         crate::auth::oauth::callback,
     ),
     modifiers(&BearerAuth)

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::auth::{admin_token, login, register, totp, user_token, PASSWORD};
+use crate::auth::{login, register, totp, user_token, PASSWORD};
 use crate::both_backends;
 use crate::harness::{Backend, Server, TestDb};
 
@@ -74,13 +74,13 @@ impl<'a> Browser<'a> {
         self.send("GET", path, None)
     }
 
-    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+    pub(crate) fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         self.send("POST", path, Some(form))
     }
 }
 
 /// The value of the first `<input name="NAME" value="...">` (or of `<code id="NAME">`).
-fn field(html: &str, name: &str) -> String {
+pub(crate) fn field(html: &str, name: &str) -> String {
     let key = format!("name=\"{name}\" value=\"");
     if let Some(i) = html.find(&key) {
         let rest = &html[i + key.len()..];
@@ -133,7 +133,9 @@ pub(crate) fn first_sign_in<'a>(srv: &'a Server) -> (Browser<'a>, String) {
 
 both_backends!(an_admin_signs_in_with_mfa_and_uses_every_page, |bk: Backend| {
     let srv = Server::start_with(TestDb::new(bk), &[("SECCOLLAB_AUTH__REGISTRATION", "open")]);
-    let api_admin = admin_token(&srv);
+    // An auditor admin on the API; root is enrolled through the console below.
+    let api_admin = crate::auth::admin_token_for(&srv, "auditor@example.org");
+    crate::auth::admin_password_only(&srv, "root@example.org");
     // A user with a hostile display name, and one who will be locked out.
     let r = crate::auth::post(
         &srv,
@@ -316,7 +318,7 @@ both_backends!(an_admin_signs_in_with_mfa_and_uses_every_page, |bk: Backend| {
 #[test]
 fn mfa_sign_in_non_admins_and_timeouts() {
     let srv = Server::start_with(TestDb::new(Backend::Sqlite), &[("SECCOLLAB_AUTH__REGISTRATION", "open")]);
-    admin_token(&srv);
+    crate::auth::admin_password_only(&srv, "root@example.org");
     let (mut b, secret) = first_sign_in(&srv);
     let csrf = field(&b.get("/admin").body, "csrf");
     assert_eq!(b.post("/admin/logout", &[("csrf", &csrf)]).status, 303);
@@ -369,7 +371,7 @@ fn mfa_sign_in_non_admins_and_timeouts() {
 #[test]
 fn every_console_route_refuses_non_admins() {
     let srv = Server::start_with(TestDb::new(Backend::Sqlite), &[("SECCOLLAB_AUTH__REGISTRATION", "open")]);
-    admin_token(&srv);
+    crate::auth::admin_password_only(&srv, "root@example.org");
     let user = user_token(&srv, "nina@example.org");
     let bearer = format!("Bearer {}", user["token"].as_str().unwrap());
     let before = srv.db.sql("SELECT count(*) FROM users WHERE disabled");
@@ -434,7 +436,7 @@ fn every_console_route_refuses_non_admins() {
 #[test]
 fn held_accounts_are_listed_with_their_undo_and_a_held_admin_signs_in_again() {
     let srv = crate::auth::open_server(Backend::Sqlite);
-    let _ = admin_token(&srv);
+    crate::auth::admin_password_only(&srv, "root@example.org");
     let sus = register(&srv, "sus@example.org")["id"].as_str().unwrap().to_string();
     let held = user_token(&srv, "held@example.org");
     let held_id = held["user"]["id"].as_str().unwrap().to_string();

@@ -55,17 +55,58 @@ pub fn user_token(srv: &Server, email: &str) -> Value {
     r.json()
 }
 
-/// An admin created with the CLI (as an operator would) and signed in.
-pub fn admin_token(srv: &Server) -> String {
+/// An admin created with the CLI (as an operator would), signed in with its password only: the
+/// session has not passed a second factor, so the admin API answers 403 `mfa_required`.
+pub fn admin_password_only(srv: &Server, email: &str) -> String {
     let (code, _, err) = run_cli(
         &srv.db.env(),
-        &["user", "add", "--email", "root@example.org", "--display-name", "Root", "--admin", "--password-stdin"],
+        &["user", "add", "--email", email, "--display-name", "Root", "--admin", "--password-stdin"],
         Some(&format!("{PASSWORD}\n")),
     );
     assert_eq!(code, 0, "{err}");
-    let r = login(srv, "root@example.org", PASSWORD);
+    let r = login(srv, email, PASSWORD);
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()["token"].as_str().unwrap().to_string()
+}
+
+/// Enrols TOTP for the signed-in `token`'s account; returns the secret and the recovery codes.
+pub fn enrol_mfa(srv: &Server, token: &str) -> (String, Vec<String>) {
+    let setup = post(srv, "/api/auth/mfa/setup", Some(token), json!({}));
+    assert_eq!(setup.status, 200, "{}", setup.text());
+    let secret = setup.json()["secret"].as_str().unwrap().to_string();
+    let r = post(srv, "/api/auth/mfa/enable", Some(token), json!({"totp_code": totp(&secret, "")}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let codes =
+        r.json()["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    (secret, codes)
+}
+
+/// Both sign-in steps with a recovery code (never replayed: each is used once).
+pub fn login_with_code(srv: &Server, email: &str, code: &str) -> crate::harness::Resp {
+    let step1 = login(srv, email, PASSWORD);
+    assert_eq!(step1.status, 200, "{}", step1.text());
+    let mfa_token = step1.json()["mfa_token"].as_str().expect("an MFA challenge").to_string();
+    post(srv, "/api/auth/verify-mfa", None, json!({"mfa_token": mfa_token, "totp_code": code}))
+}
+
+/// An admin created with the CLI (as an operator would), enrolled in MFA and signed in through
+/// both steps: the session the admin API accepts.
+pub fn admin_token(srv: &Server) -> String {
+    admin_token_for(srv, "root@example.org")
+}
+
+/// [`admin_token`] for another address.
+pub fn admin_token_for(srv: &Server, email: &str) -> String {
+    admin_with_codes(srv, email).0
+}
+
+/// [`admin_token_for`], with the recovery codes left (the first is used up) for more sign-ins.
+pub fn admin_with_codes(srv: &Server, email: &str) -> (String, Vec<String>) {
+    let first = admin_password_only(srv, email);
+    let (_, mut codes) = enrol_mfa(srv, &first);
+    let r = login_with_code(srv, email, &codes.remove(0));
+    assert_eq!(r.status, 200, "{}", r.text());
+    (r.json()["token"].as_str().unwrap().to_string(), codes)
 }
 
 /// A TOTP code from `oathtool` (the independent implementation) for `now OFFSET`.

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::webdriver::{Browser, Driver};
 
-use crate::auth::{admin_token, login, register, totp, PASSWORD};
+use crate::auth::{login, register, totp, PASSWORD};
 use crate::harness::{Backend, Server, TestDb};
 
 fn artifacts_dir() -> PathBuf {
@@ -22,7 +22,9 @@ fn artifacts_dir() -> PathBuf {
 #[test]
 fn an_admin_works_through_the_console_in_chromium() {
     let srv = Server::start_with(TestDb::new(Backend::Sqlite), &[("SECCOLLAB_AUTH__REGISTRATION", "open")]);
-    let api_admin = admin_token(&srv);
+    // An auditor admin on the API; root is enrolled through the console below.
+    let api_admin = crate::auth::admin_token_for(&srv, "auditor@example.org");
+    crate::auth::admin_password_only(&srv, "root@example.org");
     let hostile = "<script>alert(1)</script>";
     let r = crate::auth::post(
         &srv,

@@ -19,5 +19,6 @@ mod packaging;
 mod plugins;
 mod realtime;
 mod schedules;
+mod security_depth;
 mod web_ui;
 mod webdriver;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::auth::{admin_token, get, login, post, PASSWORD};
+use crate::auth::{admin_token, admin_with_codes, get, login, login_with_code, post, PASSWORD};
 use crate::both_backends;
 use crate::harness::{policy_dir_with, Backend, Server, TestDb};
 use crate::realtime::{user, Ws};
@@ -94,7 +94,7 @@ both_backends!(anomaly_rules_fire_once_per_window_and_not_on_normal_traffic, |b:
             ("SECCOLLAB_SMTP__PORT", "9"),
         ],
     );
-    let admin = admin_token(&srv);
+    let (admin, mut codes) = admin_with_codes(&srv, "root@example.org");
     let root = srv.db.sql("SELECT id FROM users WHERE email = 'root@example.org'");
     let mut live = Ws::connect(&srv, &admin);
     let (ann, bob, cat, dan) = (
@@ -124,7 +124,7 @@ both_backends!(anomaly_rules_fire_once_per_window_and_not_on_normal_traffic, |b:
         assert_eq!(r.status, 200, "{}", r.text());
     };
     share(&bob.id);
-    login(&srv, "root@example.org", PASSWORD);
+    assert_eq!(login_with_code(&srv, "root@example.org", &codes.remove(0)).status, 200);
     settle();
     assert!(anomaly_kinds(&srv, &admin).is_empty(), "normal traffic raised {:?}", anomaly_kinds(&srv, &admin));
 
@@ -174,16 +174,24 @@ both_backends!(anomaly_rules_fire_once_per_window_and_not_on_normal_traffic, |b:
     assert_eq!(a["subject_id"], ann.id.as_str());
 
     // An admin signing in from a new user agent (the same one as before raises nothing).
-    login(&srv, "root@example.org", PASSWORD);
+    assert_eq!(login_with_code(&srv, "root@example.org", &codes.remove(0)).status, 200);
     settle();
     assert!(alerts(&srv, &admin, "admin_new_location").is_empty(), "a known place is not an anomaly");
-    let r = srv.request(
+    let evil = [("Content-Type", "application/json"), ("User-Agent", "EvilBrowser/9.0")];
+    let step1 = srv.request(
         "POST",
         "/api/auth/login",
-        &[("Content-Type", "application/json"), ("User-Agent", "EvilBrowser/9.0")],
+        &evil,
         Some(json!({"email": "root@example.org", "password": PASSWORD}).to_string().as_bytes()),
     );
-    assert_eq!(r.status, 200);
+    assert_eq!(step1.status, 200);
+    let r = srv.request(
+        "POST",
+        "/api/auth/verify-mfa",
+        &evil,
+        Some(json!({"mfa_token": step1.json()["mfa_token"], "totp_code": codes.remove(0)}).to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
     let a = one_alert(&srv, &admin, "admin_new_location");
     assert_eq!(a["subject_id"], root.as_str());
     assert!(a["details"]["summary"].as_str().unwrap().contains("EvilBrowser/9.0"), "{a}");

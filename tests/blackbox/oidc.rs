@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::auth::{get, open_server_env, register};
+use crate::auth::{get, login, open_server_env, register, PASSWORD};
 use crate::harness::{repo_root, wait_until, Backend, Server, BIN};
 
 const CLIENT_ID: &str = "seccollab-test";
@@ -108,6 +108,8 @@ fn server(p: &Provider, plugin_dir: &tempfile::TempDir) -> Server {
 struct Browser {
     agent: ureq::Agent,
     jars: HashMap<String, HashMap<String, String>>,
+    /// A bearer token sent to the server (never to the provider): a signed-in API client.
+    bearer: Option<(String, String)>,
 }
 
 struct Page {
@@ -123,7 +125,7 @@ fn site(url: &str) -> String {
 
 impl Browser {
     fn new() -> Self {
-        Self { agent: ureq::AgentBuilder::new().redirects(0).build(), jars: HashMap::new() }
+        Self { agent: ureq::AgentBuilder::new().redirects(0).build(), jars: HashMap::new(), bearer: None }
     }
 
     fn cookie_header(&self, url: &str) -> Option<String> {
@@ -150,6 +152,11 @@ impl Browser {
         if let Some(c) = self.cookie_header(url) {
             req = req.set("Cookie", &c);
         }
+        if let Some((host, token)) = &self.bearer {
+            if site(url) == *host {
+                req = req.set("Authorization", &format!("Bearer {token}"));
+            }
+        }
         let res = match form {
             Some(f) => req.send_form(f),
             None => req.call(),
@@ -175,7 +182,12 @@ impl Browser {
 /// Starts a sign-in at the server and signs in at the provider as `login`; returns the callback
 /// query (`code`, `state`) the provider sent the browser back with.
 fn sign_in_at_provider(b: &mut Browser, srv: &Server, login: &str) -> HashMap<String, String> {
-    let start = b.send("GET", &srv.url("/api/auth/login/test"), None);
+    round_trip(b, srv, "/api/auth/login/test", login)
+}
+
+/// The browser's round trip from `start` (a sign-in or a link) through the provider.
+fn round_trip(b: &mut Browser, srv: &Server, start: &str, login: &str) -> HashMap<String, String> {
+    let start = b.send("GET", &srv.url(start), None);
     assert_eq!(start.status, 303, "{}", start.body);
     let mut url = start.location.expect("redirect to the provider");
     assert!(url.contains("code_challenge_method=S256") && url.contains("nonce="), "{url}");
@@ -299,13 +311,45 @@ fn openid_connect_sign_in_creates_links_and_refuses_forgeries() {
     assert_eq!((st, body["error"]["code"].as_str()), (401, Some("oidc_failed")), "{body}");
     assert!(body["error"]["message"].as_str().unwrap().to_lowercase().contains("nonce"), "{body}");
 
-    // An existing password account is linked by its verified e-mail, not duplicated.
+    // An existing password account is never linked by its e-mail alone (the provider's
+    // account could belong to someone else): 409, nothing linked.
     let bob = register(&srv, "bob@example.org");
     let mut b = Browser::new();
+    let q = sign_in_at_provider(&mut b, &srv, "bob");
+    let (st, body) = callback(&mut b, &srv, &q["code"], &q["state"]);
+    assert_eq!((st, body["error"]["code"].as_str()), (409, Some("link_required")), "{body}");
+    assert_eq!(srv.db.sql("SELECT count(*) FROM oauth_identities"), "1", "only alice's identity");
+    // Linked from bob's own signed-in session instead; he is told, in-app.
+    let bob_tok = login(&srv, "bob@example.org", PASSWORD).json()["token"].as_str().unwrap().to_string();
+    b.bearer = Some((site(&srv.base), bob_tok.clone()));
+    let q = round_trip(&mut b, &srv, "/api/auth/link/test", "bob");
+    let (st, body) = callback(&mut b, &srv, &q["code"], &q["state"]);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!((body["linked"].as_bool(), &body["user"]["id"]), (Some(true), &bob["id"]), "{body}");
+    let notes = get(&srv, "/api/notifications", &bob_tok).json();
+    assert!(notes.to_string().contains("test"), "bob is told a provider was linked: {notes}");
+    // From now on the provider signs bob in.
+    b.bearer = None;
     let q = sign_in_at_provider(&mut b, &srv, "bob");
     let (st, tokens) = callback(&mut b, &srv, &q["code"], &q["state"]);
     assert_eq!(st, 200, "{tokens}");
     assert_eq!(tokens["user"]["id"], bob["id"]);
+    // The identity is bob's now: another account cannot link it.
+    let carl = crate::auth::user_token(&srv, "carl@example.org")["token"].as_str().unwrap().to_string();
+    b.bearer = Some((site(&srv.base), carl));
+    let q = round_trip(&mut b, &srv, "/api/auth/link/test", "bob");
+    let (st, body) = callback(&mut b, &srv, &q["code"], &q["state"]);
+    assert_eq!((st, body["error"]["code"].as_str()), (409, Some("identity_in_use")), "{body}");
+    b.bearer = None;
+
+    // An admin signing in through the provider still has to pass the local second factor
+    // before the admin API answers.
+    srv.db.sql(&format!("UPDATE users SET role = 'admin' WHERE id = '{alice_id}'"));
+    let mut a = Browser::new();
+    let q = sign_in_at_provider(&mut a, &srv, "alice");
+    let (st, tokens) = callback(&mut a, &srv, &q["code"], &q["state"]);
+    assert_eq!(st, 200, "{tokens}");
+    get(&srv, "/api/admin/users", tokens["token"].as_str().unwrap()).assert_error(403, "mfa_required");
 
     // An e-mail the provider does not vouch for never makes or links an account.
     let mut c = Browser::new();
@@ -321,7 +365,7 @@ fn openid_connect_sign_in_creates_links_and_refuses_forgeries() {
             .parse()
             .unwrap()
     };
-    wait_until("an audit entry for each of the 10 OIDC sign-ins", 10, || count() >= 10);
+    wait_until("an audit entry for each of the 13 OIDC sign-ins", 10, || count() >= 13);
 }
 
 /// The web UI's "Sign in with …" button: the same flow, finished as a browser session (cookie,

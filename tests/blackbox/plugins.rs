@@ -16,6 +16,17 @@ use crate::auth::{admin_token, get, open_server_env, user_token};
 use crate::files::{scanned, upload, EICAR};
 use crate::harness::{repo_root, run_cli, Backend, Server, BIN};
 
+fn effective_uid() -> u32 {
+    // The test's own user id, from /proc (no libc binding needed here).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
 /// A plugin folder with the right modes (0755 folder, 0644 files).
 struct PluginDir {
     dir: tempfile::TempDir,
@@ -115,7 +126,7 @@ fn a_scanner_written_in_c_joins_the_chain() {
     let p = plugin(&srv, &admin, "cscan");
     assert_eq!(p["kind"], "scanner", "{p}");
     assert_eq!(p["version"], "1.0.0");
-    assert_eq!(p["abi_version"], "1.0");
+    assert_eq!(p["abi_version"], "1.1");
     assert_eq!(p["builtin"], false);
     assert_eq!(p["health"], "ok", "{p}");
     assert_eq!(p["sha256"].as_str().unwrap().len(), 64);
@@ -168,6 +179,18 @@ fn unusable_libraries_are_refused_with_the_reason_and_the_server_runs_on() {
     std::fs::write(d.path().join("libtext.so"), "not a library").unwrap();
     std::fs::set_permissions(d.path().join("libtext.so"), std::fs::Permissions::from_mode(0o644)).unwrap();
     d.cargo_lib("seccollab_test_panicky", "libpanicinit.so");
+    // A library in a folder others may write to: they could swap it.
+    let open_dir = d.path().join("open");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::copy(d.path().join("libcscan.so"), open_dir.join("libopendir.so")).unwrap();
+    // A library another user owns (only root can make one here; otherwise the folder rule
+    // alone is checked).
+    let as_root = effective_uid() == 0;
+    if as_root {
+        std::fs::copy(d.path().join("libcscan.so"), d.path().join("libforeign.so")).unwrap();
+        std::os::unix::fs::chown(d.path().join("libforeign.so"), Some(65534), Some(65534)).unwrap();
+    }
     let cfg = d.config(&format!(
         "[plugins.enabled.wrongabi]\nfile = \"libwrongabi.so\"\n\
          [plugins.enabled.noentry]\nfile = \"libnoentry.so\"\n\
@@ -178,7 +201,9 @@ fn unusable_libraries_are_refused_with_the_reason_and_the_server_runs_on() {
          [plugins.enabled.missing]\nfile = \"libmissing.so\"\n\
          [plugins.enabled.renamed]\nfile = \"libcscan.so\"\n\
          [plugins.enabled.cscan]\nfile = \"libcscan.so\"\n\
-         [plugins.enabled.panicky]\nfile = \"libpanicinit.so\"\nsettings = {{ panic_in_init = true }}\n",
+         [plugins.enabled.panicky]\nfile = \"libpanicinit.so\"\nsettings = {{ panic_in_init = true }}\n\
+         [plugins.enabled.opendir]\nfile = \"open/libopendir.so\"\nplugin = \"cscan\"\n\
+         [plugins.enabled.foreign]\nfile = \"libforeign.so\"\nplugin = \"cscan\"\n",
         "0".repeat(64)
     ));
     let srv = start(Backend::Sqlite, &cfg);
@@ -193,6 +218,8 @@ fn unusable_libraries_are_refused_with_the_reason_and_the_server_runs_on() {
         ("missing", "No such file"),
         ("renamed", "declares itself `cscan`, not `renamed`"),
         ("panicky", "init failed: plugin panicked: panicking in init"),
+        ("opendir", "open is writable by group or others"),
+        ("foreign", if as_root { "belongs to user id 65534" } else { "No such file" }),
     ];
     for (name, why) in expect {
         let p = plugin(&srv, &admin, name);
@@ -525,4 +552,88 @@ fn a_storage_backend_that_cannot_load_stops_the_server() {
     assert_ne!(code, 0);
     assert!(err.contains("names a notifier plugin, not a storage plugin"), "{err}");
     assert!(!db.dir.path().join("data/objects").exists(), "no local store was created as a fallback");
+}
+
+/// A policy folder whose whole-file limit is 1 MiB, with `more` appended to `[scan]`.
+fn small_scan_policy(more: &str) -> tempfile::TempDir {
+    crate::harness::policy_dir_with(&format!("[scan]\nmax_bytes = 1048576\n{more}"))
+}
+
+/// 3 MiB of text with `mark` in the middle: over the whole-file limit.
+fn big_with(mark: &str) -> Vec<u8> {
+    let mut body = b"quarterly figures, line after line. ".repeat(3 * 1024 * 1024 / 36);
+    let mid = body.len() / 2;
+    body.splice(mid..mid, mark.bytes());
+    body
+}
+
+#[test]
+fn files_over_the_memory_limit_are_streamed_to_clamav() {
+    let clamd = Clamd::start();
+    let d = PluginDir::new();
+    d.cargo_lib("seccollab_clamav", "libseccollab_clamav.so");
+    let cfg =
+        d.config(&format!("[plugins.enabled.clamav]\nsettings = {{ socket = \"{}\" }}\n", clamd.socket().display()));
+    let policy = small_scan_policy("");
+    let srv = open_server_env(
+        Backend::Sqlite,
+        &[
+            ("SECCOLLAB_CONFIG", &cfg.display().to_string()),
+            ("SECCOLLAB_SECURITY__POLICY_DIR", policy.path().to_str().unwrap()),
+        ],
+    );
+    let admin = admin_token(&srv);
+    let tok = user_token(&srv, "hal@example.org")["token"].as_str().unwrap().to_string();
+    let bad = upload(&srv, &tok, "big.txt", &big_with(CLAM_MARK))["file_id"].as_str().unwrap().to_string();
+    assert_eq!(scanned(&srv, &tok, &bad), "quarantined", "clamd saw the whole file");
+    let r = scan_matches(&srv, &admin, &bad);
+    assert!(r["matches"].as_array().unwrap().iter().any(|m| m["namespace"] == "clamav"), "{r}");
+    let good = upload(&srv, &tok, "big-clean.txt", &big_with("nothing"))["file_id"].as_str().unwrap().to_string();
+    assert_eq!(scanned(&srv, &tok, &good), "clean");
+}
+
+#[test]
+fn a_scanner_that_cannot_see_a_large_file_holds_it_unless_told_otherwise() {
+    let d = PluginDir::new();
+    // The C scanner has no streamed scan (its 1.1 table fields are NULL).
+    d.cc("libcscan.so", &[]);
+    let cfg =
+        d.config("[plugins.enabled.cscan]\nfile = \"libcscan.so\"\nsettings = { marker = \"ZEBRA-CROSSING-42\" }\n");
+    for (more, expected) in [("", "error"), ("oversize = \"yara_only\"\n", "clean")] {
+        let policy = small_scan_policy(more);
+        let srv = open_server_env(
+            Backend::Sqlite,
+            &[
+                ("SECCOLLAB_CONFIG", &cfg.display().to_string()),
+                ("SECCOLLAB_SECURITY__POLICY_DIR", policy.path().to_str().unwrap()),
+            ],
+        );
+        let tok = user_token(&srv, "ian@example.org")["token"].as_str().unwrap().to_string();
+        let id = upload(&srv, &tok, "big.txt", &big_with("nothing"))["file_id"].as_str().unwrap().to_string();
+        assert_eq!(scanned(&srv, &tok, &id), expected, "oversize policy {more:?}");
+        let r = crate::files::download(&srv, &tok, &id, None);
+        if expected == "error" {
+            assert_eq!(r.status, 423, "a held file is not served");
+        } else {
+            assert_eq!(r.status, 200);
+        }
+    }
+}
+
+#[test]
+fn a_yara_scan_that_runs_out_of_time_holds_the_file() {
+    // A rule quadratic in the file's size: far beyond a one-second limit on 200 kB.
+    let policy = crate::harness::policy_dir_with("[scan]\ntimeout_secs = 1\n");
+    std::fs::write(
+        policy.path().join("yara/slow.yar"),
+        "rule slow { condition: for any i in (0..filesize - 1) : ( for any j in (0..filesize - 1) : ( uint8(i) == 0xff and uint8(j) == 0xfe ) ) }\n",
+    )
+    .unwrap();
+    let srv = open_server_env(Backend::Sqlite, &[("SECCOLLAB_SECURITY__POLICY_DIR", policy.path().to_str().unwrap())]);
+    let tok = user_token(&srv, "jo@example.org")["token"].as_str().unwrap().to_string();
+    let id = upload(&srv, &tok, "plain.txt", &vec![b'a'; 200_000])["file_id"].as_str().unwrap().to_string();
+    assert_eq!(scanned(&srv, &tok, &id), "error");
+    assert_eq!(crate::files::download(&srv, &tok, &id, None).status, 423);
+    let why = srv.db.sql(&format!("SELECT details FROM audit_log WHERE action = 'file.scan' AND target_id = '{id}'"));
+    assert!(why.contains("timed out"), "{why}");
 }

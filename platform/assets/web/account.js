@@ -8,8 +8,9 @@ const mfaBox = h('section', { class: 'card', id: 'mfa', 'aria-labelledby': 'mfa-
 const pwBox = h('section', { class: 'card', id: 'password-card', 'aria-labelledby': 'pw-title' });
 const sessions = h('tbody', { id: 'sessions' });
 const prefsBox = h('section', { class: 'card', id: 'prefs', 'aria-labelledby': 'prefs-title' });
+const linkBox = h('section', { class: 'card', id: 'providers', 'aria-labelledby': 'providers-title', hidden: true });
 root.append(profile,
-  h('div', { class: 'forms' }, mfaBox, pwBox, prefsBox),
+  h('div', { class: 'forms' }, mfaBox, pwBox, prefsBox, linkBox),
   h('h2', {}, 'Where you are signed in'),
   h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Kind'), h('th', {}, 'Since'), h('th', {}, 'Address'), h('th', {}, 'Browser or app'), h('th', {}, ''))), sessions));
 
@@ -127,6 +128,21 @@ async function loadPrefs() {
   } catch (e) { toast(explain(e), 'error'); }
 }
 loadPrefs();
+
+// ---------- sign-in providers ----------
+
+async function loadProviders() {
+  try {
+    const { providers } = await api('GET', '/api/auth/providers');
+    if (!providers.length) return;
+    linkBox.replaceChildren(h('h2', { id: 'providers-title' }, 'Sign-in providers'),
+      h('p', { class: 'hint' }, 'Link a provider to sign in with it too. You will be told of every link.'),
+      ...providers.map((p) => h('p', {}, h('a', { class: 'button', href: `/account/link/${encodeURIComponent(p.name)}` }, `Link ${p.display_name}`))));
+    linkBox.hidden = false;
+    if (new URLSearchParams(location.search).get('linked')) toast('The provider is linked to your account.');
+  } catch (e) { toast(explain(e), 'error'); }
+}
+loadProviders();
 
 // ---------- sessions ----------
 

@@ -93,7 +93,10 @@ impl<'r> FromRequest<'r> for Console {
                 // the console's sign-in asks for the password and the second factor.
                 Ok(Some(s)) if !s.reverify => {
                     req.local_cache(|| CurrentActor(Some(s.user_id.clone())));
-                    return Outcome::Success(if s.role == "admin" { Console::Admin(s) } else { Console::NotAdmin });
+                    // Console sessions open only after a second factor; one that has not
+                    // passed it (none should exist) is not an admin's.
+                    let admin = s.role == "admin" && s.mfa_passed;
+                    return Outcome::Success(if admin { Console::Admin(s) } else { Console::NotAdmin });
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "console session lookup failed"),

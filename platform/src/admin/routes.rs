@@ -125,7 +125,13 @@ fn nav(s: &ConsoleSession, active: &'static str) -> ui::Nav {
 
 /// The admin as the API's admin functions take it.
 fn as_admin(s: &ConsoleSession) -> AdminUser {
-    AdminUser(AuthUser { id: s.user_id.clone(), sid: s.sid.clone(), role: s.role.clone(), reverify: false })
+    AdminUser(AuthUser {
+        id: s.user_id.clone(),
+        sid: s.sid.clone(),
+        role: s.role.clone(),
+        reverify: false,
+        mfa_passed: s.mfa_passed,
+    })
 }
 
 fn api_message(e: &ApiError) -> String {
@@ -160,7 +166,8 @@ pub async fn live(
     if !origin.0 {
         return Err(Status::Forbidden);
     }
-    let peer = crate::realtime::ws::Peer { client, may_send: false, send_until: None };
+    let cookie = Some((super::KIND, state.config.admin.idle_timeout_secs));
+    let peer = crate::realtime::ws::Peer { client, may_send: false, send_until: None, cookie };
     Ok(crate::realtime::ws::open_channel(state.inner().clone(), s.user_id, s.sid, socket, None, shutdown, peer).await)
 }
 
@@ -255,7 +262,7 @@ async fn open_session(
     user: &users::User,
 ) -> Result<(), ApiError> {
     let ttl = state.config.admin.absolute_timeout_secs;
-    let token = crate::auth::browser::open(state, client, &user.id, super::KIND, ttl).await?;
+    let token = crate::auth::browser::open(state, client, &user.id, super::KIND, ttl, true).await?;
     jar.add(session_cookie(state, token));
     jar.remove(rocket::http::Cookie::build(PRE_COOKIE).path("/admin"));
     state.audit.record(entry("admin.console_login", Outcome::Success, client).actor(Some(user.id.clone()))).await;
@@ -1282,6 +1289,14 @@ async fn system_view(state: &AppState, s: &ConsoleSession, notice: Option<String
             outbox,
             storage: storage_row(state),
             config: state.config.redacted_toml(),
+            orphans: crate::files::orphans::list_aside(&state.config.storage.data_dir)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| ui::OrphanRow { key: o.key, bytes: o.bytes, moved_at: o.moved_at })
+                .collect(),
+            orphans_dir: crate::files::orphans::aside_dir(&state.config.storage.data_dir).display().to_string(),
+            orphan_retention_days: state.config.storage.orphan_retention_days,
+            untrusted_forwarder: crate::http::client::untrusted_forwarder().map(|p| p.to_string()),
         },
     )
 }

@@ -7,6 +7,7 @@
 //! Writes go through one writer thread that commits whatever has queued up in one transaction
 //! (group commit), so auditing every request costs little.
 
+pub mod action;
 pub mod actor_index;
 pub mod anchor;
 pub mod query;
@@ -17,6 +18,7 @@ mod writer;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use action::AuditAction;
 pub use query::{verify, LogFilter, VerifyReport};
 pub use writer::{AuditError, AuditLog};
 

@@ -243,14 +243,69 @@ fn id_at(db: &Db, seq: i64) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn begin_snapshot(conn: &mut DbConnection) -> Result<(), DbError> {
-    let begin = match conn {
+/// Runs `f` in one read snapshot of the database, through diesel's transaction manager: the
+/// transaction ends however `f` ends (committed when it returns `Ok`, rolled back on an error
+/// or an early return), so a pooled connection never goes back into the pool inside it.
+fn in_snapshot<T>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    type Tm = <DbConnection as diesel::Connection>::TransactionManager;
+    match conn {
         // Memory-mapped reads: the walk touches every page once, and reading them through the
         // mapping saves a read() and a copy per page.
-        DbConnection::Sqlite(_) => "PRAGMA mmap_size = 1073741824; BEGIN",
-        DbConnection::Pg(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-    };
-    Ok(conn.batch_execute(begin)?)
+        DbConnection::Sqlite(c) => {
+            c.batch_execute("PRAGMA mmap_size = 1073741824")?;
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN")?;
+        }
+        DbConnection::Pg(c) => {
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?
+        }
+    }
+    match f(conn) {
+        Ok(v) => {
+            Tm::commit_transaction(conn)?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = Tm::rollback_transaction(conn);
+            Err(e)
+        }
+    }
+}
+
+/// Whether the rows after position `from` (whose hash is `from_hash`) up to position `to`
+/// (whose hash must be `to_hash`) are intact and each links to the one before: the chain from
+/// an anchored entry to the head. `None` when it holds, else what is wrong.
+pub fn chain_between(db: &Db, from: i64, from_hash: &str, to: i64, to_hash: &str) -> Result<Option<String>, DbError> {
+    let mut conn = db.get()?;
+    in_snapshot(&mut conn, |c| {
+        let mut prev = decode_hash(from_hash);
+        let mut expected = from + 1;
+        let mut start = from + 1;
+        while start <= to {
+            let end = (start + VERIFY_BATCH).min(to + 1);
+            for row in check_batch(c, start, end)? {
+                if row.seq != expected {
+                    return Ok(Some(format!("expected position {expected} but found {}", row.seq)));
+                }
+                if row.prev != prev || !row.intact {
+                    return Ok(Some(format!("entry {} does not verify after the anchored entry {from}", row.seq)));
+                }
+                prev = row.hash;
+                expected += 1;
+            }
+            start = end;
+        }
+        if expected != to + 1 {
+            return Ok(Some(format!("the log ends at position {} before position {to}", expected - 1)));
+        }
+        if prev != decode_hash(to_hash) {
+            return Ok(Some(format!("the entry at position {to} is not the recorded head")));
+        }
+        Ok(None)
+    })
 }
 
 /// Walks the whole chain. Rows are read and hashed in parallel (one reader per core, each
@@ -258,25 +313,33 @@ fn begin_snapshot(conn: &mut DbConnection) -> Result<(), DbError> {
 /// `progress` is called with the running count after each batch.
 pub fn verify(db: &Db, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, DbError> {
     let mut conn = db.get()?;
-    begin_snapshot(&mut conn)?;
-    let (head_seq, head_hash): (i64, String) =
-        audit_head::table.select((audit_head::seq, audit_head::hash)).first(&mut *conn)?;
-    let hi: Option<i64> = audit_log::table.select(diesel::dsl::max(audit_log::seq)).first(&mut *conn)?;
-    // Rows outside 1..=head are bad wherever they are; look them up directly so a forged row
-    // at an absurd position cannot make the walk below enumerate empty ranges for hours.
-    let before_start: Option<(i64, String)> = audit_log::table
-        .filter(audit_log::seq.lt(1))
-        .order(audit_log::seq.asc())
-        .select((audit_log::seq, audit_log::id))
-        .first(&mut *conn)
-        .optional()?;
-    let beyond_head: Option<(i64, String)> = audit_log::table
-        .filter(audit_log::seq.gt(head_seq))
-        .order(audit_log::seq.asc())
-        .select((audit_log::seq, audit_log::id))
-        .first(&mut *conn)
-        .optional()?;
-    conn.batch_execute("COMMIT")?;
+    #[allow(clippy::type_complexity)]
+    let (head_seq, head_hash, hi, before_start, beyond_head): (
+        i64,
+        String,
+        Option<i64>,
+        Option<(i64, String)>,
+        Option<(i64, String)>,
+    ) = in_snapshot(&mut conn, |c| {
+        let (head_seq, head_hash): (i64, String) =
+            audit_head::table.select((audit_head::seq, audit_head::hash)).first(c)?;
+        let hi: Option<i64> = audit_log::table.select(diesel::dsl::max(audit_log::seq)).first(c)?;
+        // Rows outside 1..=head are bad wherever they are; look them up directly so a forged
+        // row at an absurd position cannot make the walk below enumerate empty ranges for hours.
+        let before_start: Option<(i64, String)> = audit_log::table
+            .filter(audit_log::seq.lt(1))
+            .order(audit_log::seq.asc())
+            .select((audit_log::seq, audit_log::id))
+            .first(c)
+            .optional()?;
+        let beyond_head: Option<(i64, String)> = audit_log::table
+            .filter(audit_log::seq.gt(head_seq))
+            .order(audit_log::seq.asc())
+            .select((audit_log::seq, audit_log::id))
+            .first(c)
+            .optional()?;
+        Ok((head_seq, head_hash, hi, before_start, beyond_head))
+    })?;
     drop(conn);
     if let Some((seq, id)) = before_start {
         return Ok(VerifyReport {
@@ -301,18 +364,19 @@ pub fn verify(db: &Db, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, Db
         handles.push(std::thread::spawn(move || {
             let run = || -> Result<(), DbError> {
                 let mut conn = db.get()?;
-                begin_snapshot(&mut conn)?;
-                let mut k = r;
-                while k < chunks {
-                    let from = lo + k * VERIFY_BATCH;
-                    let checked = check_batch(&mut conn, from, from + VERIFY_BATCH)?;
-                    if tx.send(Ok(checked)).is_err() {
-                        return Ok(());
+                in_snapshot(&mut conn, |c| {
+                    let mut k = r;
+                    while k < chunks {
+                        let from = lo + k * VERIFY_BATCH;
+                        let checked = check_batch(c, from, from + VERIFY_BATCH)?;
+                        // The walk stopped at a bad row: nothing more to read.
+                        if tx.send(Ok(checked)).is_err() {
+                            return Ok(());
+                        }
+                        k += readers;
                     }
-                    k += readers;
-                }
-                conn.batch_execute("COMMIT")?;
-                Ok(())
+                    Ok(())
+                })
             };
             if let Err(e) = run() {
                 let _ = tx.send(Err(e));

@@ -198,7 +198,7 @@ pub async fn clear_reverify(
     let u = target(state, id).await?;
     let uid = u.id.clone();
     let cleared = state.db.q(move |c| sessions::clear_reverify(c, &uid, None)).await?;
-    state.sessions.forget(&cleared);
+    state.sessions_revoked(&cleared);
     state
         .audit
         .record(

@@ -17,6 +17,17 @@ const PURPOSE: &str = "browser-session";
 /// `last_seen_at` is written at most this often (microseconds).
 const TOUCH_EVERY: i64 = 30 * 1_000_000;
 
+/// Whether the browser session of `sid` (of `kind`) is gone or has been idle for longer than
+/// `idle_micros`: a WebSocket opened with its cookie closes then, as the pages would.
+pub fn idled_out(conn: &mut DbConnection, sid: &str, kind: &str, now: i64, idle_micros: i64) -> QueryResult<bool> {
+    let last: Option<i64> = bs::table
+        .filter(bs::session_id.eq(sid))
+        .filter(bs::kind.eq(kind))
+        .select(diesel::dsl::max(bs::last_seen_at))
+        .first::<Option<i64>>(conn)?;
+    Ok(last.is_none_or(|l| now - l > idle_micros))
+}
+
 /// A live browser session.
 #[derive(Debug, Clone)]
 pub struct BrowserSession {
@@ -28,6 +39,8 @@ pub struct BrowserSession {
     pub csrf: String,
     /// The session must be confirmed again (`force_mfa`).
     pub reverify: bool,
+    /// The sign-in passed a second factor.
+    pub mfa_passed: bool,
 }
 
 /// Creates the browser half of session `session_id`; returns the cookie secret.
@@ -60,7 +73,7 @@ pub fn lookup(
 ) -> QueryResult<Option<BrowserSession>> {
     let hash = keyed_hash(master, PURPOSE, token);
     #[allow(clippy::type_complexity)]
-    let row: Option<(String, String, i64, String, String, String, String, bool, bool)> = bs::table
+    let row: Option<(String, String, i64, String, String, String, String, bool, bool, bool)> = bs::table
         .inner_join(st::table.on(st::id.eq(bs::session_id)))
         .inner_join(users::table.on(users::id.eq(st::user_id)))
         .filter(bs::token_hash.eq(&hash))
@@ -77,10 +90,11 @@ pub fn lookup(
             users::role,
             users::disabled,
             st::reverify_required,
+            st::mfa_passed,
         ))
         .first(conn)
         .optional()?;
-    let Some((sid, csrf, last_seen, user_id, display_name, email, role, disabled, reverify)) = row else {
+    let Some((sid, csrf, last_seen, user_id, display_name, email, role, disabled, reverify, mfa_passed)) = row else {
         return Ok(None);
     };
     if disabled {
@@ -93,7 +107,7 @@ pub fn lookup(
     if now - last_seen > TOUCH_EVERY {
         diesel::update(bs::table.find(&hash)).set(bs::last_seen_at.eq(now)).execute(conn)?;
     }
-    Ok(Some(BrowserSession { user_id, display_name, email, role, sid, csrf, reverify }))
+    Ok(Some(BrowserSession { user_id, display_name, email, role, sid, csrf, reverify, mfa_passed }))
 }
 
 /// Whether `given` is the expected CSRF token (constant time).
@@ -103,12 +117,14 @@ pub fn csrf_ok(expected: &str, given: &str) -> bool {
 
 /// Starts a session of `user_id` (a `sessions` row living `ttl_secs`) with its browser half of
 /// `kind`; returns the cookie secret. Shared by the console's and the web UI's sign-in.
+/// `mfa_passed`: the sign-in passed a second factor.
 pub async fn open(
     state: &crate::AppState,
     client: &crate::http::ClientInfo,
     user_id: &str,
     kind: &'static str,
     ttl_secs: u64,
+    mfa_passed: bool,
 ) -> Result<String, crate::http::ApiError> {
     use crate::http::ApiError;
     let master = state.keys.hash_key;
@@ -119,7 +135,8 @@ pub async fn open(
         .run(move |c| {
             // (sessions::create has its own transaction; a session row left without its browser
             // row by a failure here has no cookie and simply expires.)
-            let (s, _refresh) = super::sessions::create(c, &master, &uid, ttl_secs, ip, ua).map_err(ApiError::from)?;
+            let new = super::sessions::NewSession { user_id: uid, ttl_secs, ip, user_agent: ua, mfa_passed };
+            let (s, _refresh) = super::sessions::create(c, &master, new).map_err(ApiError::from)?;
             create(c, &master, &s.id, kind).map_err(ApiError::from)
         })
         .await

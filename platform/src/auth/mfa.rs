@@ -147,17 +147,39 @@ pub fn clear(conn: &mut DbConnection, user_id: &str) -> QueryResult<()> {
     Ok(())
 }
 
-/// Starts the code step of a sign-in; returns the `mfa_token`.
+/// Live challenges an account may hold at once; a new one ends the oldest beyond this. (Each
+/// wrong code counts toward the account's lockout whichever challenge it came through; the cap
+/// keeps an attacker with the password from holding many challenges open.)
+pub const MAX_LIVE_CHALLENGES: i64 = 3;
+
+/// Starts the code step of a sign-in; returns the `mfa_token`. At most
+/// [`MAX_LIVE_CHALLENGES`] stay live per account: the oldest are ended.
 pub fn new_challenge(conn: &mut DbConnection, master: &[u8; 32], user_id: &str) -> QueryResult<String> {
     let token = random_token(32);
-    diesel::insert_into(mc::table)
-        .values((
-            mc::token_hash.eq(keyed_hash(master, CHALLENGE_PURPOSE, &token)),
-            mc::user_id.eq(user_id),
-            mc::expires_at.eq(crate::time::now_micros() + CHALLENGE_TTL_SECS * 1_000_000),
-        ))
-        .execute(conn)?;
-    Ok(token)
+    let now = crate::time::now_micros();
+    crate::db::write_transaction(conn, |c| {
+        diesel::delete(mc::table.filter(mc::user_id.eq(user_id)).filter(mc::expires_at.le(now))).execute(c)?;
+        diesel::insert_into(mc::table)
+            .values((
+                mc::token_hash.eq(keyed_hash(master, CHALLENGE_PURPOSE, &token)),
+                mc::user_id.eq(user_id),
+                mc::expires_at.eq(now + CHALLENGE_TTL_SECS * 1_000_000),
+            ))
+            .execute(c)?;
+        let live: Vec<(String, i64)> = mc::table
+            .filter(mc::user_id.eq(user_id))
+            .filter(mc::used.eq(false))
+            .order((mc::expires_at.desc(), mc::token_hash.desc()))
+            .select((mc::token_hash, mc::expires_at))
+            .load(c)?;
+        let mine = keyed_hash(master, CHALLENGE_PURPOSE, &token);
+        let stale: Vec<String> =
+            live.into_iter().map(|(h, _)| h).filter(|h| *h != mine).skip(MAX_LIVE_CHALLENGES as usize - 1).collect();
+        if !stale.is_empty() {
+            diesel::update(mc::table.filter(mc::token_hash.eq_any(&stale))).set(mc::used.eq(true)).execute(c)?;
+        }
+        Ok(token)
+    })
 }
 
 /// The user of a live challenge (not expired, not used, attempts left).

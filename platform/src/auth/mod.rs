@@ -1,7 +1,8 @@
 //! Accounts and authentication: registration, password and TOTP sign-in, sessions with
 //! short-lived JWT access tokens and rotating refresh tokens, lockout, and the request guards.
 //!
-//! Guards: [`AuthUser`] (any signed-in user) and [`AdminUser`] (role `admin`). Both validate the
+//! Guards: [`AuthUser`] (any signed-in user) and [`AdminUser`] (role `admin`, and a session
+//! that passed a second factor: otherwise 403 `mfa_required`). Both validate the
 //! JWT and then the server-side session it names, so revocation takes effect at once. Without a
 //! bearer token they accept the web UI's session cookie (`crate::web`), and then require its
 //! CSRF token in `X-CSRF-Token` on every state-changing request.
@@ -12,6 +13,7 @@ pub mod mfa;
 pub mod oauth;
 pub mod password;
 pub mod routes;
+pub mod secrets;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
@@ -37,6 +39,8 @@ pub struct AuthUser {
     /// guards refuse it (403 `mfa_reverify_required`) except on `POST /api/auth/reverify`
     /// and `POST /api/auth/logout` ([`PendingUser`]).
     pub reverify: bool,
+    /// The session passed a second factor when it started.
+    pub mfa_passed: bool,
 }
 
 impl AuthUser {
@@ -60,6 +64,15 @@ pub fn reverify_required() -> ApiError {
         rocket::http::Status::Forbidden,
         "mfa_reverify_required",
         "confirm it is you: POST /api/auth/reverify with your authenticator code (or your password when MFA is off)",
+    )
+}
+
+/// The answer to an admin session that has not passed a second factor.
+pub fn mfa_required() -> ApiError {
+    ApiError::new(
+        rocket::http::Status::Forbidden,
+        "mfa_required",
+        "administration needs a sign-in with a second factor: enrol one (POST /api/auth/mfa/setup, then /api/auth/mfa/enable) and sign in again through verify-mfa",
     )
 }
 
@@ -110,7 +123,13 @@ async fn cookie_user(req: &Request<'_>, csrf: bool) -> Result<AuthUser, ApiError
             ));
         }
     }
-    Ok(AuthUser { id: s.user_id.clone(), sid: s.sid.clone(), role: s.role.clone(), reverify: s.reverify })
+    Ok(AuthUser {
+        id: s.user_id.clone(),
+        sid: s.sid.clone(),
+        role: s.role.clone(),
+        reverify: s.reverify,
+        mfa_passed: s.mfa_passed,
+    })
 }
 
 /// Validates an access token and the live session it names.
@@ -124,9 +143,13 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> Result<AuthUse
     };
     let claims = tokens::validate(&state.keys.jwt_signing, token).ok_or_else(invalid)?;
     match session_live(state, &claims.sid).await? {
-        Some(s) if s.user_id == claims.sub => {
-            Ok(AuthUser { id: s.user_id, sid: claims.sid, role: s.role, reverify: s.reverify })
-        }
+        Some(s) if s.user_id == claims.sub => Ok(AuthUser {
+            id: s.user_id,
+            sid: claims.sid,
+            role: s.role,
+            reverify: s.reverify,
+            mfa_passed: s.mfa_passed,
+        }),
         _ => Err(invalid()),
     }
 }
@@ -207,7 +230,8 @@ impl<'r> FromRequest<'r> for AdminUser {
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ()> {
         match authenticate(req, false).await {
-            Ok(u) if u.is_admin() => Outcome::Success(AdminUser(u)),
+            Ok(u) if u.is_admin() && u.mfa_passed => Outcome::Success(AdminUser(u)),
+            Ok(u) if u.is_admin() => Outcome::Error((fail_with(req, mfa_required()), ())),
             Ok(_) => Outcome::Error((fail_with(req, ApiError::forbidden("this call is for administrators")), ())),
             Err(e) => Outcome::Error((fail_with(req, e), ())),
         }

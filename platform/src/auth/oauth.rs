@@ -8,9 +8,14 @@
 //! * the `nonce` and the PKCE verifier (S256) are made here and never leave the server except
 //!   as the nonce in the request and the challenge; the plugin checks the ID token's nonce,
 //!   issuer, audience, signature and expiry;
-//! * an identity is linked by the ID token's (`iss`, `sub`); on first sign-in it is linked to
-//!   the account with the same **verified** e-mail, or a new account is made when registration
-//!   is open. An unverified e-mail never links to an existing account.
+//! * an identity is linked by the ID token's (`iss`, `sub`). On first sign-in a new account is
+//!   made when registration is open; an existing account with the same **verified** e-mail is
+//!   linked automatically only when it has no password and is not an administrator's, or when
+//!   its e-mail domain is on the provider's allow-list (`auth.oidc_link_domains`; never an
+//!   administrator's). Otherwise the answer is 409 `link_required`: the owner signs in and
+//!   links the provider from their own session (`GET /api/auth/link/{provider}`, the account
+//!   page), and is told of every new link in the app and by e-mail. An unverified e-mail never
+//!   links to an existing account.
 //!
 //! Accounts with MFA still need their second factor: the callback answers `mfa_required` as
 //! password sign-in does.
@@ -27,7 +32,7 @@ use sha2::{Digest, Sha256};
 
 use super::mfa;
 use super::routes::{entry, start_session};
-use super::users::{self, Role, User};
+use super::users::{self, Role, User, UserView};
 use crate::audit::Outcome;
 use crate::config::Registration;
 use crate::db::schema::{oauth_identities as oi, oauth_logins as ol};
@@ -98,6 +103,33 @@ pub async fn login(
     jar: &CookieJar<'_>,
     provider: &str,
 ) -> ApiResult<Redirect> {
+    start(state, &client, jar, provider, None).await
+}
+
+/// Links a provider to the signed-in account: the same flow as a sign-in, and the identity the
+/// provider names is linked to this account (409 `identity_in_use` when it is another's).
+#[utoipa::path(get, path = "/api/auth/link/{provider}", tag = "auth", params(("provider" = String, Path)),
+    responses((status = 303, description = "to the provider"), (status = 401), (status = 404, description = "unknown_provider")))]
+#[get("/auth/link/<provider>")]
+pub async fn link_start(
+    state: &State<AppState>,
+    client: ClientInfo,
+    user: super::AuthUser,
+    jar: &CookieJar<'_>,
+    provider: &str,
+) -> ApiResult<Redirect> {
+    start(state, &client, jar, provider, Some(user.id)).await
+}
+
+/// Binds a fresh `state`, `nonce` and PKCE verifier to this browser (and, to link, to the
+/// signed-in user) and redirects to the provider.
+async fn start(
+    state: &AppState,
+    client: &ClientInfo,
+    jar: &CookieJar<'_>,
+    provider: &str,
+    link_user: Option<String>,
+) -> ApiResult<Redirect> {
     let p = state.plugins.oauth_provider(provider).ok_or_else(|| unknown_provider(provider))?;
     use crate::crypto::random_token;
     let (st, nonce, verifier, binding) = (random_token(32), random_token(32), random_token(48), random_token(32));
@@ -133,6 +165,7 @@ pub async fn login(
                     ol::binding_hash.eq(&bh),
                     ol::created_at.eq(now),
                     ol::expires_at.eq(now + LOGIN_TTL_SECS * 1_000_000),
+                    ol::link_user_id.eq(&link_user),
                 ))
                 .execute(c)
                 .map(|_| true)
@@ -151,10 +184,7 @@ pub async fn login(
             .path(COOKIE_PATH)
             .max_age(rocket::time::Duration::seconds(LOGIN_TTL_SECS)),
     );
-    state
-        .audit
-        .record(entry("auth.oidc_start", Outcome::Success, &client).details(json!({"provider": provider})))
-        .await;
+    state.audit.record(entry("auth.oidc_start", Outcome::Success, client).details(json!({"provider": provider}))).await;
     Ok(Redirect::to(url))
 }
 
@@ -206,8 +236,11 @@ pub async fn callback(
     }
     match finish(app, &client, jar, provider, code, state, error).await? {
         Finished::Mfa(token) => Ok(rocket::Either::Left(Json(json!({"mfa_required": true, "mfa_token": token})))),
+        Finished::Linked(user) => Ok(rocket::Either::Left(Json(
+            json!({"linked": true, "provider": provider, "user": UserView::from(&*user)}),
+        ))),
         Finished::Done(user, who) => {
-            let tokens = start_session(app, &user, &client).await?;
+            let tokens = start_session(app, &user, &client, false).await?;
             app.audit
                 .record(entry("auth.login", Outcome::Success, &client).actor(Some(user.id.clone())).details(who))
                 .await;
@@ -222,6 +255,8 @@ pub(crate) enum Finished {
     Mfa(String),
     /// Signed in: the caller starts the session and audits `auth.login` with these details.
     Done(Box<User>, Value),
+    /// A signed-in user linked the provider to their account (audited and told here).
+    Linked(Box<User>),
 }
 
 /// Checks the provider's answer (state bound to this browser, code exchange, ID token) and
@@ -265,26 +300,34 @@ pub(crate) async fn finish(
     // changes nothing, and the real browser can still finish.
     let (st2, name, bh, now) =
         (st.to_string(), provider.to_string(), binding_hash(app, &binding), crate::time::now_micros());
-    let row: Option<(String, String)> = app
+    #[allow(clippy::type_complexity)]
+    let row: Option<(String, String, Option<String>)> = app
         .db
         .q(move |c| {
             crate::db::write_transaction(c, |c| {
-                let row: Option<(String, String, String, String, i64)> = ol::table
+                let row: Option<(String, String, String, String, i64, Option<String>)> = ol::table
                     .find(&st2)
-                    .select((ol::provider, ol::nonce, ol::pkce_verifier, ol::binding_hash, ol::expires_at))
+                    .select((
+                        ol::provider,
+                        ol::nonce,
+                        ol::pkce_verifier,
+                        ol::binding_hash,
+                        ol::expires_at,
+                        ol::link_user_id,
+                    ))
                     .first(c)
                     .optional()?;
-                let Some((prov, nonce, verifier, hash, expires)) = row else { return Ok(None) };
+                let Some((prov, nonce, verifier, hash, expires, link_user)) = row else { return Ok(None) };
                 let same_browser: bool = subtle::ConstantTimeEq::ct_eq(hash.as_bytes(), bh.as_bytes()).into();
                 if prov != name || !same_browser || expires < now {
                     return Ok(None);
                 }
                 diesel::delete(ol::table.find(&st2)).execute(c)?;
-                Ok::<_, diesel::result::Error>(Some((nonce, verifier)))
+                Ok::<_, diesel::result::Error>(Some((nonce, verifier, link_user)))
             })
         })
         .await?;
-    let Some((nonce, verifier)) = row else {
+    let Some((nonce, verifier, link_user)) = row else {
         app.audit.record(fail("invalid_state", json!({}))).await;
         return Err(invalid_state());
     };
@@ -303,9 +346,13 @@ pub(crate) async fn finish(
         }
         Err(e) => return Err(ApiError::internal("oauth", e)),
     };
-    let open = matches!(app.config.auth.registration, Registration::Open);
+    let rule = LinkRule {
+        registration_open: matches!(app.config.auth.registration, Registration::Open),
+        domains: app.config.auth.oidc_link_domains.get(provider).cloned().unwrap_or_default(),
+        session_user: link_user.clone(),
+    };
     let (id2, name) = (identity.clone(), provider.to_string());
-    let linked = app.db.run(move |c| link(c, &name, &id2, open)).await;
+    let linked = app.db.run(move |c| link(c, &name, &id2, &rule)).await;
     let (user, how) = match linked {
         Ok(u) => u,
         Err(e) => {
@@ -314,6 +361,22 @@ pub(crate) async fn finish(
         }
     };
     let who = json!({"provider": provider, "method": "oidc", "issuer": identity.issuer, "subject": identity.subject, "account": how});
+    if how == "linked_by_session" || how == "linked_by_domain" {
+        app.audit
+            .record(
+                entry("auth.oidc_link", Outcome::Success, &client)
+                    .actor(Some(user.id.clone()))
+                    .target("user", user.id.clone())
+                    .details(who.clone()),
+            )
+            .await;
+        if let Err(e) = crate::notify::provider_linked(app, &user.id, provider).await {
+            tracing::error!(error = %e, "provider-link notice not stored");
+        }
+    }
+    if link_user.is_some() {
+        return Ok(Finished::Linked(Box::new(user)));
+    }
     if user.disabled {
         app.audit.record(entry("auth.login", Outcome::Denied, &client).actor(Some(user.id.clone())).details(who)).await;
         return Err(super::routes::account_refused(&user));
@@ -331,33 +394,77 @@ pub(crate) async fn finish(
     Ok(Finished::Done(Box::new(user), who))
 }
 
-/// The account for `id`: already linked, linked now by verified e-mail, or created.
+/// Who may be linked to an identity seen for the first time.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkRule {
+    pub registration_open: bool,
+    /// E-mail domains whose password accounts this provider may link (`auth.oidc_link_domains`).
+    pub domains: Vec<String>,
+    /// The signed-in user who started a link (`/api/auth/link/{provider}`).
+    pub session_user: Option<String>,
+}
+
+fn link_required(provider: &str) -> ApiError {
+    ApiError::new(
+        Status::Conflict,
+        "link_required",
+        format!("an account with this e-mail already exists; sign in to it and link {provider} from your account page"),
+    )
+}
+
+/// Whether an existing account may be linked by its verified e-mail without its owner's
+/// session: never an administrator's; one with a password only on an allowed domain.
+pub(crate) fn may_link_by_email(user: &User, email: &str, domains: &[String]) -> Option<&'static str> {
+    if user.is_admin() {
+        return None;
+    }
+    if user.password_hash.is_none() {
+        return Some("linked_by_email");
+    }
+    let domain = email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase())?;
+    domains.iter().any(|d| d.trim().trim_start_matches('@').eq_ignore_ascii_case(&domain)).then_some("linked_by_domain")
+}
+
+/// The account for `id`: already linked, linked now (to the signed-in user who asked, or by
+/// verified e-mail under [`may_link_by_email`]), or created.
 fn link(
     c: &mut crate::db::DbConnection,
     provider: &str,
     id: &OAuthIdentity,
-    registration_open: bool,
+    rule: &LinkRule,
 ) -> ApiResult<(User, &'static str)> {
     let now = crate::time::now_micros();
     crate::db::write_transaction(c, |c| {
         let existing: Option<String> =
             oi::table.find((&id.issuer, &id.subject)).select(oi::user_id).first(c).optional()?;
         if let Some(uid) = existing {
+            if rule.session_user.as_ref().is_some_and(|s| *s != uid) {
+                return Err(ApiError::new(
+                    Status::Conflict,
+                    "identity_in_use",
+                    format!("this {provider} identity is already linked to another account"),
+                ));
+            }
             diesel::update(oi::table.find((&id.issuer, &id.subject))).set(oi::last_login_at.eq(now)).execute(c)?;
             return Ok((users::by_id(c, &uid)?, "linked"));
         }
-        let email = id.email.as_deref().map(str::trim).filter(|e| !e.is_empty());
-        let Some(email) = email.filter(|_| id.email_verified) else {
-            return Err(ApiError::new(
-                Status::Forbidden,
-                "email_not_verified",
-                "the provider did not vouch for an e-mail address, so the account cannot be matched",
-            ));
-        };
-        let (user, how) =
+        let (user, how) = if let Some(uid) = &rule.session_user {
+            (users::by_id(c, uid)?, "linked_by_session")
+        } else {
+            let email = id.email.as_deref().map(str::trim).filter(|e| !e.is_empty());
+            let Some(email) = email.filter(|_| id.email_verified) else {
+                return Err(ApiError::new(
+                    Status::Forbidden,
+                    "email_not_verified",
+                    "the provider did not vouch for an e-mail address, so the account cannot be matched",
+                ));
+            };
             match users::by_email(c, email)? {
-                Some(u) => (u, "linked_by_email"),
-                None if registration_open => {
+                Some(u) => match may_link_by_email(&u, email, &rule.domains) {
+                    Some(how) => (u, how),
+                    None => return Err(link_required(provider)),
+                },
+                None if rule.registration_open => {
                     let display = id
                         .name
                         .as_deref()
@@ -371,7 +478,8 @@ fn link(
                     "registration_closed",
                     "no account uses this e-mail and registration is not open; ask an administrator for an invitation",
                 )),
-            };
+            }
+        };
         diesel::insert_into(oi::table)
             .values((
                 oi::issuer.eq(&id.issuer),

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::password::{check_policy, Busy};
+use super::secrets::{self, locked, Accept};
 use super::sessions::{self, Refresh};
 use super::users::{self, Role, User, UserError, UserSummary, UserView};
 use super::{mfa, tokens, AuthUser};
@@ -66,28 +67,6 @@ fn invalid_credentials() -> ApiError {
     ApiError::new(Status::Unauthorized, "invalid_credentials", "the email or password is wrong")
 }
 
-fn locked(secs: u64) -> ApiError {
-    ApiError {
-        retry_after: Some(secs),
-        ..ApiError::new(
-            Status::Locked,
-            "account_locked",
-            format!("too many failed sign-ins; this account is locked for {secs} s"),
-        )
-    }
-}
-
-fn backoff(secs: u64) -> ApiError {
-    ApiError {
-        retry_after: Some(secs),
-        ..ApiError::new(
-            Status::TooManyRequests,
-            "rate_limited",
-            format!("too many failed sign-ins from your address; wait {secs} s"),
-        )
-    }
-}
-
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub token: String,
@@ -97,14 +76,24 @@ pub struct TokenResponse {
     pub user: Option<UserView>,
 }
 
-/// Starts a session for `user` and returns its tokens.
-pub(crate) async fn start_session(state: &AppState, user: &User, client: &ClientInfo) -> ApiResult<TokenResponse> {
+/// Starts a session for `user` and returns its tokens. `mfa_passed`: the sign-in passed a
+/// second factor (the admin API requires it).
+pub(crate) async fn start_session(
+    state: &AppState,
+    user: &User,
+    client: &ClientInfo,
+    mfa_passed: bool,
+) -> ApiResult<TokenResponse> {
     let master = state.keys.hash_key;
-    let uid = user.id.clone();
-    let ttl = state.config.auth.session_ttl_days * 86_400;
-    let (ip, ua) = (client.ip_string(), client.user_agent.clone());
+    let new = sessions::NewSession {
+        user_id: user.id.clone(),
+        ttl_secs: state.config.auth.session_ttl_days * 86_400,
+        ip: client.ip_string(),
+        user_agent: client.user_agent.clone(),
+        mfa_passed,
+    };
     let (session, refresh_token) =
-        state.db.run(move |c| sessions::create(c, &master, &uid, ttl, ip, ua).map_err(ApiError::from)).await?;
+        state.db.run(move |c| sessions::create(c, &master, new).map_err(ApiError::from)).await?;
     let expires_in = state.config.auth.access_token_ttl_secs;
     Ok(TokenResponse {
         token: tokens::issue(&state.keys.jwt_signing, &user.id, &session.id, expires_in),
@@ -112,33 +101,6 @@ pub(crate) async fn start_session(state: &AppState, user: &User, client: &Client
         expires_in,
         user: Some(UserView::from(user)),
     })
-}
-
-/// Counts a failed password or code for the account and IP; audits a resulting lock.
-async fn count_failure(
-    state: &AppState,
-    email: &str,
-    client: &ClientInfo,
-    actor: Option<String>,
-) -> ApiResult<Option<u64>> {
-    let policy = state.policy.lockout.clone();
-    let (email2, ip) = (email.to_string(), client.ip_string());
-    let locked = state
-        .db
-        .run(move |c| {
-            throttle::record_failure(c, &policy, &email2, ip.as_deref(), crate::time::now_micros())
-                .map_err(ApiError::from)
-        })
-        .await?;
-    if let Some(secs) = locked {
-        state
-            .audit
-            .record(entry("security.account_locked", Outcome::Denied, client).actor(actor).details(json!({
-                "email": email, "lock_secs": secs, "reason": "too many failed sign-ins",
-            })))
-            .await;
-    }
-    Ok(locked)
 }
 
 async fn load_user(state: &AppState, id: &str) -> ApiResult<User> {
@@ -267,7 +229,7 @@ pub async fn login(
     match password_step(state, &client, email, password).await? {
         PasswordStep::Mfa { mfa_token, .. } => Ok(Json(json!({"mfa_required": true, "mfa_token": mfa_token}))),
         PasswordStep::Done(user) => {
-            let tokens = start_session(state, &user, &client).await?;
+            let tokens = start_session(state, &user, &client, false).await?;
             state
                 .audit
                 .record(
@@ -336,7 +298,7 @@ pub(crate) async fn password_step(
                         .details(json!({"email": email, "reason": "ip_backoff"})),
                 )
                 .await;
-            return Err(backoff(s));
+            return Err(secrets::backoff(s));
         }
     }
     // Over-long input is refused without hashing it, but counted like any failure.
@@ -353,7 +315,7 @@ pub(crate) async fn password_step(
                     .details(json!({"email": email, "reason": reason})),
             )
             .await;
-        if let Some(secs) = count_failure(state, &email, &client, actor).await? {
+        if let Some(secs) = secrets::count_failure(state, &email, &client, actor).await? {
             return Err(locked(secs));
         }
         return Err(invalid_credentials());
@@ -370,14 +332,15 @@ pub(crate) async fn password_step(
     }
     let master = state.keys.hash_key;
     let (email2, uid, mfa_on) = (email.clone(), user.id.clone(), user.mfa_enabled);
+    // A correct password clears the account's failures only when it completes the sign-in:
+    // failures of the second factor must survive a fresh challenge (`auth::secrets`).
     let challenge = state
         .db
         .q(move |c| {
-            throttle::record_success(c, &email2)?;
             if mfa_on {
                 mfa::new_challenge(c, &master, &uid).map(Some)
             } else {
-                Ok(None)
+                throttle::record_success(c, &email2).map(|()| None)
             }
         })
         .await?;
@@ -423,7 +386,7 @@ pub async fn verify_mfa(
 ) -> ApiResult<Json<TokenResponse>> {
     let VerifyMfaRequest { mfa_token, totp_code } = body.0;
     let (user, method) = mfa_step(state, &client, mfa_token, totp_code).await?;
-    let tokens = start_session(state, &user, &client).await?;
+    let tokens = start_session(state, &user, &client, true).await?;
     state
         .audit
         .record(
@@ -435,62 +398,8 @@ pub async fn verify_mfa(
     Ok(Json(tokens))
 }
 
-/// Refuses while the account is locked or the address must back off.
-async fn throttled(state: &AppState, email: &str, client: &ClientInfo) -> ApiResult<()> {
-    let (policy, email, ip) = (state.policy.lockout.clone(), email.to_string(), client.ip_string());
-    let verdict = state
-        .db
-        .run(move |c| {
-            throttle::check(c, &policy, &email, ip.as_deref(), crate::time::now_micros()).map_err(ApiError::from)
-        })
-        .await?;
-    match verdict {
-        Verdict::Allowed => Ok(()),
-        Verdict::AccountLocked(s) => Err(locked(s)),
-        Verdict::IpBackoff(s) => Err(backoff(s)),
-    }
-}
-
-/// Checks a second factor of `user`: a TOTP code (each time step once only) or an unused
-/// recovery code (spent here). Which one matched, if any.
-async fn second_factor(state: &AppState, user: &User, code: String) -> ApiResult<Option<&'static str>> {
-    let secret = user.totp_secret_enc.as_deref().and_then(|s| mfa::open_secret(&state.keys, &user.id, s));
-    let (uid, master) = (user.id.clone(), state.keys.hash_key);
-    Ok(state
-        .db
-        .q(move |c| {
-            let now = (crate::time::now_micros() / 1_000_000) as u64;
-            if let Some(step) = secret.as_deref().and_then(|s| mfa::matching_step(s, &code, now)) {
-                return Ok(if mfa::claim_step(c, &uid, step)? { Some("totp") } else { None });
-            }
-            Ok(if mfa::use_recovery_code(c, &master, &uid, &code)? { Some("recovery_code") } else { None })
-        })
-        .await?)
-}
-
-/// Audits a wrong second factor as `action`, counts it toward the lock, and answers the error
-/// to give: `423 account_locked` when this failure locked the account, else `invalid_mfa_code`.
-async fn wrong_code(state: &AppState, client: &ClientInfo, user: &User, action: &str) -> ApiResult<ApiError> {
-    if let Some(l) = own_credential_failed(state, client, user, action, "invalid_mfa_code").await? {
-        return Ok(l);
-    }
-    Ok(ApiError::new(Status::Unauthorized, "invalid_mfa_code", "the code is wrong, expired or already used"))
-}
-
-/// Audits a wrong credential of a known user (`action`, `reason`) and counts it toward the
-/// lockout; the `423 account_locked` answer when this failure locked the account.
-async fn own_credential_failed(
-    state: &AppState,
-    client: &ClientInfo,
-    user: &User,
-    action: &str,
-    reason: &str,
-) -> ApiResult<Option<ApiError>> {
-    state
-        .audit
-        .record(entry(action, Outcome::Failure, client).actor(Some(user.id.clone())).details(json!({"reason": reason})))
-        .await;
-    Ok(count_failure(state, &user.email, client, Some(user.id.clone())).await?.map(locked))
+fn wrong_code() -> ApiError {
+    ApiError::new(Status::Unauthorized, "invalid_mfa_code", "the code is wrong, expired or already used")
 }
 
 /// The user an MFA challenge token belongs to, if it is live.
@@ -521,26 +430,36 @@ pub(crate) async fn mfa_step(
     mfa_token: String,
     totp_code: String,
 ) -> ApiResult<(User, &'static str)> {
-    let client = client.clone();
     let master = state.keys.hash_key;
-    let user = challenge_owner(state, &client, &mfa_token).await?;
-    throttled(state, &user.email, &client).await?;
-    let method = second_factor(state, &user, totp_code).await?;
-    let ok = match method {
-        Some(_) if !user.disabled => {
-            let t = mfa_token.clone();
-            state.db.run(move |c| mfa::challenge_done(c, &master, &t).map_err(ApiError::from)).await?
+    let user = challenge_owner(state, client, &mfa_token).await?;
+    let checked = secrets::check_second_factor(
+        state,
+        client,
+        &user,
+        totp_code,
+        Accept::CodeOrRecovery,
+        crate::audit::AuditAction::AuthMfa,
+    )
+    .await?;
+    let t = mfa_token.clone();
+    let method = match checked {
+        Ok(method) if !user.disabled => method,
+        Ok(_) => return Err(account_refused(&user)),
+        Err(e) => {
+            state.db.run(move |c| mfa::challenge_failed(c, &master, &t).map_err(ApiError::from)).await?;
+            return Err(e.answer(wrong_code));
         }
-        _ => false,
     };
-    if !ok {
-        let t2 = mfa_token.clone();
-        state.db.run(move |c| mfa::challenge_failed(c, &master, &t2).map_err(ApiError::from)).await?;
-        return Err(wrong_code(state, &client, &user, "auth.mfa").await?);
+    let done = state.db.run(move |c| mfa::challenge_done(c, &master, &t).map_err(ApiError::from)).await?;
+    if !done {
+        return Err(ApiError::new(
+            Status::Unauthorized,
+            "invalid_mfa_token",
+            "this sign-in step expired or was used up; sign in again",
+        ));
     }
-    let email = user.email.clone();
-    state.db.run(move |c| throttle::record_success(c, &email).map_err(ApiError::from)).await?;
-    Ok((user, method.expect("checked above")))
+    secrets::signed_in(state, &user.email).await?;
+    Ok((user, method.as_str()))
 }
 
 // ---------- refresh / logout / me ----------
@@ -632,15 +551,11 @@ pub struct PasswordChange {
     pub new_password: String,
 }
 
+/// Checks the caller's own password under the lockout (`auth::secrets`).
 async fn check_own_password(state: &AppState, user: &User, password: String, client: &ClientInfo) -> ApiResult<()> {
-    let v = state.hasher.verify(password, user.password_hash.clone()).await?;
-    if v.ok {
-        return Ok(());
-    }
-    if let Some(l) = own_credential_failed(state, client, user, "auth.reauth", "wrong_password").await? {
-        return Err(l);
-    }
-    Err(ApiError::new(Status::Forbidden, "wrong_password", "the current password is wrong"))
+    secrets::check_password(state, client, user, password, crate::audit::AuditAction::AuthReauth)
+        .await?
+        .map_err(|e| e.answer(|| ApiError::new(Status::Forbidden, "wrong_password", "the current password is wrong")))
 }
 
 /// Changes the password; every other session is ended.
@@ -793,26 +708,27 @@ pub async fn mfa_disable(
         return Err(ApiError::new(Status::Conflict, "mfa_not_enabled", "MFA is not on"));
     }
     check_own_password(state, &u, password, &client).await?;
-    let secret = u.totp_secret_enc.as_deref().and_then(|s| mfa::open_secret(&state.keys, &u.id, s));
+    secrets::check_second_factor(
+        state,
+        &client,
+        &u,
+        totp_code,
+        Accept::TotpOnly,
+        crate::audit::AuditAction::AuthMfaDisable,
+    )
+    .await?
+    .map_err(|e| e.answer(bad_code))?;
     let uid = u.id.clone();
-    let ok = state
+    let dropped = state
         .db
         .q(move |c| {
-            let now = (crate::time::now_micros() / 1_000_000) as u64;
-            let ok = match secret.as_deref().and_then(|s| mfa::matching_step(s, &totp_code, now)) {
-                Some(step) => mfa::claim_step(c, &uid, step)?,
-                None => false,
-            };
-            if ok {
+            crate::db::write_transaction(c, |c| {
                 mfa::clear(c, &uid)?;
-            }
-            Ok::<_, diesel::result::Error>(ok)
+                sessions::drop_mfa_passed(c, &uid)
+            })
         })
         .await?;
-    if !ok {
-        state.audit.record(entry("auth.mfa_disable", Outcome::Failure, &client).actor(Some(u.id.clone()))).await;
-        return Err(bad_code());
-    }
+    state.sessions_revoked(&dropped);
     state.audit.record(entry("auth.mfa_disable", Outcome::Success, &client).actor(Some(u.id))).await;
     Ok(Status::NoContent)
 }
@@ -858,15 +774,18 @@ pub(crate) async fn reverify_session(
 ) -> ApiResult<()> {
     let client = client.clone();
     let u = load_user(state, user_id).await?;
-    throttled(state, &u.email, &client).await?;
+    if let Err(e) = secrets::gate(state, &u.email, &client).await? {
+        return Err(e.answer(wrong_code));
+    }
     let method = if u.mfa_enabled {
         let code = totp_code.filter(|c| !c.trim().is_empty()).ok_or_else(|| {
             ApiError::invalid("totp_code", "your account has MFA on: send a current code or a recovery code")
         })?;
-        let Some(method) = second_factor(state, &u, code).await? else {
-            return Err(wrong_code(state, &client, &u, "auth.reverify").await?);
-        };
-        method
+        let action = crate::audit::AuditAction::AuthReverify;
+        secrets::check_second_factor(state, &client, &u, code, Accept::CodeOrRecovery, action)
+            .await?
+            .map_err(|e| e.answer(wrong_code))?
+            .as_str()
     } else {
         let password = password
             .filter(|p| !p.is_empty())
@@ -876,9 +795,8 @@ pub(crate) async fn reverify_session(
     };
     let (uid, sid2) = (u.id.clone(), sid.to_string());
     let cleared = state.db.q(move |c| sessions::clear_reverify(c, &uid, Some(&sid2))).await?;
-    state.sessions.forget(&[sid.to_string()]);
-    let email = u.email.clone();
-    state.db.run(move |c| throttle::record_success(c, &email).map_err(ApiError::from)).await?;
+    state.sessions_revoked(&[sid.to_string()]);
+    secrets::signed_in(state, &u.email).await?;
     state
         .audit
         .record(

@@ -29,6 +29,8 @@ pub struct Session {
     pub revoked_reason: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The sign-in passed a second factor.
+    pub mfa_passed: bool,
 }
 
 /// What the guards need to know about a live session.
@@ -38,6 +40,8 @@ pub struct LiveSession {
     pub role: String,
     /// An automatic response (`force_mfa`) asks this session to be confirmed again before use.
     pub reverify: bool,
+    /// The sign-in passed a second factor: the admin API and console require it.
+    pub mfa_passed: bool,
 }
 
 /// Per-node cache of session checks.
@@ -68,23 +72,42 @@ impl SessionCache {
             }
         }
     }
+
+    /// Forgets every entry (after a missed revocation could have gone unheard).
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.map.lock() {
+            map.clear();
+        }
+    }
 }
 
 /// Looks a session up: live only when not revoked, not expired and its user not disabled.
 pub fn live(conn: &mut DbConnection, sid: &str, now: i64) -> QueryResult<Option<LiveSession>> {
-    let row: Option<(String, String, bool, bool)> = st::table
+    let row: Option<(String, String, bool, bool, bool)> = st::table
         .inner_join(users::table.on(users::id.eq(st::user_id)))
         .filter(st::id.eq(sid))
         .filter(st::revoked_at.is_null())
         .filter(st::expires_at.gt(now))
-        .select((st::user_id, users::role, users::disabled, st::reverify_required))
+        .select((st::user_id, users::role, users::disabled, st::reverify_required, st::mfa_passed))
         .first(conn)
         .optional()?;
-    Ok(row.filter(|(_, _, disabled, _)| !disabled).map(|(user_id, role, _, reverify)| LiveSession {
+    Ok(row.filter(|(_, _, disabled, _, _)| !disabled).map(|(user_id, role, _, reverify, mfa_passed)| LiveSession {
         user_id,
         role,
         reverify,
+        mfa_passed,
     }))
+}
+
+/// The user's sessions no longer count as having passed a second factor (MFA turned off or
+/// reset): an admin among them must sign in again through one. Returns their ids.
+pub fn drop_mfa_passed(conn: &mut DbConnection, user_id: &str) -> QueryResult<Vec<String>> {
+    let ids: Vec<String> =
+        st::table.filter(st::user_id.eq(user_id)).filter(st::mfa_passed.eq(true)).select(st::id).load(conn)?;
+    if !ids.is_empty() {
+        diesel::update(st::table.filter(st::id.eq_any(&ids))).set(st::mfa_passed.eq(false)).execute(conn)?;
+    }
+    Ok(ids)
 }
 
 /// `force_mfa`: every live session of `user_id` must be confirmed again; returns their ids.
@@ -127,25 +150,31 @@ pub fn reverify_pending(conn: &mut DbConnection, user_id: &str) -> QueryResult<i
         .get_result(conn)
 }
 
+/// How a session starts: who, for how long, from where, and whether the sign-in passed a
+/// second factor.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub user_id: String,
+    pub ttl_secs: u64,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub mfa_passed: bool,
+}
+
 /// Creates a session and its first refresh token (returned in clear, stored hashed).
-pub fn create(
-    conn: &mut DbConnection,
-    master: &[u8; 32],
-    user_id: &str,
-    ttl_secs: u64,
-    ip: Option<String>,
-    user_agent: Option<String>,
-) -> QueryResult<(Session, String)> {
+pub fn create(conn: &mut DbConnection, master: &[u8; 32], new: NewSession) -> QueryResult<(Session, String)> {
+    let NewSession { user_id, ttl_secs, ip, user_agent, mfa_passed } = new;
     let now = crate::time::now_micros();
     let s = Session {
         id: uuid::Uuid::now_v7().to_string(),
-        user_id: user_id.into(),
+        user_id,
         created_at: now,
         expires_at: now + ttl_secs as i64 * 1_000_000,
         revoked_at: None,
         revoked_reason: None,
         ip,
         user_agent: user_agent.map(|u| u.chars().take(512).collect()),
+        mfa_passed,
     };
     let token = random_token(32);
     crate::db::write_transaction(conn, |conn| {

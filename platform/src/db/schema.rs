@@ -29,6 +29,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// One row: the last audit head anchored to `audit-anchor.json`, so an anchor file removed
+    /// once one existed is noticed (`audit::anchor`).
+    audit_anchor_state (id) {
+        id -> Integer,
+        seq -> BigInt,
+        hash -> Text,
+        anchored_at -> BigInt,
+    }
+}
+
+diesel::table! {
     /// SQLite only: the per-actor index of `audit_log` up to `audit_actor_mark.seq`, written in
     /// batches by the audit writer (migration 0014 says why).
     audit_actor (actor_id, seq) {
@@ -77,6 +88,8 @@ diesel::table! {
         ip -> Nullable<Text>,
         user_agent -> Nullable<Text>,
         reverify_required -> Bool,
+        /// The session passed a second factor (TOTP or recovery code) when it was started.
+        mfa_passed -> Bool,
     }
 }
 
@@ -301,6 +314,8 @@ diesel::table! {
         binding_hash -> Text,
         created_at -> BigInt,
         expires_at -> BigInt,
+        /// Set when a signed-in user links this provider to their account.
+        link_user_id -> Nullable<Text>,
     }
 }
 

@@ -9,7 +9,9 @@ pub mod envelope;
 pub mod limits;
 pub mod local;
 pub mod names;
+pub mod orphans;
 pub mod pipeline;
+pub mod range;
 pub mod routes;
 
 use diesel::prelude::*;
@@ -223,6 +225,31 @@ pub fn share_in(
     }
 }
 
+/// Records an uploaded file unless it would take its owner past `quota` bytes (0: none).
+/// Checked and inserted in one write transaction, serialised per owner (PostgreSQL: an
+/// advisory lock; SQLite: `BEGIN IMMEDIATE`), so parallel uploads cannot overshoot together.
+/// `false`: over the quota, nothing written.
+pub fn insert_within_quota(conn: &mut DbConnection, rec: &FileRecord, quota: u64) -> QueryResult<bool> {
+    crate::db::write_transaction(conn, |c| {
+        if quota > 0 {
+            if let DbConnection::Pg(_) = c {
+                diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind::<diesel::sql_types::Text, _>(format!("quota:{}", rec.owner_id))
+                    .execute(c)?;
+            }
+            let used: i64 = files::table
+                .filter(files::owner_id.eq(&rec.owner_id))
+                .select(diesel::dsl::sql::<diesel::sql_types::BigInt>("CAST(COALESCE(SUM(size), 0) AS BIGINT)"))
+                .first(c)?;
+            if (used.max(0) as u64).saturating_add(rec.size.max(0) as u64) > quota {
+                return Ok(false);
+            }
+        }
+        diesel::insert_into(files::table).values(rec).execute(c)?;
+        Ok(true)
+    })
+}
+
 pub fn unshare(conn: &mut DbConnection, file_id: &str, user_id: &str) -> QueryResult<bool> {
     Ok(diesel::delete(fs_::table.filter(fs_::file_id.eq(file_id)).filter(fs_::user_id.eq(user_id))).execute(conn)? > 0)
 }
@@ -247,32 +274,6 @@ pub fn set_integrity(conn: &mut DbConnection, file_id: &str, integrity: &str) ->
 pub fn set_scan_status(conn: &mut DbConnection, file_id: &str, status: &str) -> QueryResult<()> {
     diesel::update(files::table.find(file_id)).set(files::scan_status.eq(status)).execute(conn)?;
     Ok(())
-}
-
-/// Removes stored objects that no file record names (left by a crash between storing an
-/// object and recording it). Runs at start, before any upload can be in flight.
-pub fn collect_orphans(state: &crate::AppState) -> Result<usize, String> {
-    let keys = state.storage.list().map_err(|e| e.to_string())?;
-    if keys.is_empty() {
-        return Ok(0);
-    }
-    let mut conn = state.db.get().map_err(|e| e.to_string())?;
-    let known: std::collections::HashSet<String> = files::table
-        .select(files::storage_key)
-        .load::<String>(&mut *conn)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .collect();
-    let mut removed = 0;
-    for k in keys.iter().filter(|k| !known.contains(*k)) {
-        if state.storage.delete(k).is_ok() {
-            removed += 1;
-        }
-    }
-    if removed > 0 {
-        tracing::info!(removed, "removed orphaned objects of interrupted uploads");
-    }
-    Ok(removed)
 }
 
 /// Re-checks the integrity of every file every `hours` hours, in the background, one file at a

@@ -378,12 +378,6 @@ pub async fn receive_upload(
         let _ = cleanup(state, &s).await;
         return Err(e);
     }
-    // Uploads that ran side by side may together pass the quota: checked again before the
-    // record makes the file count.
-    if quota > 0 && used_bytes(state, &user.id).await?.saturating_add(s.size) > quota {
-        let _ = cleanup(state, &s).await;
-        return Err(quota_exceeded(quota));
-    }
     let record = FileRecord {
         id: file_id.clone(),
         owner_id: user.id.clone(),
@@ -401,13 +395,13 @@ pub async fn receive_upload(
         checked_at: None,
     };
     let rec = record.clone();
-    let inserted = state
-        .db
-        .q(move |c| {
-            use diesel::RunQueryDsl;
-            diesel::insert_into(crate::db::schema::files::table).values(&rec).execute(c)
-        })
-        .await;
+    // The quota is checked again in the transaction that records the file (uploads that ran
+    // side by side may together pass it).
+    let inserted = state.db.q(move |c| super::insert_within_quota(c, &rec, quota)).await;
+    if let Ok(false) = inserted {
+        let _ = cleanup(state, &s).await;
+        return Err(quota_exceeded(quota));
+    }
     if let Err(e) = inserted {
         let _ = cleanup(state, &s).await;
         return Err(e.into());
@@ -679,40 +673,7 @@ impl<'r> FromRequest<'r> for RangeHeader {
     }
 }
 
-/// A `Range` that cannot be served (416).
-#[derive(Debug)]
-pub struct Unsatisfiable;
-
-/// Parses a single `bytes=a-b` / `bytes=a-` / `bytes=-n` range against `size`.
-/// `Ok(None)`: serve everything.
-pub fn parse_range(h: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
-    let Some(spec) = h.and_then(|h| h.trim().strip_prefix("bytes=")) else { return Ok(None) };
-    if spec.contains(',') {
-        return Ok(None); // several ranges: answer the whole file, which RFC 9110 allows
-    }
-    let (a, b) = spec.split_once('-').ok_or(Unsatisfiable)?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().map_err(|_| Unsatisfiable)?;
-            if n == 0 {
-                return Err(Unsatisfiable);
-            }
-            (size.saturating_sub(n), size)
-        }
-        (a, "") => (a.parse().map_err(|_| Unsatisfiable)?, size),
-        (a, b) => {
-            let (a, b): (u64, u64) = (a.parse().map_err(|_| Unsatisfiable)?, b.parse().map_err(|_| Unsatisfiable)?);
-            if b < a {
-                return Err(Unsatisfiable);
-            }
-            (a, (b + 1).min(size))
-        }
-    };
-    if start >= size {
-        return Err(Unsatisfiable);
-    }
-    Ok(Some((start, end)))
-}
+pub use super::range::{parse_range, Unsatisfiable};
 
 /// A body fed by the decrypting thread, with its length known in advance.
 struct ChannelBody {

@@ -53,6 +53,25 @@ pub fn client_ip(peer: Option<IpAddr>, xff: Option<&str>, trusted: &[IpNet]) -> 
     Some(client)
 }
 
+static UNTRUSTED_FORWARDER: std::sync::OnceLock<IpAddr> = std::sync::OnceLock::new();
+
+/// Remembers (and logs, once) the first peer that sent `X-Forwarded-For` without being a
+/// trusted proxy: a reverse proxy missing from `server.trusted_proxies` makes every client
+/// look like the proxy (one lockout and rate limit for everyone).
+fn note_untrusted_forwarder(peer: IpAddr) {
+    if UNTRUSTED_FORWARDER.set(peer).is_ok() {
+        tracing::warn!(
+            peer = %peer,
+            "a request carried X-Forwarded-For from a peer that is not a trusted proxy; the header is ignored. If this is your reverse proxy, add it to server.trusted_proxies"
+        );
+    }
+}
+
+/// The first untrusted peer seen sending `X-Forwarded-For`, if any (the console's system page).
+pub fn untrusted_forwarder() -> Option<IpAddr> {
+    UNTRUSTED_FORWARDER.get().copied()
+}
+
 /// IP, user agent and request id of the caller, for audit entries and rate limits.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
@@ -65,9 +84,18 @@ impl ClientInfo {
     pub fn of(req: &Request<'_>) -> Self {
         let trusted =
             req.rocket().state::<AppState>().map(|s| s.config.server.trusted_proxies.as_slice()).unwrap_or(&[]);
-        let xff = req.headers().get_one("X-Forwarded-For");
+        // Every `X-Forwarded-For` line, in order, as one list (RFC 9110 §5.3): a proxy may add
+        // its hop as a line of its own, after the client's.
+        let lines: Vec<&str> = req.headers().get("X-Forwarded-For").collect();
+        let xff = (!lines.is_empty()).then(|| lines.join(","));
+        let peer = req.remote().map(|r| r.ip());
+        if let (Some(p), Some(_)) = (peer, &xff) {
+            if !trusted.iter().any(|n| n.contains(&p)) {
+                note_untrusted_forwarder(p);
+            }
+        }
         Self {
-            ip: client_ip(req.remote().map(|r| r.ip()), xff, trusted),
+            ip: client_ip(peer, xff.as_deref(), trusted),
             user_agent: req.headers().get_one("User-Agent").map(str::to_string),
             request_id: RequestId::of(req),
         }

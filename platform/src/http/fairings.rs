@@ -98,8 +98,29 @@ impl Fairing for HttpLayer {
         res.set_header(Header::new("Cross-Origin-Opener-Policy", "same-origin"));
         res.set_header(Header::new("Cross-Origin-Resource-Policy", "same-origin"));
         res.set_header(Header::new("Permissions-Policy", "geolocation=(), payment=(), usb=()"));
-        if state.config.server.tls_enabled() {
+        if super::transport::is_https(req, &state.config) {
             res.set_header(Header::new("Strict-Transport-Security", "max-age=63072000; includeSubDomains"));
+        }
+        // Every cookie of every answer is `Secure` unless the request was addressed to this
+        // machine itself (`http::transport`).
+        let cookies: Vec<String> = res.headers().get("Set-Cookie").map(str::to_string).collect();
+        if !cookies.is_empty() {
+            let fixed: Vec<String> = cookies
+                .iter()
+                .map(|c| {
+                    let name = c.split('=').next().unwrap_or("").trim();
+                    match super::transport::cookie_must_be_secure(req, &state.config, name) {
+                        true => super::transport::with_secure(c).unwrap_or_else(|| c.clone()),
+                        false => c.clone(),
+                    }
+                })
+                .collect();
+            if fixed != cookies {
+                res.remove_header("Set-Cookie");
+                for c in fixed {
+                    res.adjoin_header(Header::new("Set-Cookie", c));
+                }
+            }
         }
         if path.starts_with("/api") {
             res.set_header(Header::new("Cache-Control", "no-store"));

@@ -7,6 +7,7 @@ pub mod fairings;
 pub mod json;
 pub mod metrics;
 pub mod pagination;
+pub mod transport;
 
 pub use client::ClientInfo;
 pub use error::{ApiError, ApiResult};

@@ -259,3 +259,26 @@ pub async fn file_shared(
     }
     commit(state, d, None).await
 }
+
+/// Tells a user a sign-in provider was linked to their account: in the app and by e-mail
+/// (whatever their preferences: a security notice), so a link they did not make is noticed.
+pub async fn provider_linked(state: &AppState, user_id: &str, provider: &str) -> Result<(), NotStored> {
+    let ids = vec![user_id.to_string()];
+    let people = state.db.q(move |c| people(c, &ids)).await.map_err(|e| NotStored::Failed(e.to_string()))?;
+    let mut d = Delivery::default();
+    let title = format!("Sign-in with {provider} was linked to your account");
+    let body = format!(
+        "You can now sign in with {provider}. If this was not you, change your password and remove the link, or tell an administrator."
+    );
+    d.notify(user_id, "provider_linked", title.clone(), body.clone(), json!({"provider": provider}));
+    if let (true, Some(p)) = (state.mailer.enabled(), people.get(user_id)) {
+        if !p.disabled {
+            let link = format!("{}/account", state.config.public_url());
+            match email::notice(&state.config, p, "provider_linked", &title, &body, &link) {
+                Ok(row) => d.email(row),
+                Err(e) => tracing::error!(error = %e, "provider-link e-mail not rendered"),
+            }
+        }
+    }
+    commit(state, d, None).await
+}

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use seccollab_plugin_api::host::{self, Instance};
 use seccollab_plugin_api::{
     AuthorizationRequest, CodeExchange, Notifier, NotifyError, OAuthError, OAuthIdentity, OAuthProvider, ObjectWriter,
-    Outbound, PluginKind, ScanReport, Scanner, StorageBackend, StorageError,
+    Outbound, PluginKind, ScanReport, ScanStream, Scanner, StorageBackend, StorageError,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -196,6 +196,58 @@ impl Scanner for GuardedScanner {
         let (inner, data) = (self.inner.clone(), Arc::<[u8]>::from(data));
         guarded(&self.name, &self.breaker, self.timeout, move || inner.scan(&data), |_| true, |e| e.clone())?
             .map_err(|e| format!("plugin {}: {e}", self.name))
+    }
+
+    /// A streamed scan: started under the breaker and time limit; its pieces and verdict
+    /// rely on the plugin's own I/O time limits (ClamAV's `timeout_secs`) and feed the breaker.
+    fn stream(&self) -> Option<Result<Box<dyn ScanStream>, String>> {
+        let inner = self.inner.clone();
+        let started = guarded(
+            &self.name,
+            &self.breaker,
+            self.timeout,
+            move || inner.stream().transpose(),
+            |_| true,
+            |e| e.clone(),
+        );
+        match started {
+            Err(e) => Some(Err(e)),
+            Ok(Err(e)) => Some(Err(format!("plugin {}: {e}", self.name))),
+            Ok(Ok(None)) => None,
+            Ok(Ok(Some(inner))) => {
+                Some(Ok(Box::new(GuardedStream { name: self.name.clone(), inner, breaker: self.breaker.clone() })))
+            }
+        }
+    }
+}
+
+/// A plugin's streamed scan whose failures count toward the plugin's breaker.
+struct GuardedStream {
+    name: String,
+    inner: Box<dyn ScanStream>,
+    breaker: Arc<Breaker>,
+}
+
+impl ScanStream for GuardedStream {
+    fn write(&mut self, data: &[u8]) -> Result<(), String> {
+        self.inner.write(data).map_err(|e| {
+            self.breaker.failure(&self.name, &e);
+            format!("plugin {}: {e}", self.name)
+        })
+    }
+
+    fn finish(self: Box<Self>) -> Result<ScanReport, String> {
+        let GuardedStream { name, inner, breaker } = *self;
+        match inner.finish() {
+            Ok(r) => {
+                breaker.success();
+                Ok(r)
+            }
+            Err(e) => {
+                breaker.failure(&name, &e);
+                Err(format!("plugin {name}: {e}"))
+            }
+        }
     }
 }
 
@@ -463,11 +515,46 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-/// Refuses a library an attacker other than root or its owner could have replaced: the file
-/// and its folder must not be writable by group or others, and it must be a regular file.
-pub fn check_permissions(path: &Path) -> Result<PathBuf, String> {
-    let real = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let meta = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", real.display()))?;
+/// Whether `uid` may own a plugin or a folder above it: root or the service's own user.
+fn trusted_owner(uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // `/proc/self` belongs to the process's effective user.
+    uid == 0 || std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == uid)
+}
+
+/// Refuses a folder path an attacker could use to swap a library: every folder from the
+/// library's up to `/` must belong to root or the service user and must not be writable by
+/// group or others (a sticky folder such as `/tmp` excepted: there only a file's owner may
+/// rename or remove it).
+pub fn check_folders(real: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    for dir in real.ancestors().skip(1) {
+        let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mode = m.permissions().mode();
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(format!(
+                "the folder {} is writable by group or others (mode {:o}); fix with `chmod go-w {}`",
+                dir.display(),
+                mode & 0o7777,
+                dir.display()
+            ));
+        }
+        if !trusted_owner(m.uid()) {
+            return Err(format!(
+                "the folder {} belongs to user id {}, neither root nor the service user; fix with `chown root {}`",
+                dir.display(),
+                m.uid(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an opened library file an attacker other than root or its owner could have
+/// replaced: a regular file, owned by root or the service user, not writable by group or others.
+fn check_file(real: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", real.display()));
     }
@@ -479,35 +566,46 @@ pub fn check_permissions(path: &Path) -> Result<PathBuf, String> {
             real.display()
         ));
     }
-    if let Some(dir) = real.parent() {
-        let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        if m.permissions().mode() & 0o022 != 0 && m.permissions().mode() & 0o1000 == 0 {
-            return Err(format!(
-                "the folder {} is writable by group or others (mode {:o}); fix with `chmod go-w {}`",
-                dir.display(),
-                m.permissions().mode() & 0o7777,
-                dir.display()
-            ));
+    if !trusted_owner(meta.uid()) {
+        return Err(format!(
+            "{} belongs to user id {}, neither root nor the service user; fix with `chown root {}`",
+            real.display(),
+            meta.uid(),
+            real.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Opens a library the safe way: checks its folders, opens the file once, checks and hashes
+/// **that open file** (and compares the hash with `pin`), then loads the same open file through
+/// `/proc/self/fd`, so what was checked and hashed is what runs, even if the path is swapped
+/// in between. Returns the library and its SHA-256.
+pub fn open_verified(path: &Path, pin: Option<&str>) -> Result<(host::Library, String), String> {
+    use std::os::fd::AsRawFd;
+    let real = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    check_folders(&real)?;
+    let mut file = std::fs::File::open(&real).map_err(|e| format!("{}: {e}", real.display()))?;
+    let meta = file.metadata().map_err(|e| format!("{}: {e}", real.display()))?;
+    check_file(&real, &meta)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut file, &mut h).map_err(|e| format!("{}: {e}", real.display()))?;
+    let sha = hex::encode(h.finalize());
+    if let Some(pin) = pin {
+        if !pin.eq_ignore_ascii_case(&sha) {
+            return Err(format!("SHA-256 is {sha}, not the pinned {pin}: the file changed; refusing to load it"));
         }
     }
-    Ok(real)
+    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    let lib = host::open_as(&by_fd, &real).map_err(|e| format!("{}: {e}", real.display()))?;
+    drop(file);
+    Ok((lib, sha))
 }
 
-/// SHA-256 of a file, hex.
-pub fn sha256_file(path: &Path) -> Result<String, String> {
-    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(hex::encode(h.finalize()))
-}
-
-/// Opens a library after the permission check, without creating an instance: what
+/// Opens a library after the checks, without creating an instance: what
 /// `seccollab plugins check FILE` reports.
 pub fn inspect(path: &Path) -> Result<(host::Library, String), String> {
-    let real = check_permissions(path)?;
-    let sha = sha256_file(&real)?;
-    let lib = host::open(&real).map_err(|e| format!("{}: {e}", real.display()))?;
-    Ok((lib, sha))
+    open_verified(path, None)
 }
 
 fn builtin(name: &str, kind: PluginKind, version: &str) -> Entry {
@@ -598,15 +696,17 @@ impl Registry {
         path: &Path,
         info: &mut PluginInfo,
     ) -> Result<Arc<Breaker>, String> {
-        let real = check_permissions(path)?;
-        let sha = sha256_file(&real)?;
-        info.sha256 = Some(sha.clone());
-        if let Some(pin) = &entry.sha256 {
-            if !pin.eq_ignore_ascii_case(&sha) {
-                return Err(format!("SHA-256 is {sha}, not the pinned {pin}: the file changed; refusing to load it"));
+        // The hash is shown even when the pin refuses the file.
+        let (lib, sha) = match open_verified(path, entry.sha256.as_deref()) {
+            Ok(x) => x,
+            Err(e) => {
+                if let Some(sha) = e.strip_prefix("SHA-256 is ").and_then(|r| r.split(',').next()) {
+                    info.sha256 = Some(sha.to_string());
+                }
+                return Err(e);
             }
-        }
-        let lib = host::open(&real).map_err(|e| e.to_string())?;
+        };
+        info.sha256 = Some(sha);
         info.kind = Some(lib.kind().as_str().into());
         info.version = Some(lib.version().into());
         info.abi_version = Some(format!("{}.{}", lib.abi().0, lib.abi().1));

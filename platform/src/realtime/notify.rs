@@ -6,8 +6,13 @@
 //! cut into chunks below PostgreSQL's 8000-byte limit. Ephemeral frames (typing, presence) go
 //! on `seccollab_ephemeral` as small JSON; an oversized one is not sent across nodes.
 //!
+//! Sessions revoked or changed on one node (sign-out, disable, MFA turned off, a hold for
+//! re-verification) go on `seccollab_sessions` as `node\nsid\n...`: every other node drops
+//! them from its session cache and closes their WebSockets at once.
+//!
 //! A notification missed while the listener was reconnecting is not lost: after reconnecting
-//! the node tells every local connection to catch up from the database by `seq`.
+//! the node tells every local connection to catch up from the database by `seq` (and forgets
+//! its whole session cache, so a missed revocation cannot outlive the reconnect).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +26,11 @@ use crate::db::{Db, DbConnection, DbError};
 
 const EVENTS: &str = "seccollab_events";
 const EPHEMERAL: &str = "seccollab_ephemeral";
+const SESSIONS: &str = "seccollab_sessions";
+
+/// What a node does with sessions another node revoked: forget them in its cache and close
+/// their sockets (`None`: forget the whole cache).
+pub type OnSessions = Arc<dyn Fn(Option<&[String]>) + Send + Sync>;
 const MAX_PAYLOAD: usize = 7800;
 
 /// Announces committed events to the other nodes (PostgreSQL only; SQLite is single-node).
@@ -67,8 +77,35 @@ pub fn announce_ephemeral(db: &Db, node_id: &str, to: &[String], frame: &str) {
     }
 }
 
+/// Tells the other nodes that these sessions were revoked or changed (PostgreSQL only; after
+/// the change committed). A failure is logged: the nodes' periodic checks remain.
+pub fn announce_sessions(db: &Db, node_id: &str, sids: &[String]) {
+    if sids.is_empty() {
+        return;
+    }
+    let Ok(mut conn) = db.get() else {
+        tracing::warn!("could not announce revoked sessions to other nodes: no database connection");
+        return;
+    };
+    let DbConnection::Pg(pg) = &mut *conn else { return };
+    let mut payload = String::from(node_id);
+    for sid in sids {
+        if payload.len() + sid.len() + 1 > MAX_PAYLOAD {
+            if let Err(e) = notify(pg, SESSIONS, &payload) {
+                tracing::warn!(error = %e, "could not announce revoked sessions to other nodes");
+            }
+            payload = String::from(node_id);
+        }
+        payload.push('\n');
+        payload.push_str(sid);
+    }
+    if let Err(e) = notify(pg, SESSIONS, &payload) {
+        tracing::warn!(error = %e, "could not announce revoked sessions to other nodes");
+    }
+}
+
 /// Starts the listener thread of this node (PostgreSQL only).
-pub fn start_listener(db: Db, url: String, hub: Arc<Hub>, node_id: String) {
+pub fn start_listener(db: Db, url: String, hub: Arc<Hub>, node_id: String, on_sessions: OnSessions) {
     let spawned = std::thread::Builder::new().name("pg-listener".into()).spawn(move || {
         let mut first = true;
         loop {
@@ -76,16 +113,19 @@ pub fn start_listener(db: Db, url: String, hub: Arc<Hub>, node_id: String) {
                 Ok(mut pg) => {
                     let listening = diesel::sql_query(format!("LISTEN {EVENTS}"))
                         .execute(&mut pg)
-                        .and_then(|_| diesel::sql_query(format!("LISTEN {EPHEMERAL}")).execute(&mut pg));
+                        .and_then(|_| diesel::sql_query(format!("LISTEN {EPHEMERAL}")).execute(&mut pg))
+                        .and_then(|_| diesel::sql_query(format!("LISTEN {SESSIONS}")).execute(&mut pg));
                     if let Err(e) = listening {
                         tracing::warn!(error = %e, "LISTEN failed; retrying");
                     } else {
                         if !first {
-                            // Whatever was announced while we were away: re-read by seq.
+                            // Whatever was announced while we were away: re-read by seq, and
+                            // check every session afresh.
                             hub.resync_all();
+                            on_sessions(None);
                         }
                         first = false;
-                        listen(&db, &mut pg, &hub, &node_id);
+                        listen(&db, &mut pg, &hub, &node_id, &on_sessions);
                         tracing::warn!("lost the PostgreSQL notification connection; reconnecting");
                     }
                 }
@@ -100,7 +140,7 @@ pub fn start_listener(db: Db, url: String, hub: Arc<Hub>, node_id: String) {
 }
 
 /// Receives until the connection fails.
-fn listen(db: &Db, pg: &mut PgConnection, hub: &Hub, node_id: &str) {
+fn listen(db: &Db, pg: &mut PgConnection, hub: &Hub, node_id: &str, on_sessions: &OnSessions) {
     let mut last_check = Instant::now();
     loop {
         let mut got = false;
@@ -122,6 +162,13 @@ fn listen(db: &Db, pg: &mut PgConnection, hub: &Hub, node_id: &str) {
                         }
                     }
                 }
+            } else if n.channel == SESSIONS {
+                let mut lines = n.payload.lines();
+                if lines.next() == Some(node_id) {
+                    continue; // our own
+                }
+                let sids: Vec<String> = lines.filter(|l| !l.is_empty()).map(str::to_string).collect();
+                on_sessions(Some(&sids));
             } else if n.channel == EPHEMERAL {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&n.payload) {
                     if v["n"].as_str() == Some(node_id) {

@@ -54,6 +54,9 @@ pub struct Peer {
     /// When the access token the connection was opened with expires (Unix seconds): sending
     /// stops then. `None` for the web UI's session cookie.
     pub send_until: Option<i64>,
+    /// Opened with a browser session's cookie: its kind (`web`, `admin`) and idle timeout in
+    /// seconds. The connection closes once that session has idled out, as its pages would.
+    pub cookie: Option<(&'static str, u64)>,
 }
 
 /// Smallest limit on a client's frame; with `send_message` the limit grows with
@@ -95,7 +98,8 @@ pub async fn ws(
                 .ok_or_else(|| ApiError::invalid("after", "must be a non-negative whole number"))?,
         ),
     };
-    let peer = Peer { client, may_send: true, send_until: user.1 };
+    let cookie = user.1.is_none().then_some((crate::web::KIND, state.config.web.idle_timeout_secs));
+    let peer = Peer { client, may_send: true, send_until: user.1, cookie };
     Ok(open_channel(state.inner().clone(), user.0.id, user.0.sid, socket, after, shutdown, peer).await)
 }
 
@@ -293,8 +297,7 @@ impl Connection {
                     }
                 }
                 _ = session_check.tick() => {
-                    let live = crate::auth::session_live(&self.state, &self.sid).await;
-                    if matches!(live, Ok(None)) {
+                    if session_ended(self.state.clone(), self.sid.clone(), self.peer.cookie).await {
                         self.stop = Some(Stop::Revoked);
                     }
                 }
@@ -738,6 +741,22 @@ impl Connection {
 
 const TYPING_RATE: f64 = 5.0;
 const TYPING_BURST: f64 = 10.0;
+
+/// The session is revoked or expired, held for re-verification, or (a cookie's) idle.
+/// Revocations on any node also close the socket at once (`AppState::sessions_revoked`);
+/// this periodic check is the backstop.
+async fn session_ended(state: AppState, sid: String, cookie: Option<(&'static str, u64)>) -> bool {
+    match crate::auth::session_live(&state, &sid).await {
+        Ok(None) => return true,
+        Ok(Some(live)) if live.reverify => return true,
+        _ => {}
+    }
+    let Some((kind, idle_secs)) = cookie else { return false };
+    let idle = idle_secs as i64 * 1_000_000;
+    let now = crate::time::now_micros();
+    let idled = state.db.q(move |c| crate::auth::browser::idled_out(c, &sid, kind, now, idle)).await;
+    matches!(idled, Ok(true))
+}
 
 fn error_frame(code: &str, message: &str) -> String {
     ephemeral("error", json!({"code": code, "message": message}))

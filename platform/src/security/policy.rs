@@ -164,11 +164,26 @@ pub struct ScanPolicy {
     pub max_bytes: u64,
     /// Files scanned at once.
     pub workers: usize,
+    /// Longest one YARA-X scan may take; a scan that runs out of time holds the file (`error`).
+    pub timeout_secs: u64,
+    /// A file over `max_bytes` and a plugin scanner that cannot stream it: `hold` it (`error`,
+    /// 423 until an admin releases it; the default, fail closed) or let YARA-X alone judge it
+    /// (`yara_only`).
+    pub oversize: Oversize,
+}
+
+/// What happens to a file a plugin scanner cannot see whole (`scan.oversize`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Oversize {
+    #[default]
+    Hold,
+    YaraOnly,
 }
 
 impl Default for ScanPolicy {
     fn default() -> Self {
-        Self { max_bytes: 64 * 1024 * 1024, workers: 1 }
+        Self { max_bytes: 64 * 1024 * 1024, workers: 1, timeout_secs: 120, oversize: Oversize::Hold }
     }
 }
 

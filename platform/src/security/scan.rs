@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use rocket::tokio::sync::mpsc;
-use seccollab_plugin_api::{ScanMatch, ScanReport, Scanner};
+use seccollab_plugin_api::{ScanMatch, ScanReport, ScanStream, Scanner};
 use serde_json::json;
 
+use super::policy::Oversize;
 use crate::audit::{NewAuditEntry, Outcome};
 use crate::files::{self, pipeline};
 use crate::AppState;
@@ -24,6 +25,8 @@ pub struct YaraScanner {
     dir: PathBuf,
     rules: RwLock<Arc<yara_x::Rules>>,
     files: RwLock<usize>,
+    /// Longest one scan may take (`scan.timeout_secs`); past it the scan fails (`error`).
+    timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for YaraScanner {
@@ -65,7 +68,18 @@ impl YaraScanner {
             return Err(format!("no YARA rules (*.yar) in {}", dir.display()));
         }
         tracing::info!(files = n, dir = %dir.display(), "YARA-X rules compiled");
-        Ok(Self { dir: dir.to_path_buf(), rules: RwLock::new(Arc::new(rules)), files: RwLock::new(n) })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            rules: RwLock::new(Arc::new(rules)),
+            files: RwLock::new(n),
+            timeout: std::time::Duration::from_secs(120),
+        })
+    }
+
+    /// Sets the time limit of one scan (at least a second).
+    pub fn with_timeout(mut self, secs: u64) -> Self {
+        self.timeout = std::time::Duration::from_secs(secs.max(1));
+        self
     }
 
     /// Recompiles; on error the rules in force stay and the error (file, line) is returned.
@@ -98,12 +112,27 @@ impl YaraScanner {
     ) -> Result<ScanReport, String> {
         let rules = self.rules.read().expect("rules lock").clone();
         let mut scanner = yara_x::blocks::Scanner::new(&rules);
-        read(&mut |base, data| scanner.scan(base as usize, data).map(|_| ()).map_err(|e| e.to_string()))?;
-        let results = scanner.finish().map_err(|e| e.to_string())?;
+        scanner.set_timeout(self.timeout);
+        read(&mut |base, data| scanner.scan(base as usize, data).map(|_| ()).map_err(|e| self.why(e)))?;
+        let results = scanner.finish().map_err(|e| self.why(e))?;
         Ok(ScanReport {
             engine: format!("yara-x {} (blocks)", env!("YARA_X_VERSION")),
             matches: to_matches(results.matching_rules()),
         })
+    }
+}
+
+impl YaraScanner {
+    fn why(&self, e: yara_x::errors::ScanError) -> String {
+        match e {
+            yara_x::errors::ScanError::Timeout => {
+                format!(
+                    "YARA-X scan timed out after {} s (scan.timeout_secs); the file is held",
+                    self.timeout.as_secs()
+                )
+            }
+            other => other.to_string(),
+        }
     }
 }
 
@@ -138,7 +167,8 @@ impl Scanner for YaraScanner {
     fn scan(&self, data: &[u8]) -> Result<ScanReport, String> {
         let rules = self.rules.read().expect("rules lock").clone();
         let mut scanner = yara_x::Scanner::new(&rules);
-        let results = scanner.scan(data).map_err(|e| e.to_string())?;
+        scanner.set_timeout(self.timeout);
+        let results = scanner.scan(data).map_err(|e| self.why(e))?;
         let matches = to_matches(results.matching_rules());
         Ok(ScanReport { engine: format!("yara-x {}", env!("YARA_X_VERSION")), matches })
     }
@@ -162,6 +192,7 @@ pub struct ScanService {
     pub yara: Arc<YaraScanner>,
     pub max_bytes: u64,
     workers: usize,
+    oversize: Oversize,
 }
 
 impl std::fmt::Debug for ScanService {
@@ -174,13 +205,22 @@ impl ScanService {
     pub fn new(yara: Arc<YaraScanner>, max_bytes: u64, workers: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let chain: Vec<Arc<dyn Scanner>> = vec![yara.clone()];
-        Self { chain, tx, rx: std::sync::Mutex::new(Some(rx)), yara, max_bytes, workers: workers.max(1) }
+        let oversize = Oversize::Hold;
+        Self { chain, tx, rx: std::sync::Mutex::new(Some(rx)), yara, max_bytes, workers: workers.max(1), oversize }
     }
 
     /// Chains plugin scanners after YARA-X, in configuration order. They see files up to
-    /// `max_bytes`; larger files are scanned by YARA-X alone, block by block.
+    /// `max_bytes` whole; larger files are streamed to them (ABI 1.1) while YARA-X scans them
+    /// block by block. A plugin that cannot stream gets the file held, or skipped with
+    /// `scan.oversize = "yara_only"`.
     pub fn with_plugins(mut self, scanners: &[Arc<dyn Scanner>]) -> Self {
         self.chain.extend(scanners.iter().cloned());
+        self
+    }
+
+    /// What happens to files a plugin scanner cannot see whole (`scan.oversize`).
+    pub fn with_oversize(mut self, oversize: Oversize) -> Self {
+        self.oversize = oversize;
         self
     }
 
@@ -314,13 +354,47 @@ pub fn scan_file(state: &AppState, file_id: &str, actor: Option<String>) -> Resu
 const BLOCK: usize = 1024 * 1024;
 const OVERLAP: usize = 4096;
 
-/// Streams a large file through YARA-X's block scanner with bounded memory.
+fn failed(engine: &str, why: String) -> Verdict {
+    Verdict { status: "error", matches: vec![], engine: engine.into(), error: Some(why) }
+}
+
+/// Streams a large file once, with bounded memory, through YARA-X's block scanner and every
+/// plugin scanner that can take a stream. A plugin that cannot holds the file (`error`), unless
+/// `scan.oversize = "yara_only"` lets YARA-X alone judge it.
 fn scan_in_blocks(state: &AppState, key: &str, dek: &[u8; 32]) -> Verdict {
+    let svc = &state.scanner;
+    let mut streams: Vec<(String, Box<dyn ScanStream>)> = Vec::new();
+    let mut skipped = Vec::new();
+    for s in svc.chain.iter().skip(1) {
+        match s.stream() {
+            Some(Ok(st)) => streams.push((s.name().to_string(), st)),
+            Some(Err(e)) => return failed(s.name(), e),
+            None if svc.oversize == Oversize::YaraOnly => skipped.push(s.name().to_string()),
+            None => {
+                return failed(
+                    s.name(),
+                    format!(
+                        "the {} scanner cannot see files over {} bytes (scan.max_bytes); the file is held until an \
+                         administrator releases it",
+                        s.name(),
+                        svc.max_bytes
+                    ),
+                )
+            }
+        }
+    }
+    let mut plugin_error = None;
     let mut read = |feed: &mut BlockSink<'_>| -> Result<(), String> {
         let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + OVERLAP);
         let mut base = 0u64; // offset of buf[0] in the file
         let mut err = None;
         pipeline::read_range(&*state.storage, key, dek, 0, u64::MAX, &mut |p| {
+            for (name, st) in streams.iter_mut() {
+                if let Err(e) = st.write(p) {
+                    plugin_error = Some((name.clone(), e));
+                    return false;
+                }
+            }
             buf.extend_from_slice(p);
             if buf.len() >= BLOCK {
                 if let Err(e) = feed(base, &buf) {
@@ -343,13 +417,29 @@ fn scan_in_blocks(state: &AppState, key: &str, dek: &[u8; 32]) -> Verdict {
         }
         Ok(())
     };
-    match state.scanner.yara.scan_blocks(&mut read) {
-        Ok(r) => Verdict {
-            status: if r.matches.is_empty() { "clean" } else { "infected" },
-            matches: r.matches,
-            engine: r.engine,
-            error: None,
-        },
-        Err(e) => Verdict { status: "error", matches: vec![], engine: "yara-x".into(), error: Some(e) },
+    let yara = svc.yara.scan_blocks(&mut read);
+    if let Some((name, e)) = plugin_error {
+        return failed(&name, e);
+    }
+    let r = match yara {
+        Ok(r) => r,
+        Err(e) => return failed("yara-x", e),
+    };
+    let (mut matches, mut engines) = (r.matches, vec![r.engine]);
+    for (name, st) in streams {
+        match st.finish() {
+            Ok(r) => {
+                engines.push(r.engine);
+                matches.extend(r.matches);
+            }
+            Err(e) => return failed(&name, e),
+        }
+    }
+    engines.extend(skipped.iter().map(|n| format!("{n} (skipped: file over scan.max_bytes)")));
+    Verdict {
+        status: if matches.is_empty() { "clean" } else { "infected" },
+        matches,
+        engine: engines.join(", "),
+        error: None,
     }
 }

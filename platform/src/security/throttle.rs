@@ -1,6 +1,15 @@
 //! Sign-in throttling: per-account lockout with growing durations and per-IP exponential
 //! back-off, kept in the database (`login_throttle`) so every node and restart sees the same.
-//! Keys are `acct:<email>` (also for unknown emails, so a lock reveals nothing) and `ip:<addr>`.
+//! Keys are `acct:<email>` (also for unknown emails, so a lock reveals nothing) and `ip:<addr>`
+//! (IPv6 addresses by their /64: one host usually holds a whole /64, so counting single
+//! addresses would give it 2^64 fresh buckets).
+//!
+//! Every secret check counts here (passwords, second factors, re-verification; see
+//! `auth::secrets`), and only a *complete* sign-in clears an account's counter: a correct
+//! password followed by a second-factor step does not, so asking for fresh challenges never
+//! buys new guesses. Failures are counted inside a write transaction that holds the account's
+//! row (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a transaction-scoped advisory lock on the key),
+//! so parallel failures are never lost.
 
 use diesel::prelude::*;
 
@@ -12,8 +21,19 @@ pub fn account_key(email: &str) -> String {
     format!("acct:{}", email.trim().to_lowercase())
 }
 
+/// The back-off bucket of an address: IPv4 (and IPv4-mapped IPv6) by address, IPv6 by /64.
 pub fn ip_key(ip: &str) -> String {
-    format!("ip:{ip}")
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let net = ipnet::Ipv6Net::new(v6, 64).map(|n| n.trunc()).expect("64 is a valid prefix");
+                format!("ip:{net}")
+            }
+        },
+        Ok(std::net::IpAddr::V4(v4)) => format!("ip:{v4}"),
+        Err(_) => format!("ip:{ip}"),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,8 +109,36 @@ pub fn check(
     Ok(Verdict::Allowed)
 }
 
+/// Serialises the writers of `key` until the running transaction ends (PostgreSQL; on SQLite
+/// the `BEGIN IMMEDIATE` of [`crate::db::write_transaction`] already does).
+fn hold(conn: &mut DbConnection, key: &str) -> QueryResult<()> {
+    if let DbConnection::Pg(_) = conn {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind::<diesel::sql_types::Text, _>(format!("login_throttle:{key}"))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
 /// Counts a failure; returns the lock duration in seconds when this failure locked the account.
+/// Atomic: parallel failures each count.
 pub fn record_failure(
+    conn: &mut DbConnection,
+    p: &LockoutPolicy,
+    acct: &str,
+    ip: Option<&str>,
+    now: i64,
+) -> QueryResult<Option<u64>> {
+    crate::db::write_transaction(conn, |c| {
+        if let Some(ip) = ip {
+            hold(c, &ip_key(ip))?;
+        }
+        hold(c, &account_key(acct))?;
+        count_failure(c, p, acct, ip, now)
+    })
+}
+
+fn count_failure(
     conn: &mut DbConnection,
     p: &LockoutPolicy,
     acct: &str,
@@ -118,8 +166,9 @@ pub fn record_failure(
     Ok(locked)
 }
 
-/// A successful sign-in clears the account's counters (not the IP's: one valid account must
-/// not let an attacker reset the back-off they earned guessing others).
+/// A complete sign-in (every factor the account has) clears the account's counters (not the
+/// IP's: one valid account must not let an attacker reset the back-off they earned guessing
+/// others). Never call it after a password step that still asks for a second factor.
 pub fn record_success(conn: &mut DbConnection, acct: &str) -> QueryResult<()> {
     diesel::delete(lt::table.find(account_key(acct))).execute(conn)?;
     Ok(())
@@ -139,6 +188,15 @@ pub fn locked_until(conn: &mut DbConnection, acct: &str, now: i64) -> QueryResul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_addresses_share_their_64_bucket() {
+        assert_eq!(ip_key("2001:db8:1:2:aaaa::1"), "ip:2001:db8:1:2::/64");
+        assert_eq!(ip_key("2001:db8:1:2:ffff:1:2:3"), ip_key("2001:db8:1:2::9"));
+        assert_ne!(ip_key("2001:db8:1:3::1"), ip_key("2001:db8:1:2::1"));
+        assert_eq!(ip_key("::ffff:192.0.2.7"), "ip:192.0.2.7");
+        assert_eq!(ip_key("192.0.2.7"), "ip:192.0.2.7");
+    }
 
     #[test]
     fn ip_wait_doubles_and_caps() {

@@ -36,6 +36,7 @@ pub fn routes() -> Vec<Route> {
         chat_page,
         meetings_page,
         account_page,
+        account_link,
         file_link,
         meeting_link,
     ]
@@ -246,16 +247,18 @@ pub struct LoginForm {
     password: String,
 }
 
-/// Opens a web session for `user` (cookie set in `jar`) and audits the sign-in.
+/// Opens a web session for `user` (cookie set in `jar`) and audits the sign-in. `mfa_passed`:
+/// the sign-in passed a second factor.
 async fn open_session(
     state: &AppState,
     client: &ClientInfo,
     jar: &CookieJar<'_>,
     user: &users::User,
     details: serde_json::Value,
+    mfa_passed: bool,
 ) -> ApiResult<()> {
     let ttl = state.config.web.absolute_timeout_secs;
-    let token = crate::auth::browser::open(state, client, &user.id, super::KIND, ttl).await?;
+    let token = crate::auth::browser::open(state, client, &user.id, super::KIND, ttl, mfa_passed).await?;
     jar.add(session_cookie(state, token));
     jar.remove(Cookie::build(PRE_COOKIE).path("/"));
     state
@@ -285,7 +288,7 @@ pub async fn login(state: &State<AppState>, client: ClientInfo, jar: &CookieJar<
         ),
         Ok(PasswordStep::Done(user)) => {
             let details = json!({"email": user.email, "method": "password", "via": "web"});
-            match open_session(state, &client, jar, &user, details).await {
+            match open_session(state, &client, jar, &user, details, false).await {
                 Ok(()) => Page::Redirect(next.clone().unwrap_or_else(|| "/files".into())),
                 Err(e) => again(e.status, e.message),
             }
@@ -324,7 +327,7 @@ pub async fn mfa_form(state: &State<AppState>, client: ClientInfo, jar: &CookieJ
     match mfa_step(state, &client, f.mfa_token.clone(), f.code).await {
         Ok((user, method)) => {
             let details = json!({"email": user.email, "method": method, "via": "web", "step": "mfa"});
-            match open_session(state, &client, jar, &user, details).await {
+            match open_session(state, &client, jar, &user, details, true).await {
                 Ok(()) => Page::Redirect(next.unwrap_or_else(|| "/files".into())),
                 Err(e) => render(e.status, &login_view(state, csrf, String::new(), Some(e.message), None)),
             }
@@ -421,7 +424,7 @@ pub(crate) async fn oidc_finished(
             if let Some(o) = who.as_object_mut() {
                 o.insert("via".into(), json!("web"));
             }
-            match open_session(state, client, jar, &user, who).await {
+            match open_session(state, client, jar, &user, who, false).await {
                 Ok(()) => render(Status::Ok, &ContinuePage { to: next.unwrap_or_else(|| "/files".into()) }),
                 Err(e) => {
                     let csrf = pre_token(state, jar);
@@ -429,6 +432,7 @@ pub(crate) async fn oidc_finished(
                 }
             }
         }
+        Ok(Finished::Linked(_)) => render(Status::Ok, &ContinuePage { to: "/account?linked=1".into() }),
         Ok(Finished::Mfa(token)) => {
             jar.add(flow_cookie(state, MFA_COOKIE, token, "/login"));
             let to = match next {
@@ -617,6 +621,20 @@ pub async fn meetings_page(state: &State<AppState>, who: Web) -> Page {
 #[get("/account")]
 pub async fn account_page(state: &State<AppState>, who: Web) -> Page {
     app_page(state, who, "/account", "account", "Account", "account.js").await
+}
+
+/// "Link" on the account page: the provider's sign-in, finished by linking the identity to
+/// this account (then back to the account page).
+#[get("/account/link/<provider>")]
+pub async fn account_link(state: &State<AppState>, jar: &CookieJar<'_>, who: Web, provider: &str) -> Page {
+    let Web::SignedIn(_) = who else {
+        return Page::Redirect("/login?next=/account".into());
+    };
+    if state.plugins.oauth_provider(provider).is_none() {
+        return Page::Redirect("/account".into());
+    }
+    jar.add(flow_cookie(state, OAUTH_MARKER, crate::http::percent_encode("/account"), "/api/auth/callback"));
+    Page::Redirect(format!("/api/auth/link/{}", crate::http::percent_encode(provider)))
 }
 
 /// The links in e-mails: `/files/{id}` and `/meetings/{id}` open the page on that item (the

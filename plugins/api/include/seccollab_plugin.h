@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 #define SECCOLLAB_ABI_MAJOR 1
-#define SECCOLLAB_ABI_MINOR 0
+#define SECCOLLAB_ABI_MINOR 1
 
 /* Status codes. */
 #define SECCOLLAB_OK 0
@@ -30,6 +30,7 @@
 #define SECCOLLAB_NOT_FOUND 4
 #define SECCOLLAB_INVALID 5
 #define SECCOLLAB_PANIC 6
+#define SECCOLLAB_UNSUPPORTED 7 /* an optional function the plugin does not offer (ABI 1.1) */
 
 /* Kinds. */
 #define SECCOLLAB_KIND_SCANNER 1
@@ -69,6 +70,14 @@ typedef struct {
 typedef struct {
     size_t struct_size;
     int32_t (*scan)(void *instance, SecCollabSlice data, SecCollabBuf *out);
+    /* ABI 1.1, optional (all NULL, or scan_begin answering SECCOLLAB_UNSUPPORTED: whole files
+     * only): a streamed scan of a file too large to hold in memory. scan_begin makes a handle,
+     * scan_write feeds it the next piece, scan_finish writes the report (as scan does) and frees
+     * the handle, scan_abort frees it without a verdict. */
+    int32_t (*scan_begin)(void *instance, void **stream, SecCollabBuf *err);
+    int32_t (*scan_write)(void *stream, SecCollabSlice data, SecCollabBuf *err);
+    int32_t (*scan_finish)(void *stream, SecCollabBuf *out);
+    void (*scan_abort)(void *stream);
 } SecCollabScannerVTable;
 
 /* SECCOLLAB_KIND_NOTIFIER: message is a JSON notification (docs/plugins.md). */

@@ -35,7 +35,7 @@ use std::mem::{offset_of, size_of};
 /// ABI major version: a plugin with another major is refused.
 pub const ABI_MAJOR: u32 = 1;
 /// ABI minor version: additions that older plugins and hosts can ignore.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 /// The one symbol a plugin library exports: `const PluginDecl *seccollab_plugin_entry(void)`.
 pub const ENTRY_SYMBOL: &str = "seccollab_plugin_entry";
 
@@ -55,6 +55,8 @@ pub mod status {
     pub const INVALID: i32 = 5;
     /// The plugin panicked; the panic was caught at the boundary.
     pub const PANIC: i32 = 6;
+    /// The plugin does not offer this optional function (ABI 1.1: a scanner without streaming).
+    pub const UNSUPPORTED: i32 = 7;
 }
 
 /// Kind codes in [`PluginDecl::kind`].
@@ -143,12 +145,24 @@ unsafe impl Sync for PluginDecl {}
 
 /// `kind::SCANNER`. `scan` writes the JSON [`ScanReport`](crate::ScanReport) into `out`, or a
 /// message on failure.
+///
+/// ABI 1.1 appends a streamed scan for files too large to hold in memory (all four or none;
+/// a null `scan_begin`, or one answering [`status::UNSUPPORTED`], means whole files only):
+/// `scan_begin` makes a stream handle, `scan_write` feeds it the next piece, `scan_finish`
+/// writes the report into `out` (or a message) and consumes the handle, `scan_abort` drops it.
 #[repr(C)]
 #[derive(Debug)]
 pub struct ScannerVTable {
     pub struct_size: usize,
     pub scan: Option<unsafe extern "C" fn(instance: *mut c_void, data: Slice, out: *mut Buf) -> i32>,
+    pub scan_begin: Option<unsafe extern "C" fn(instance: *mut c_void, stream: *mut *mut c_void, err: *mut Buf) -> i32>,
+    pub scan_write: Option<unsafe extern "C" fn(stream: *mut c_void, data: Slice, err: *mut Buf) -> i32>,
+    pub scan_finish: Option<unsafe extern "C" fn(stream: *mut c_void, out: *mut Buf) -> i32>,
+    pub scan_abort: Option<unsafe extern "C" fn(stream: *mut c_void)>,
 }
+
+/// The size of the ABI 1.0 scanner table (`struct_size`, `scan`): the least a host accepts.
+pub const SCANNER_VTABLE_V1_0: usize = offset_of!(ScannerVTable, scan_begin);
 unsafe impl Sync for ScannerVTable {}
 
 /// `kind::NOTIFIER`. `deliver` takes a JSON [`Outbound`](crate::Outbound); `channel` is the
@@ -228,7 +242,8 @@ const _: () = {
     assert!(offset_of!(PluginDecl, free_buf) == 64);
     assert!(offset_of!(PluginDecl, vtable) == 72);
     assert!(size_of::<PluginDecl>() == 80);
-    assert!(size_of::<ScannerVTable>() == 16);
+    assert!(SCANNER_VTABLE_V1_0 == 16);
+    assert!(size_of::<ScannerVTable>() == 48);
     assert!(size_of::<NotifierVTable>() == 32);
     assert!(size_of::<OAuthVTable>() == 40);
     assert!(size_of::<StorageVTable>() == 88);
@@ -322,6 +337,55 @@ pub mod guest {
                 Ok(status::OK)
             })
         }
+    }
+
+    /// A Rust plugin's stream handle.
+    type StreamBox = Box<dyn crate::ScanStream>;
+
+    pub unsafe extern "C" fn scan_begin<T: Scanner + 'static>(
+        instance: *mut c_void,
+        stream: *mut *mut c_void,
+        err: *mut Buf,
+    ) -> i32 {
+        unsafe {
+            guard(err, || match this::<T>(instance).stream() {
+                None => Ok(status::UNSUPPORTED),
+                Some(Err(m)) => Err((status::TRANSIENT, m)),
+                Some(Ok(s)) => {
+                    stream.write(Box::into_raw(Box::new(s)) as *mut c_void);
+                    Ok(status::OK)
+                }
+            })
+        }
+    }
+
+    pub unsafe extern "C" fn scan_write(stream: *mut c_void, data: Slice, err: *mut Buf) -> i32 {
+        unsafe {
+            guard(err, || {
+                // SAFETY: made by `scan_begin` and not yet consumed.
+                let s = &mut *(stream as *mut StreamBox);
+                s.write(data.as_bytes()).map_err(|m| (status::TRANSIENT, m))?;
+                Ok(status::OK)
+            })
+        }
+    }
+
+    pub unsafe extern "C" fn scan_finish(stream: *mut c_void, out: *mut Buf) -> i32 {
+        unsafe {
+            // SAFETY: made by `scan_begin`; consumed here.
+            let s = *Box::from_raw(stream as *mut StreamBox);
+            guard(out, || {
+                let report = s.finish().map_err(|m| (status::TRANSIENT, m))?;
+                put(out, serde_json::to_vec(&report).expect("report serialises"));
+                Ok(status::OK)
+            })
+        }
+    }
+
+    pub unsafe extern "C" fn scan_abort(stream: *mut c_void) {
+        // SAFETY: made by `scan_begin`; consumed here.
+        let s = unsafe { Box::from_raw(stream as *mut StreamBox) };
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(s)));
     }
 
     fn notify_code(e: NotifyError) -> (i32, String) {
@@ -564,6 +628,10 @@ macro_rules! declare_plugin {
         static __SECCOLLAB_VTABLE: $crate::abi::ScannerVTable = $crate::abi::ScannerVTable {
             struct_size: ::std::mem::size_of::<$crate::abi::ScannerVTable>(),
             scan: Some($crate::abi::guest::scan::<$ty>),
+            scan_begin: Some($crate::abi::guest::scan_begin::<$ty>),
+            scan_write: Some($crate::abi::guest::scan_write),
+            scan_finish: Some($crate::abi::guest::scan_finish),
+            scan_abort: Some($crate::abi::guest::scan_abort),
         };
         $crate::declare_plugin!(@decl $crate::abi::kind::SCANNER, $ty, $name, $version, $init);
     };

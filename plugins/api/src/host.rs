@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::abi::{self, status, Buf, PluginDecl, Slice};
 use crate::{
     AuthorizationRequest, CodeExchange, Notifier, NotifyError, OAuthError, OAuthIdentity, OAuthProvider, ObjectWriter,
-    Outbound, PluginKind, ScanReport, Scanner, StorageBackend, StorageError,
+    Outbound, PluginKind, ScanReport, ScanStream, Scanner, StorageBackend, StorageError,
 };
 
 /// Why a library was refused. Each names what to fix.
@@ -57,6 +57,13 @@ fn read_text(s: Slice, what: &'static str) -> Result<String, LoadError> {
 /// Opens `path`, finds the entry symbol and checks the declaration. Runs the library's
 /// initialisers (as any shared library load does) but none of the plugin's own functions.
 pub fn open(path: &Path) -> Result<Library, LoadError> {
+    open_as(path, path)
+}
+
+/// [`open`] of `load` (say `/proc/self/fd/N`, a file the host opened and checked), reported
+/// under the name `shown`.
+pub fn open_as(load: &Path, shown: &Path) -> Result<Library, LoadError> {
+    let path = load;
     // SAFETY: loading a library runs its initialisers; the host only loads files an operator
     // configured, after checking their permissions (and hash when pinned).
     let lib = unsafe { libloading::Library::new(path) }.map_err(|e| LoadError::Open(e.to_string()))?;
@@ -67,7 +74,7 @@ pub fn open(path: &Path) -> Result<Library, LoadError> {
         unsafe { lib.get(abi::ENTRY_SYMBOL.as_bytes()) }.map_err(|_| LoadError::NoEntry)?;
     // SAFETY: as above.
     let ptr = unsafe { entry() };
-    validate(ptr, path)
+    validate(ptr, shown)
 }
 
 /// Checks a plugin linked into this program (tests, or a host that links plugins statically)
@@ -113,7 +120,7 @@ fn validate(ptr: *const PluginDecl, path: &Path) -> Result<Library, LoadError> {
     // Check the function table now, so a broken library is refused at load, not at first use.
     match kind {
         PluginKind::Scanner => {
-            lib.table::<abi::ScannerVTable>()?.scan.ok_or(LoadError::Missing("scan"))?;
+            lib.scanner_table()?;
         }
         PluginKind::Notifier => {
             let t = lib.table::<abi::NotifierVTable>()?;
@@ -172,6 +179,39 @@ impl Library {
         Ok(unsafe { &*(self.decl.vtable as *const T) })
     }
 
+    /// The scanner's functions as far as the plugin's table covers them: ABI 1.0 tables end
+    /// after `scan`; 1.1 adds the streamed scan (all four functions, or none).
+    fn scanner_table(&self) -> Result<ScannerFns, LoadError> {
+        // SAFETY: non-null (checked at open); every table starts with its struct_size.
+        let size = unsafe { (self.decl.vtable as *const usize).read() };
+        if size < abi::SCANNER_VTABLE_V1_0 {
+            return Err(LoadError::TooSmall { found: size, needed: abi::SCANNER_VTABLE_V1_0, major: abi::ABI_MAJOR });
+        }
+        let p = self.decl.vtable as *const abi::ScannerVTable;
+        // SAFETY: only fields within the plugin's declared size are read, each by value.
+        let scan = unsafe { std::ptr::addr_of!((*p).scan).read() }.ok_or(LoadError::Missing("scan"))?;
+        let stream = if size >= std::mem::size_of::<abi::ScannerVTable>() {
+            // SAFETY: as above; the plugin's table covers the 1.1 fields.
+            let fns = unsafe {
+                (
+                    std::ptr::addr_of!((*p).scan_begin).read(),
+                    std::ptr::addr_of!((*p).scan_write).read(),
+                    std::ptr::addr_of!((*p).scan_finish).read(),
+                    std::ptr::addr_of!((*p).scan_abort).read(),
+                )
+            };
+            match fns {
+                (Some(begin), Some(write), Some(finish), Some(abort)) => {
+                    Some(StreamFns { begin, write, finish, abort })
+                }
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Ok(ScannerFns { scan, stream })
+    }
+
     /// Creates an instance with its configuration table; the error is the plugin's message.
     pub fn instantiate(&self, config: &serde_json::Value) -> Result<Instance, String> {
         let cfg = serde_json::to_vec(config).map_err(|e| e.to_string())?;
@@ -190,7 +230,9 @@ impl Library {
         let core = Core { name: self.name.clone(), decl: self.decl, inst };
         let t = |e: LoadError| e.to_string();
         Ok(match self.kind {
-            PluginKind::Scanner => Instance::Scanner(Arc::new(ForeignScanner { vt: self.table().map_err(t)?, core })),
+            PluginKind::Scanner => {
+                Instance::Scanner(Arc::new(ForeignScanner { fns: self.scanner_table().map_err(t)?, core }))
+            }
             PluginKind::Notifier => {
                 let vt: &abi::NotifierVTable = self.table().map_err(t)?;
                 let channel = read_text(vt.channel, "channel").map_err(t)?;
@@ -228,7 +270,7 @@ fn describe(code: i32, msg: &[u8]) -> String {
     let msg = String::from_utf8_lossy(msg);
     let msg = if msg.is_empty() { "no message".into() } else { msg };
     match code {
-        status::TRANSIENT..=status::PANIC => msg.into_owned(),
+        status::TRANSIENT..=status::UNSUPPORTED => msg.into_owned(),
         other => format!("unknown status code {other}: {msg}"),
     }
 }
@@ -273,8 +315,23 @@ impl std::fmt::Debug for Instance {
     }
 }
 
+type ScanFn = unsafe extern "C" fn(instance: *mut c_void, data: Slice, out: *mut Buf) -> i32;
+
+#[derive(Clone, Copy)]
+struct StreamFns {
+    begin: unsafe extern "C" fn(instance: *mut c_void, stream: *mut *mut c_void, err: *mut Buf) -> i32,
+    write: unsafe extern "C" fn(stream: *mut c_void, data: Slice, err: *mut Buf) -> i32,
+    finish: unsafe extern "C" fn(stream: *mut c_void, out: *mut Buf) -> i32,
+    abort: unsafe extern "C" fn(stream: *mut c_void),
+}
+
+struct ScannerFns {
+    scan: ScanFn,
+    stream: Option<StreamFns>,
+}
+
 struct ForeignScanner {
-    vt: &'static abi::ScannerVTable,
+    fns: ScannerFns,
     core: Core,
 }
 
@@ -284,13 +341,73 @@ impl Scanner for ForeignScanner {
     }
 
     fn scan(&self, data: &[u8]) -> Result<ScanReport, String> {
-        let scan = self.vt.scan.expect("checked at open");
+        let scan = self.fns.scan;
         // SAFETY: the ABI's scan with a borrowed slice and a valid out pointer.
         let (code, out) = self.core.call(|i, o| unsafe { scan(i, Slice::new(data), o) });
         if code != status::OK {
             return Err(describe(code, &out));
         }
         serde_json::from_slice(&out).map_err(|e| format!("plugin returned a malformed scan report: {e}"))
+    }
+
+    fn stream(&self) -> Option<Result<Box<dyn ScanStream>, String>> {
+        let fns = self.fns.stream?;
+        let mut handle: *mut c_void = std::ptr::null_mut();
+        // SAFETY: the ABI's scan_begin with valid out pointers.
+        let (code, err) = self.core.call(|i, e| unsafe { (fns.begin)(i, &mut handle, e) });
+        match code {
+            status::UNSUPPORTED => None,
+            status::OK if !handle.is_null() => {
+                Some(Ok(Box::new(ForeignStream { fns, decl: self.core.decl, handle, done: false })))
+            }
+            status::OK => Some(Err("scan_begin succeeded but returned no stream".into())),
+            _ => Some(Err(describe(code, &err))),
+        }
+    }
+}
+
+/// A streamed scan inside a plugin; dropped unfinished, it is aborted.
+struct ForeignStream {
+    fns: StreamFns,
+    decl: &'static PluginDecl,
+    handle: *mut c_void,
+    done: bool,
+}
+
+// SAFETY: the ABI lets a stream handle move between threads (used by one at a time).
+unsafe impl Send for ForeignStream {}
+
+impl ScanStream for ForeignStream {
+    fn write(&mut self, data: &[u8]) -> Result<(), String> {
+        let mut err = Buf::EMPTY;
+        // SAFETY: a live handle from scan_begin, a borrowed slice and a valid out pointer.
+        let code = unsafe { (self.fns.write)(self.handle, Slice::new(data), &mut err) };
+        let msg = take(self.decl, err);
+        if code != status::OK {
+            return Err(describe(code, &msg));
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<ScanReport, String> {
+        let mut out = Buf::EMPTY;
+        self.done = true;
+        // SAFETY: a live handle, consumed by scan_finish.
+        let code = unsafe { (self.fns.finish)(self.handle, &mut out) };
+        let out = take(self.decl, out);
+        if code != status::OK {
+            return Err(describe(code, &out));
+        }
+        serde_json::from_slice(&out).map_err(|e| format!("plugin returned a malformed scan report: {e}"))
+    }
+}
+
+impl Drop for ForeignStream {
+    fn drop(&mut self) {
+        if !self.done {
+            // SAFETY: a live handle, consumed by scan_abort.
+            unsafe { (self.fns.abort)(self.handle) };
+        }
     }
 }
 

@@ -198,6 +198,21 @@ pub trait Scanner: Send + Sync {
     fn name(&self) -> &str;
     /// Scans the whole plaintext of a file.
     fn scan(&self, data: &[u8]) -> Result<ScanReport, String>;
+    /// Starts a streamed scan of one file: the host feeds files too large to hold in memory
+    /// in pieces ([`ScanStream::write`]) and asks for the verdict once ([`ScanStream::finish`]).
+    /// `None` (the default): this scanner sees whole files only, and the host holds files it
+    /// cannot show it (`scan.oversize`, fail closed). ABI 1.1.
+    fn stream(&self) -> Option<Result<Box<dyn ScanStream>, String>> {
+        None
+    }
+}
+
+/// One streamed scan ([`Scanner::stream`]): pieces in file order, then the verdict.
+pub trait ScanStream: Send {
+    /// The next piece of the file.
+    fn write(&mut self, data: &[u8]) -> Result<(), String>;
+    /// The verdict over every piece written.
+    fn finish(self: Box<Self>) -> Result<ScanReport, String>;
 }
 
 /// Why a notifier could not deliver.

@@ -8,6 +8,9 @@
 //! and optionally `timeout_secs` (default 60) and `chunk_bytes` (default 1 MiB; keep it below
 //! clamd's `StreamMaxLength`). A file larger than clamd's `StreamMaxLength` is reported as a
 //! scan error, never as clean.
+//!
+//! Files too large for the host to hold in memory are streamed (ABI 1.1 `Scanner::stream`):
+//! the same `INSTREAM` conversation, fed piece by piece, so clamd sees every byte.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,7 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use seccollab_plugin_api::{declare_plugin, ScanMatch, ScanReport, Scanner};
+use seccollab_plugin_api::{declare_plugin, ScanMatch, ScanReport, ScanStream, Scanner};
 
 enum Target {
     Unix(String),
@@ -29,8 +32,8 @@ pub struct ClamAv {
     version: OnceLock<String>,
 }
 
-trait Stream: Read + Write {}
-impl<T: Read + Write> Stream for T {}
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
 
 impl ClamAv {
     pub fn from_config(cfg: &serde_json::Value) -> Result<Self, String> {
@@ -79,36 +82,96 @@ impl ClamAv {
         }
     }
 
-    /// Sends one `z`-command (NUL-terminated) and reads the NUL-terminated reply.
-    fn command(&self, s: &mut dyn Stream, body: &[u8]) -> Result<String, String> {
-        s.write_all(body).map_err(|e| format!("clamd: {e}"))?;
-        let mut reply = Vec::new();
-        let mut b = [0u8; 512];
-        loop {
-            let n = s.read(&mut b).map_err(|e| format!("clamd: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            reply.extend_from_slice(&b[..n]);
-            if reply.last() == Some(&0) || reply.len() > 64 * 1024 {
-                break;
-            }
-        }
-        while reply.last() == Some(&0) {
-            reply.pop();
-        }
-        Ok(String::from_utf8_lossy(&reply).trim().to_string())
+    /// Opens an `INSTREAM` conversation.
+    fn in_stream(&self) -> Result<InStream, String> {
+        let engine = self.engine();
+        let mut s = self.connect()?;
+        s.write_all(b"zINSTREAM\0").map_err(|e| format!("clamd: {e}"))?;
+        Ok(InStream { s, chunk: self.chunk, sent: Ok(()), engine })
     }
 
     fn engine(&self) -> String {
         if let Some(v) = self.version.get() {
             return v.clone();
         }
-        let v = self.connect().and_then(|mut s| self.command(&mut *s, b"zVERSION\0"));
+        let v = self.connect().and_then(|mut s| command(&mut *s, b"zVERSION\0"));
         match v {
             Ok(v) if !v.is_empty() => self.version.get_or_init(|| v).clone(),
             _ => "ClamAV".into(),
         }
+    }
+}
+
+/// Sends one `z`-command (NUL-terminated) and reads the NUL-terminated reply.
+fn command(s: &mut dyn Stream, body: &[u8]) -> Result<String, String> {
+    s.write_all(body).map_err(|e| format!("clamd: {e}"))?;
+    let mut reply = Vec::new();
+    let mut b = [0u8; 512];
+    loop {
+        let n = s.read(&mut b).map_err(|e| format!("clamd: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&b[..n]);
+        if reply.last() == Some(&0) || reply.len() > 64 * 1024 {
+            break;
+        }
+    }
+    while reply.last() == Some(&0) {
+        reply.pop();
+    }
+    Ok(String::from_utf8_lossy(&reply).trim().to_string())
+}
+
+/// One `INSTREAM` conversation: chunks as they come, then the zero-length end and the reply.
+/// A write clamd refused (it closes early past `StreamMaxLength`) is kept for the verdict,
+/// which then reads clamd's own reason.
+pub struct InStream {
+    s: Box<dyn Stream>,
+    chunk: usize,
+    sent: std::io::Result<()>,
+    engine: String,
+}
+
+impl ScanStream for InStream {
+    fn write(&mut self, data: &[u8]) -> Result<(), String> {
+        if self.sent.is_err() {
+            return Ok(());
+        }
+        for c in data.chunks(self.chunk) {
+            let r = self.s.write_all(&(c.len() as u32).to_be_bytes()).and_then(|_| self.s.write_all(c));
+            if r.is_err() {
+                self.sent = r;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<ScanReport, String> {
+        let sent = match self.sent {
+            Ok(()) => self.s.write_all(&0u32.to_be_bytes()),
+            Err(e) => Err(e),
+        };
+        // clamd closes the connection early when the stream exceeds its limit; its reply says so.
+        let reply = command(&mut *self.s, b"");
+        let reply = match (sent, reply) {
+            (_, Ok(r)) if !r.is_empty() => r,
+            (Err(e), _) => return Err(format!("clamd: {e}")),
+            (Ok(()), Err(e)) => return Err(e),
+            (Ok(()), Ok(_)) => return Err("clamd closed the connection without an answer".into()),
+        };
+        let matches = parse_reply(&reply)?
+            .map(|sig| ScanMatch {
+                rule: sig.clone(),
+                namespace: "clamav".into(),
+                tags: vec![],
+                severity: Some("high".into()),
+                description: Some(format!("ClamAV signature {sig}")),
+            })
+            .into_iter()
+            .collect();
+        Ok(ScanReport { engine: self.engine, matches })
     }
 }
 
@@ -130,35 +193,13 @@ impl Scanner for ClamAv {
     }
 
     fn scan(&self, data: &[u8]) -> Result<ScanReport, String> {
-        let mut s = self.connect()?;
-        let mut send = || -> std::io::Result<()> {
-            s.write_all(b"zINSTREAM\0")?;
-            for c in data.chunks(self.chunk) {
-                s.write_all(&(c.len() as u32).to_be_bytes())?;
-                s.write_all(c)?;
-            }
-            s.write_all(&0u32.to_be_bytes())
-        };
-        // clamd closes the connection early when the stream exceeds its limit; its reply says so.
-        let sent = send();
-        let reply = self.command(&mut *s, b"");
-        let reply = match (sent, reply) {
-            (_, Ok(r)) if !r.is_empty() => r,
-            (Err(e), _) => return Err(format!("clamd: {e}")),
-            (Ok(()), Err(e)) => return Err(e),
-            (Ok(()), Ok(_)) => return Err("clamd closed the connection without an answer".into()),
-        };
-        let matches = parse_reply(&reply)?
-            .map(|sig| ScanMatch {
-                rule: sig.clone(),
-                namespace: "clamav".into(),
-                tags: vec![],
-                severity: Some("high".into()),
-                description: Some(format!("ClamAV signature {sig}")),
-            })
-            .into_iter()
-            .collect();
-        Ok(ScanReport { engine: self.engine(), matches })
+        let mut st = Box::new(self.in_stream()?);
+        st.write(data)?;
+        st.finish()
+    }
+
+    fn stream(&self) -> Option<Result<Box<dyn ScanStream>, String>> {
+        Some(self.in_stream().map(|s| Box::new(s) as Box<dyn ScanStream>))
     }
 }
 
