@@ -449,7 +449,7 @@ fn an_unreachable_object_store_opens_the_breaker_and_recovers_without_partial_fi
         &[("SECCOLLAB_CONFIG", cfg.to_str().unwrap()), ("SECCOLLAB_AUTH__REGISTRATION", "open")],
     );
     let tok = crate::auth::user_token(&srv, "s@example.org")["token"].as_str().unwrap().to_string();
-    admin_token(&srv);
+    crate::auth::admin_password_only(&srv, "root@example.org");
     let (mut console, _) = crate::admin_console::first_sign_in(&srv);
     let breaker_row = |c: &mut crate::admin_console::Browser<'_>| {
         let p = c.get("/admin/system");

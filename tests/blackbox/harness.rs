@@ -189,7 +189,9 @@ pub fn repo_root() -> PathBuf {
 
 /// `seccollab` with a clean environment: no stray `SECCOLLAB_*` from the caller.
 pub fn command(env: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(BIN);
+    // SECCOLLAB_TEST_BIN runs the suite against another build of the binary: an installed
+    // package, or an older commit's, to watch an attack test fail there before its fix.
+    let mut cmd = Command::new(std::env::var("SECCOLLAB_TEST_BIN").unwrap_or_else(|_| BIN.to_string()));
     for (k, _) in std::env::vars() {
         if k.starts_with("SECCOLLAB_") {
             cmd.env_remove(k);

@@ -915,7 +915,7 @@ fn a_burst_of_sends_is_held_back_not_lost() {
 fn the_admin_consoles_socket_only_listens() {
     use tungstenite::client::IntoClientRequest;
     let srv = unlimited(Backend::Sqlite, &[]);
-    crate::auth::admin_token(&srv);
+    crate::auth::admin_password_only(&srv, "root@example.org");
     let bob = user(&srv, "bob@example.org");
     let (browser, _) = crate::admin_console::first_sign_in(&srv);
     let url = format!("{}/admin/ws", srv.base.replacen("http://", "ws://", 1));

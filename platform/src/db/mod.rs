@@ -125,7 +125,7 @@ const CATCH_UP_PASSES: usize = 4;
 /// under the pending-byte page number (page 262,145 with 4 KiB pages) for a moment, and the
 /// commit that follows then walks the *whole* page cache to drop pages past the end of the
 /// database (`pcache1TruncateUnsafe`). At 64 MiB that walk was 6–9 % of the event writer's time;
-/// at 16 MiB it is ~2.5 % (seventeenth session; docs/architecture.md, Decisions).
+/// at 16 MiB it is ~2.5 % (docs/decisions/0004).
 const WRITER_CACHE_KIB: u32 = 16 * 1024;
 
 /// Prepares a connection that a dedicated writer thread (audit log, events) keeps for good.
@@ -312,7 +312,7 @@ impl std::fmt::Debug for Db {
 ///   keep memory statistics nobody reads (SQLite's own list of recommended options).
 ///
 /// SQLite's mutexes were a tenth of the event writer's time in its profile (`pthread_mutex_*`);
-/// with these two options, 6 % (docs/architecture.md, Decisions).
+/// with these two options, 6 % (docs/decisions/0004).
 /// Too late (SQLite already initialised, as in a test process that opened a database first)
 /// they are refused and SQLite keeps its defaults, which are safe too.
 #[allow(unsafe_code)] // sqlite3_config has no safe wrapper in diesel or libsqlite3-sys

@@ -598,7 +598,10 @@ pub fn open_verified(path: &Path, pin: Option<&str>) -> Result<(host::Library, S
     }
     let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
     let lib = host::open_as(&by_fd, &real).map_err(|e| format!("{}: {e}", real.display()))?;
-    drop(file);
+    // The descriptor stays open for the life of the process, as the library does: the dynamic
+    // loader knows the library by this path, and a reused descriptor number would make a later
+    // plugin's `/proc/self/fd/N` look already loaded.
+    let _ = std::os::fd::IntoRawFd::into_raw_fd(file);
     Ok((lib, sha))
 }
 

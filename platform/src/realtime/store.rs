@@ -164,7 +164,7 @@ impl RunQueryDsl<SqliteConnection> for SetCounter<'_> {}
 /// (the gain); small enough that a reader's scan of the tail stays short (~2.5 MB of rows) and
 /// that a copy, which holds up the commits queued behind it, stays short: 8,192 rather than
 /// 16,384 took the benchmark's p99 from ~52 to ~44 ms at the same throughput
-/// (docs/architecture.md, Decisions, "The fold copies 8,192 rows, not 16,384").
+/// (docs/decisions/0004, "The fold copies 8,192 rows, not 16,384").
 pub const FOLD_ROWS: i64 = 8_192;
 
 /// Up to `limit` events of `user` after `after`, oldest first.

@@ -81,7 +81,7 @@ declare_plugin! {
 #[test]
 fn storage_round_trips_through_the_abi() {
     let lib = host::from_entry(seccollab_plugin_entry, "in-process").expect("declaration accepted");
-    assert_eq!((lib.kind(), lib.name(), lib.version(), lib.abi()), (PluginKind::Storage, "mem", "2.1.0", (1, 0)));
+    assert_eq!((lib.kind(), lib.name(), lib.version(), lib.abi()), (PluginKind::Storage, "mem", "2.1.0", (1, 1)));
     let Instance::Storage(s) = lib.instantiate(&serde_json::json!({})).unwrap() else { panic!("not storage") };
 
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
