@@ -75,6 +75,7 @@ use utoipa::OpenApi;
         crate::security::responses::list_held,
         crate::security::scan_routes::security_scan,
         crate::security::scan_routes::reload,
+        crate::security::scan_routes::release,
         crate::plugins::routes::list,
         crate::auth::oauth::providers,
         crate::auth::oauth::login,

@@ -107,7 +107,7 @@ impl TestDb {
         let mut env = vec![
             ("SECCOLLAB_DATABASE__URL".into(), self.url.clone()),
             ("SECCOLLAB_STORAGE__DATA_DIR".into(), self.dir.path().join("data").display().to_string()),
-            ("SECCOLLAB_SECURITY__POLICY_DIR".into(), repo_root().join("policies").display().to_string()),
+            ("SECCOLLAB_SECURITY__POLICY_DIR".into(), policy_dir().display().to_string()),
             ("SECCOLLAB_LOG__LEVEL".into(), "warn".into()),
         ];
         if let Some(cfg) = self.objects().s3_config(self.dir.path()) {
@@ -181,6 +181,12 @@ pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The shipped policy folder, or `SECCOLLAB_TEST_POLICY_DIR` (the policy of the binary under
+/// test, when `SECCOLLAB_TEST_BIN` names another build).
+pub fn policy_dir() -> PathBuf {
+    std::env::var_os("SECCOLLAB_TEST_POLICY_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("policies"))
 }
 
 pub fn repo_root() -> PathBuf {

@@ -614,6 +614,20 @@ fn a_scanner_that_cannot_see_a_large_file_holds_it_unless_told_otherwise() {
         let r = crate::files::download(&srv, &tok, &id, None);
         if expected == "error" {
             assert_eq!(r.status, 423, "a held file is not served");
+            // An admin who checked it releases it (the API and the console share the act).
+            let admin = admin_token(&srv);
+            let path = format!("/api/admin/files/{id}/release");
+            let r = crate::auth::post(&srv, &path, Some(&admin), serde_json::json!({}));
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.json()["file"]["scan_status"], "clean");
+            assert_eq!(crate::files::download(&srv, &tok, &id, None).status, 200);
+            crate::auth::post(&srv, &path, Some(&admin), serde_json::json!({})).assert_error(409, "not_held");
+            crate::auth::post(&srv, &path, Some(&tok), serde_json::json!({})).assert_error(403, "forbidden");
+            crate::harness::wait_until("the release in the audit log", 10, || {
+                srv.db.sql(&format!(
+                    "SELECT count(*) FROM audit_log WHERE action = 'admin.file_release' AND target_id = '{id}'"
+                )) == "1"
+            });
         } else {
             assert_eq!(r.status, 200);
         }

@@ -905,36 +905,18 @@ pub async fn file_act(
             Err(e) => error_page(e.status, "Not done", &api_message(&e)),
         },
         "release" => {
-            let (fid, before) = (file.id.clone(), file.scan_status.clone());
-            let r = state
-                .db
-                .q(move |c| diesel::update(files::table.find(&fid)).set(files::scan_status.eq("clean")).execute(c))
-                .await;
-            if r.is_err() {
-                return error_page(
-                    Status::ServiceUnavailable,
-                    "Try again",
-                    "The file could not be released; try again.",
-                );
+            let by = crate::files::moderation::Moderator {
+                user_id: s.user_id.clone(),
+                ip: client.ip_string(),
+                user_agent: client.user_agent.clone(),
+            };
+            match crate::files::moderation::release(state, &by, &file.id).await {
+                Ok(_) => Page::Redirect(back),
+                Err(e) => {
+                    let e = crate::security::scan_routes::release_error(e);
+                    error_page(e.status, "Not done", &api_message(&e))
+                }
             }
-            state
-                .audit
-                .record(
-                    entry("admin.file_release", Outcome::Success, &client)
-                        .actor(Some(s.user_id.clone()))
-                        .target("file", file.id.clone())
-                        .details(json!({"scan_status_before": before})),
-                )
-                .await;
-            state
-                .events
-                .publish_to(
-                    std::slice::from_ref(&file.owner_id),
-                    "file_update",
-                    json!({"file_id": file.id, "change": "released"}),
-                )
-                .await;
-            Page::Redirect(back)
         }
         "delete" => {
             if let Err(e) = crate::files::routes::remove(state, &file).await {

@@ -8,6 +8,7 @@
 pub mod envelope;
 pub mod limits;
 pub mod local;
+pub mod moderation;
 pub mod names;
 pub mod orphans;
 pub mod pipeline;

@@ -577,12 +577,17 @@ fn check_file(real: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
     Ok(())
 }
 
-/// Opens a library the safe way: checks its folders, opens the file once, checks and hashes
-/// **that open file** (and compares the hash with `pin`), then loads the same open file through
-/// `/proc/self/fd`, so what was checked and hashed is what runs, even if the path is swapped
-/// in between. Returns the library and its SHA-256.
-pub fn open_verified(path: &Path, pin: Option<&str>) -> Result<(host::Library, String), String> {
-    use std::os::fd::AsRawFd;
+/// A library file opened once, checked and hashed: what [`Verified::load`] loads is this very
+/// open file (through `/proc/self/fd`), so a file swapped after the check never runs.
+pub struct Verified {
+    file: std::fs::File,
+    real: PathBuf,
+    /// SHA-256 of the opened file, hex.
+    pub sha256: String,
+}
+
+/// Checks a library's folders, opens the file once and checks and hashes **that open file**.
+pub fn verify(path: &Path) -> Result<Verified, String> {
     let real = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
     check_folders(&real)?;
     let mut file = std::fs::File::open(&real).map_err(|e| format!("{}: {e}", real.display()))?;
@@ -590,25 +595,37 @@ pub fn open_verified(path: &Path, pin: Option<&str>) -> Result<(host::Library, S
     check_file(&real, &meta)?;
     let mut h = Sha256::new();
     std::io::copy(&mut file, &mut h).map_err(|e| format!("{}: {e}", real.display()))?;
-    let sha = hex::encode(h.finalize());
-    if let Some(pin) = pin {
-        if !pin.eq_ignore_ascii_case(&sha) {
-            return Err(format!("SHA-256 is {sha}, not the pinned {pin}: the file changed; refusing to load it"));
+    Ok(Verified { file, real, sha256: hex::encode(h.finalize()) })
+}
+
+impl Verified {
+    /// Refuses the file unless its SHA-256 is `pin`.
+    pub fn pinned(&self, pin: &str) -> Result<(), String> {
+        if pin.eq_ignore_ascii_case(&self.sha256) {
+            return Ok(());
         }
+        Err(format!("SHA-256 is {}, not the pinned {pin}: the file changed; refusing to load it", self.sha256))
     }
-    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    let lib = host::open_as(&by_fd, &real).map_err(|e| format!("{}: {e}", real.display()))?;
-    // The descriptor stays open for the life of the process, as the library does: the dynamic
-    // loader knows the library by this path, and a reused descriptor number would make a later
-    // plugin's `/proc/self/fd/N` look already loaded.
-    let _ = std::os::fd::IntoRawFd::into_raw_fd(file);
-    Ok((lib, sha))
+
+    /// Loads the checked open file.
+    pub fn load(self) -> Result<host::Library, String> {
+        use std::os::fd::AsRawFd;
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
+        let lib = host::open_as(&by_fd, &self.real).map_err(|e| format!("{}: {e}", self.real.display()));
+        // The descriptor stays open for the life of the process, loaded or not: the dynamic
+        // loader may know a library by this path (they are never unloaded), and a reused
+        // descriptor number would make a later plugin's `/proc/self/fd/N` look already loaded.
+        let _ = std::os::fd::IntoRawFd::into_raw_fd(self.file);
+        lib
+    }
 }
 
 /// Opens a library after the checks, without creating an instance: what
 /// `seccollab plugins check FILE` reports.
 pub fn inspect(path: &Path) -> Result<(host::Library, String), String> {
-    open_verified(path, None)
+    let v = verify(path)?;
+    let sha = v.sha256.clone();
+    Ok((v.load()?, sha))
 }
 
 fn builtin(name: &str, kind: PluginKind, version: &str) -> Entry {
@@ -699,17 +716,12 @@ impl Registry {
         path: &Path,
         info: &mut PluginInfo,
     ) -> Result<Arc<Breaker>, String> {
-        // The hash is shown even when the pin refuses the file.
-        let (lib, sha) = match open_verified(path, entry.sha256.as_deref()) {
-            Ok(x) => x,
-            Err(e) => {
-                if let Some(sha) = e.strip_prefix("SHA-256 is ").and_then(|r| r.split(',').next()) {
-                    info.sha256 = Some(sha.to_string());
-                }
-                return Err(e);
-            }
-        };
-        info.sha256 = Some(sha);
+        let verified = verify(path)?;
+        info.sha256 = Some(verified.sha256.clone());
+        if let Some(pin) = &entry.sha256 {
+            verified.pinned(pin)?;
+        }
+        let lib = verified.load()?;
         info.kind = Some(lib.kind().as_str().into());
         info.version = Some(lib.version().into());
         info.abi_version = Some(format!("{}.{}", lib.abi().0, lib.abi().1));

@@ -1,5 +1,6 @@
-//! `POST /api/audit/security-scan/{file_id}` (rescan on demand) and
-//! `POST /api/admin/scanner/reload` (recompile the YARA rules; SIGHUP does the same).
+//! `POST /api/audit/security-scan/{file_id}` (rescan on demand),
+//! `POST /api/admin/scanner/reload` (recompile the YARA rules; SIGHUP does the same) and
+//! `POST /api/admin/files/{id}/release` (release a held file: `files::moderation`).
 
 use rocket::http::Status;
 use rocket::serde::json::Json;
@@ -14,7 +15,7 @@ use crate::http::{ApiError, ApiResult, ClientInfo};
 use crate::AppState;
 
 pub fn routes() -> Vec<Route> {
-    rocket::routes![security_scan, reload]
+    rocket::routes![security_scan, reload, release]
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -119,4 +120,45 @@ pub fn reload_on_sighup(state: AppState) {
             }
         }
     });
+}
+
+/// The released file.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Released {
+    pub file: crate::files::FileView,
+}
+
+/// Releases a file the scan held (`quarantined` or `error`) after an admin checked it: it is
+/// downloadable again. Audited as `admin.file_release`; the console's Release button does the same.
+#[utoipa::path(post, path = "/api/admin/files/{id}/release", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = Released), (status = 403, description = "not an admin, or `mfa_required`"),
+        (status = 404, description = "`file_not_found`"), (status = 409, description = "`not_held`: the file is not held")))]
+#[post("/admin/files/<id>/release")]
+pub async fn release(
+    state: &State<AppState>,
+    client: ClientInfo,
+    admin: AdminUser,
+    id: &str,
+) -> ApiResult<Json<Released>> {
+    let by = crate::files::moderation::Moderator {
+        user_id: admin.0.id.clone(),
+        ip: client.ip_string(),
+        user_agent: client.user_agent.clone(),
+    };
+    let file = crate::files::moderation::release(state, &by, id).await.map_err(release_error)?;
+    Ok(Json(Released { file: crate::files::FileView::from(&file) }))
+}
+
+/// The one mapping of a refused release to the API's error shape.
+pub fn release_error(e: crate::files::moderation::ReleaseError) -> ApiError {
+    use crate::files::moderation::ReleaseError;
+    match e {
+        ReleaseError::NotFound => ApiError::new(Status::NotFound, "file_not_found", "no such file"),
+        ReleaseError::NotHeld(s) => ApiError::new(
+            Status::Conflict,
+            "not_held",
+            format!("the file is not held (scan status {s}); nothing to release"),
+        ),
+        ReleaseError::Db(e) => e.into(),
+    }
 }
