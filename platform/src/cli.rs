@@ -283,35 +283,11 @@ fn user(cfg: Config, cmd: UserCmd) -> ExitCode {
                 }
             }
             UserCmd::Disable { user } => {
-                let u = users::find(&mut conn, &user).map_err(|e| e.to_string())?;
-                users::set_disabled(&mut conn, &u.id, true).map_err(|e| e.to_string())?;
-                let sids =
-                    crate::auth::sessions::revoke_all(&mut conn, &u.id, None, "disabled").map_err(|e| e.to_string())?;
-                // Running servers (PostgreSQL) drop these sessions and close their sockets now.
-                crate::realtime::notify::announce_sessions(&state.db, "cli", &sids);
-                state
-                    .audit
-                    .append_blocking(
-                        NewAuditEntry::new("user.disable", Outcome::Success)
-                            .target("user", u.id.clone())
-                            .details(serde_json::json!({"via": "cli"})),
-                    )
-                    .map_err(|e| e.to_string())?;
+                let u = account_act(&state, |st, by| Box::pin(crate::auth::admin_acts::disable(st, by, &user)))?;
                 println!("disabled {}", u.email);
             }
             UserCmd::Enable { user } => {
-                let u = users::find(&mut conn, &user).map_err(|e| e.to_string())?;
-                users::set_disabled(&mut conn, &u.id, false).map_err(|e| e.to_string())?;
-                let cleared =
-                    crate::auth::sessions::clear_reverify(&mut conn, &u.id, None).map_err(|e| e.to_string())?;
-                state
-                    .audit
-                    .append_blocking(
-                        NewAuditEntry::new("user.enable", Outcome::Success).target("user", u.id.clone()).details(
-                            serde_json::json!({"via": "cli", "was_suspended_by": u.suspended_reason, "sessions_cleared": cleared.len()}),
-                        ),
-                    )
-                    .map_err(|e| e.to_string())?;
+                let u = account_act(&state, |st, by| Box::pin(crate::auth::admin_acts::enable(st, by, &user)))?;
                 println!("enabled {}", u.email);
             }
         }
@@ -323,6 +299,21 @@ fn user(cfg: Config, cmd: UserCmd) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
+}
+
+type ActFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<users::User, crate::auth::admin_acts::ActError>> + 'a>>;
+
+/// Runs one account act (`auth::admin_acts`, shared with the API and the console) as the
+/// operator at the host.
+fn account_act<'a>(
+    state: &'a crate::AppState,
+    act: impl FnOnce(&'a crate::AppState, &'a crate::auth::admin_acts::Actor) -> ActFuture<'a>,
+) -> Result<users::User, String> {
+    static CLI: std::sync::OnceLock<crate::auth::admin_acts::Actor> = std::sync::OnceLock::new();
+    let by = CLI.get_or_init(crate::auth::admin_acts::Actor::cli);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(act(state, by)).map_err(|e| e.to_string())
 }
 
 fn unblock(cfg: Config, ip: Option<std::net::IpAddr>) -> ExitCode {

@@ -128,7 +128,9 @@ both_backends!(user_add_list_disable, |b: Backend| {
     let (code, out, _) = run_cli(&env, &["audit", "verify"], None);
     assert_eq!(code, 0, "{out}");
     assert_eq!(
-        db.sql("SELECT count(*) FROM audit_log WHERE action IN ('user.create', 'user.disable', 'user.enable')"),
+        db.sql(
+            "SELECT count(*) FROM audit_log WHERE action IN ('user.create', 'admin.user_disable', 'admin.user_enable')"
+        ),
         "4"
     );
 });

@@ -677,18 +677,27 @@ pub async fn user_act(
     if !csrf_ok(&s.csrf, &form.csrf) {
         return bad_csrf();
     }
-    use crate::auth::admin_routes as ar;
+    use crate::auth::admin_acts::{self as acts, Actor, Via};
+    let by = Actor {
+        user_id: Some(s.user_id.clone()),
+        ip: client.ip_string(),
+        user_agent: client.user_agent.clone(),
+        via: Via::Console,
+    };
     let r = match act {
-        "unlock" => ar::unlock(state, client, as_admin(s), id).await,
-        "disable" => ar::disable(state, client, as_admin(s), id).await,
-        "enable" => ar::enable(state, client, as_admin(s), id).await,
-        "clear-reverify" => ar::clear_reverify(state, client, as_admin(s), id).await,
-        "reset-mfa" => ar::reset_mfa(state, client, as_admin(s), id).await,
+        "unlock" => acts::unlock(state, &by, id).await,
+        "disable" => acts::disable(state, &by, id).await,
+        "enable" => acts::enable(state, &by, id).await,
+        "clear-reverify" => acts::clear_reverify(state, &by, id).await,
+        "reset-mfa" => acts::reset_mfa(state, &by, id).await,
         _ => return error_page(Status::NotFound, "Not found", "No such action."),
     };
     match r {
         Ok(_) => Page::Redirect(format!("/admin/users?done={act}")),
-        Err(e) => error_page(e.status, "Not done", &api_message(&e)),
+        Err(e) => {
+            let e = crate::auth::admin_routes::act_error(e);
+            error_page(e.status, "Not done", &api_message(&e))
+        }
     }
 }
 

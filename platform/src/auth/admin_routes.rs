@@ -10,7 +10,7 @@ use serde_json::json;
 use super::password::check_policy;
 use super::routes::{entry, UserResponse};
 use super::users::{self, Role, UserView};
-use super::{mfa, sessions, AdminUser};
+use super::{admin_acts, AdminUser};
 use crate::audit::Outcome;
 use crate::db::schema::invites;
 use crate::db::DbConnection;
@@ -118,27 +118,32 @@ pub async fn create(
     Ok((Status::Created, Json(UserResponse { user: UserView::from(&user) })))
 }
 
-async fn target(state: &AppState, id: &str) -> ApiResult<users::User> {
-    let id = id.to_string();
-    state.db.run(move |c| users::by_id(c, &id).map_err(ApiError::from)).await
+/// Who acts through the API.
+fn api_actor(admin: &AdminUser, client: &ClientInfo) -> admin_acts::Actor {
+    admin_acts::Actor {
+        user_id: Some(admin.0.id.clone()),
+        ip: client.ip_string(),
+        user_agent: client.user_agent.clone(),
+        via: admin_acts::Via::Api,
+    }
+}
+
+/// The one mapping of a refused account act to the API's error shape.
+pub fn act_error(e: admin_acts::ActError) -> ApiError {
+    match e {
+        admin_acts::ActError::NotFound => ApiError::not_found("no such user"),
+        admin_acts::ActError::SelfDisable => {
+            ApiError::new(Status::Conflict, "cannot_disable_self", "you cannot disable your own account")
+        }
+        admin_acts::ActError::Db(e) => e.into(),
+    }
 }
 
 /// Lifts a sign-in lock.
 #[utoipa::path(post, path = "/api/admin/users/{id}/unlock", tag = "admin", params(("id" = String, Path)), responses((status = 204), (status = 404)))]
 #[post("/admin/users/<id>/unlock")]
 pub async fn unlock(state: &State<AppState>, client: ClientInfo, admin: AdminUser, id: &str) -> ApiResult<Status> {
-    let u = target(state, id).await?;
-    let email = u.email.clone();
-    let was_locked = state.db.run(move |c| throttle::unlock(c, &email).map_err(ApiError::from)).await?;
-    state
-        .audit
-        .record(
-            entry("admin.user_unlock", Outcome::Success, &client)
-                .actor(Some(admin.0.id))
-                .target("user", u.id)
-                .details(json!({"was_locked": was_locked})),
-        )
-        .await;
+    admin_acts::unlock(state, &api_actor(&admin, &client), id).await.map_err(act_error)?;
     Ok(Status::NoContent)
 }
 
@@ -146,23 +151,7 @@ pub async fn unlock(state: &State<AppState>, client: ClientInfo, admin: AdminUse
 #[utoipa::path(post, path = "/api/admin/users/{id}/disable", tag = "admin", params(("id" = String, Path)), responses((status = 204), (status = 404), (status = 409)))]
 #[post("/admin/users/<id>/disable")]
 pub async fn disable(state: &State<AppState>, client: ClientInfo, admin: AdminUser, id: &str) -> ApiResult<Status> {
-    let u = target(state, id).await?;
-    if u.id == admin.0.id {
-        return Err(ApiError::new(Status::Conflict, "cannot_disable_self", "you cannot disable your own account"));
-    }
-    let uid = u.id.clone();
-    let revoked = state
-        .db
-        .run(move |c| {
-            users::set_disabled(c, &uid, true).map_err(ApiError::from)?;
-            sessions::revoke_all(c, &uid, None, "disabled").map_err(ApiError::from)
-        })
-        .await?;
-    state.sessions_revoked(&revoked);
-    state
-        .audit
-        .record(entry("admin.user_disable", Outcome::Success, &client).actor(Some(admin.0.id)).target("user", u.id))
-        .await;
+    admin_acts::disable(state, &api_actor(&admin, &client), id).await.map_err(act_error)?;
     Ok(Status::NoContent)
 }
 
@@ -171,18 +160,7 @@ pub async fn disable(state: &State<AppState>, client: ClientInfo, admin: AdminUs
 #[utoipa::path(post, path = "/api/admin/users/{id}/enable", tag = "admin", params(("id" = String, Path)), responses((status = 204), (status = 404)))]
 #[post("/admin/users/<id>/enable")]
 pub async fn enable(state: &State<AppState>, client: ClientInfo, admin: AdminUser, id: &str) -> ApiResult<Status> {
-    let u = target(state, id).await?;
-    let uid = u.id.clone();
-    state.db.run(move |c| users::set_disabled(c, &uid, false).map_err(ApiError::from)).await?;
-    state
-        .audit
-        .record(
-            entry("admin.user_enable", Outcome::Success, &client)
-                .actor(Some(admin.0.id))
-                .target("user", u.id)
-                .details(json!({"was_disabled": u.disabled, "was_suspended_by": u.suspended_reason})),
-        )
-        .await;
+    admin_acts::enable(state, &api_actor(&admin, &client), id).await.map_err(act_error)?;
     Ok(Status::NoContent)
 }
 
@@ -195,19 +173,7 @@ pub async fn clear_reverify(
     admin: AdminUser,
     id: &str,
 ) -> ApiResult<Status> {
-    let u = target(state, id).await?;
-    let uid = u.id.clone();
-    let cleared = state.db.q(move |c| sessions::clear_reverify(c, &uid, None)).await?;
-    state.sessions_revoked(&cleared);
-    state
-        .audit
-        .record(
-            entry("admin.user_clear_reverify", Outcome::Success, &client)
-                .actor(Some(admin.0.id))
-                .target("user", u.id)
-                .details(json!({"sessions": cleared.len()})),
-        )
-        .await;
+    admin_acts::clear_reverify(state, &api_actor(&admin, &client), id).await.map_err(act_error)?;
     Ok(Status::NoContent)
 }
 
@@ -215,20 +181,7 @@ pub async fn clear_reverify(
 #[utoipa::path(post, path = "/api/admin/users/{id}/reset-mfa", tag = "admin", params(("id" = String, Path)), responses((status = 204), (status = 404)))]
 #[post("/admin/users/<id>/reset-mfa")]
 pub async fn reset_mfa(state: &State<AppState>, client: ClientInfo, admin: AdminUser, id: &str) -> ApiResult<Status> {
-    let u = target(state, id).await?;
-    let uid = u.id.clone();
-    let revoked = state
-        .db
-        .run(move |c| {
-            mfa::clear(c, &uid).map_err(ApiError::from)?;
-            sessions::revoke_all(c, &uid, None, "mfa_reset").map_err(ApiError::from)
-        })
-        .await?;
-    state.sessions_revoked(&revoked);
-    state
-        .audit
-        .record(entry("admin.user_reset_mfa", Outcome::Success, &client).actor(Some(admin.0.id)).target("user", u.id))
-        .await;
+    admin_acts::reset_mfa(state, &api_actor(&admin, &client), id).await.map_err(act_error)?;
     Ok(Status::NoContent)
 }
 

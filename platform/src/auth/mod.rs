@@ -7,6 +7,7 @@
 //! bearer token they accept the web UI's session cookie (`crate::web`), and then require its
 //! CSRF token in `X-CSRF-Token` on every state-changing request.
 
+pub mod admin_acts;
 pub mod admin_routes;
 pub mod browser;
 pub mod mfa;
