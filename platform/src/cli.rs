@@ -270,7 +270,7 @@ fn user(cfg: Config, cmd: UserCmd) -> ExitCode {
                 state
                     .audit
                     .append_blocking(
-                        NewAuditEntry::new("user.create", Outcome::Success)
+                        NewAuditEntry::new(crate::audit::AuditAction::UserCreate, Outcome::Success)
                             .target("user", u.id.clone())
                             .details(serde_json::json!({"via": "cli", "role": u.role})),
                     )
@@ -328,7 +328,7 @@ fn unblock(cfg: Config, ip: Option<std::net::IpAddr>) -> ExitCode {
         state
             .audit
             .append_blocking(
-                NewAuditEntry::new("security.ip_unblock", Outcome::Success)
+                NewAuditEntry::new(crate::audit::AuditAction::SecurityIpUnblock, Outcome::Success)
                     .details(serde_json::json!({"via": "cli", "ip": ip_s, "lifted": n})),
             )
             .map_err(|e| e.to_string())?;
@@ -521,7 +521,7 @@ fn keys_rotate(cfg: Config) -> ExitCode {
     let code = match result {
         Ok(r) => {
             let _ = state.audit.append_blocking(
-                NewAuditEntry::new("keys.rotate", Outcome::Success)
+                NewAuditEntry::new(crate::audit::AuditAction::KeysRotate, Outcome::Success)
                     .details(serde_json::json!({"old_key_id": state.keys.master_id, "new_key_id": r.new_key_id, "files": r.files, "totp_secrets": r.totp_secrets})),
             );
             println!(
@@ -533,7 +533,8 @@ fn keys_rotate(cfg: Config) -> ExitCode {
         }
         Err(e) => {
             let _ = state.audit.append_blocking(
-                NewAuditEntry::new("keys.rotate", Outcome::Error).details(serde_json::json!({"error": e})),
+                NewAuditEntry::new(crate::audit::AuditAction::KeysRotate, Outcome::Error)
+                    .details(serde_json::json!({"error": e})),
             );
             fail(format!("{e} (run the command again to resume)"))
         }

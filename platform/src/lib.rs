@@ -15,6 +15,7 @@ pub mod events;
 pub mod files;
 pub mod http;
 pub mod keys;
+pub mod layering;
 pub mod messages;
 pub mod notify;
 pub mod openapi;
@@ -332,9 +333,11 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     let rocket = build_rocket(state);
     let ignited = rocket.ignite().await.map_err(|e| StartError::Http(e.to_string()))?;
     let _ = audit
-        .append(NewAuditEntry::new("system.start", Outcome::Success).details(serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-        })))
+        .append(NewAuditEntry::new(crate::audit::AuditAction::SystemStart, Outcome::Success).details(
+            serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+            }),
+        ))
         .await;
     let shutdown = ignited.shutdown();
     tokio::spawn(async move {
@@ -345,7 +348,7 @@ pub async fn serve(cfg: Config) -> Result<(), StartError> {
     // Mail workers finish the message in hand; what is left stays queued for the next start.
     let _ = tokio::task::spawn_blocking(move || mailer.shutdown()).await;
     events.shutdown().await;
-    let _ = audit.append(NewAuditEntry::new("system.stop", Outcome::Success)).await;
+    let _ = audit.append(NewAuditEntry::new(crate::audit::AuditAction::SystemStop, Outcome::Success)).await;
     audit.shutdown().await;
     // The final head, anchored outside the database.
     if anchor_state.config.audit.anchor_interval_secs > 0 {

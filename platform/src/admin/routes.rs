@@ -215,7 +215,7 @@ pub async fn login(state: &State<AppState>, client: ClientInfo, jar: &CookieJar<
         state
             .audit
             .record(
-                entry("admin.console_login", Outcome::Denied, &client)
+                entry(crate::audit::AuditAction::AdminConsoleLogin, Outcome::Denied, &client)
                     .actor(Some(user.id.clone()))
                     .details(json!({"reason": "not_admin"})),
             )
@@ -239,7 +239,10 @@ pub async fn login(state: &State<AppState>, client: ClientInfo, jar: &CookieJar<
     let Ok(mfa_token) = token else {
         return error_page(Status::ServiceUnavailable, "Try again", "The sign-in could not be started; try again.");
     };
-    state.audit.record(entry("auth.mfa_setup", Outcome::Success, &client).actor(Some(user.id.clone()))).await;
+    state
+        .audit
+        .record(entry(crate::audit::AuditAction::AuthMfaSetup, Outcome::Success, &client).actor(Some(user.id.clone())))
+        .await;
     let uri = mfa::otpauth_uri(&secret, &user.email);
     render(
         Status::Ok,
@@ -265,7 +268,12 @@ async fn open_session(
     let token = crate::auth::browser::open(state, client, &user.id, super::KIND, ttl, true).await?;
     jar.add(session_cookie(state, token));
     jar.remove(rocket::http::Cookie::build(PRE_COOKIE).path("/admin"));
-    state.audit.record(entry("admin.console_login", Outcome::Success, client).actor(Some(user.id.clone()))).await;
+    state
+        .audit
+        .record(
+            entry(crate::audit::AuditAction::AdminConsoleLogin, Outcome::Success, client).actor(Some(user.id.clone())),
+        )
+        .await;
     Ok(())
 }
 
@@ -280,7 +288,7 @@ pub async fn mfa_form(state: &State<AppState>, client: ClientInfo, jar: &CookieJ
             state
                 .audit
                 .record(
-                    entry("auth.mfa", Outcome::Success, &client)
+                    entry(crate::audit::AuditAction::AuthMfa, Outcome::Success, &client)
                         .actor(Some(user.id.clone()))
                         .details(json!({"method": method})),
                 )
@@ -353,7 +361,12 @@ pub async fn enrol(state: &State<AppState>, client: ClientInfo, jar: &CookieJar<
     let Some(codes) = codes else {
         let t = f.mfa_token.clone();
         let _ = state.db.q(move |c| mfa::challenge_failed(c, &master, &t)).await;
-        state.audit.record(entry("auth.mfa_enable", Outcome::Failure, &client).actor(Some(user.id.clone()))).await;
+        state
+            .audit
+            .record(
+                entry(crate::audit::AuditAction::AuthMfaEnable, Outcome::Failure, &client).actor(Some(user.id.clone())),
+            )
+            .await;
         let uri = mfa::otpauth_uri(&secret, &user.email);
         return render(
             Status::BadRequest,
@@ -366,7 +379,10 @@ pub async fn enrol(state: &State<AppState>, client: ClientInfo, jar: &CookieJar<
             },
         );
     };
-    state.audit.record(entry("auth.mfa_enable", Outcome::Success, &client).actor(Some(user.id.clone()))).await;
+    state
+        .audit
+        .record(entry(crate::audit::AuditAction::AuthMfaEnable, Outcome::Success, &client).actor(Some(user.id.clone())))
+        .await;
     if let Err(e) = open_session(state, &client, jar, &user).await {
         return error_page(e.status, "Sign-in failed", &api_message(&e));
     }
@@ -413,7 +429,13 @@ pub async fn logout(
     let _ = state.db.q(move |c| sessions::revoke(c, &sid, "logout")).await;
     state.sessions_revoked(std::slice::from_ref(&s.sid));
     jar.remove(rocket::http::Cookie::build(COOKIE).path("/admin"));
-    state.audit.record(entry("admin.console_logout", Outcome::Success, &client).actor(Some(s.user_id.clone()))).await;
+    state
+        .audit
+        .record(
+            entry(crate::audit::AuditAction::AdminConsoleLogout, Outcome::Success, &client)
+                .actor(Some(s.user_id.clone())),
+        )
+        .await;
     Page::Redirect("/admin/login".into())
 }
 
@@ -802,7 +824,7 @@ pub async fn session_revoke(
             state
                 .audit
                 .record(
-                    entry("admin.session_revoke", Outcome::Success, &client)
+                    entry(crate::audit::AuditAction::AdminSessionRevoke, Outcome::Success, &client)
                         .actor(Some(s.user_id.clone()))
                         .target("user", id.to_string())
                         .details(json!({"session_id": sid})),
@@ -934,7 +956,7 @@ pub async fn file_act(
             state
                 .audit
                 .record(
-                    entry("admin.file_delete", Outcome::Success, &client)
+                    entry(crate::audit::AuditAction::AdminFileDelete, Outcome::Success, &client)
                         .actor(Some(s.user_id.clone()))
                         .target("file", file.id.clone())
                         .details(json!({"owner_id": file.owner_id, "scan_status": file.scan_status})),

@@ -114,6 +114,18 @@ pub enum AuditAction {
     StorageOrphansMoved,
     /// `storage.orphans_held`
     StorageOrphansHeld,
+    /// `keys.rotate`
+    KeysRotate,
+    /// `notification.delivery_failed`
+    NotificationDeliveryFailed,
+    /// `ws.send_message`
+    WsSendMessage,
+    /// `http.request`
+    HttpRequest,
+    /// `notification.preferences`
+    NotificationPreferences,
+    /// `notification.email_retry`
+    NotificationEmailRetry,
 }
 
 impl AuditAction {
@@ -173,6 +185,12 @@ impl AuditAction {
         AuditAction::SecurityAuditAnchorMismatch,
         AuditAction::StorageOrphansMoved,
         AuditAction::StorageOrphansHeld,
+        AuditAction::KeysRotate,
+        AuditAction::NotificationDeliveryFailed,
+        AuditAction::WsSendMessage,
+        AuditAction::HttpRequest,
+        AuditAction::NotificationPreferences,
+        AuditAction::NotificationEmailRetry,
     ];
 
     /// The stored name.
@@ -232,6 +250,12 @@ impl AuditAction {
             AuditAction::SecurityAuditAnchorMismatch => "security.audit_anchor_mismatch",
             AuditAction::StorageOrphansMoved => "storage.orphans_moved",
             AuditAction::StorageOrphansHeld => "storage.orphans_held",
+            AuditAction::KeysRotate => "keys.rotate",
+            AuditAction::NotificationDeliveryFailed => "notification.delivery_failed",
+            AuditAction::WsSendMessage => "ws.send_message",
+            AuditAction::HttpRequest => "http.request",
+            AuditAction::NotificationPreferences => "notification.preferences",
+            AuditAction::NotificationEmailRetry => "notification.email_retry",
         }
     }
 

@@ -315,7 +315,7 @@ mod tests {
     /// logs would stop verifying.
     #[test]
     fn hash_matches_the_documented_field_by_field_encoding() {
-        let mut e = NewAuditEntry::new("file.upload", Outcome::Success);
+        let mut e = NewAuditEntry::new(crate::audit::AuditAction::FileUpload, Outcome::Success);
         e.actor_id = Some("u-1".into());
         e.ip = Some("192.0.2.7".into());
         e.details = r#"{"name":"r\u00e9sum\u00e9.pdf"}"#.into();

@@ -109,7 +109,7 @@ pub async fn create(
     state
         .audit
         .record(
-            entry("admin.user_create", Outcome::Success, &client)
+            entry(crate::audit::AuditAction::AdminUserCreate, Outcome::Success, &client)
                 .actor(Some(admin.0.id))
                 .target("user", user.id.clone())
                 .details(json!({"role": user.role})),
@@ -240,7 +240,7 @@ pub async fn create_invite(
     state
         .audit
         .record(
-            entry("admin.invite_create", Outcome::Success, &client)
+            entry(crate::audit::AuditAction::AdminInviteCreate, Outcome::Success, &client)
                 .actor(Some(admin.0.id))
                 .details(json!({"email": email, "hours": hours})),
         )

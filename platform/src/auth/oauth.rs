@@ -184,7 +184,13 @@ async fn start(
             .path(COOKIE_PATH)
             .max_age(rocket::time::Duration::seconds(LOGIN_TTL_SECS)),
     );
-    state.audit.record(entry("auth.oidc_start", Outcome::Success, client).details(json!({"provider": provider}))).await;
+    state
+        .audit
+        .record(
+            entry(crate::audit::AuditAction::AuthOidcStart, Outcome::Success, client)
+                .details(json!({"provider": provider})),
+        )
+        .await;
     Ok(Redirect::to(url))
 }
 
@@ -242,7 +248,11 @@ pub async fn callback(
         Finished::Done(user, who) => {
             let tokens = start_session(app, &user, &client, false).await?;
             app.audit
-                .record(entry("auth.login", Outcome::Success, &client).actor(Some(user.id.clone())).details(who))
+                .record(
+                    entry(crate::audit::AuditAction::AuthLogin, Outcome::Success, &client)
+                        .actor(Some(user.id.clone()))
+                        .details(who),
+                )
                 .await;
             Ok(rocket::Either::Left(Json(serde_json::to_value(tokens).expect("json"))))
         }
@@ -277,7 +287,7 @@ pub(crate) async fn finish(
         if let (Some(d), Some(x)) = (d.as_object_mut(), extra.as_object()) {
             d.extend(x.clone());
         }
-        entry("auth.login", Outcome::Failure, &client).details(d)
+        entry(crate::audit::AuditAction::AuthLogin, Outcome::Failure, &client).details(d)
     };
     let p = app.plugins.oauth_provider(provider).ok_or_else(|| unknown_provider(provider))?;
     if let Some(err) = error {
@@ -364,7 +374,7 @@ pub(crate) async fn finish(
     if how == "linked_by_session" || how == "linked_by_domain" {
         app.audit
             .record(
-                entry("auth.oidc_link", Outcome::Success, &client)
+                entry(crate::audit::AuditAction::AuthOidcLink, Outcome::Success, &client)
                     .actor(Some(user.id.clone()))
                     .target("user", user.id.clone())
                     .details(who.clone()),
@@ -378,16 +388,26 @@ pub(crate) async fn finish(
         return Ok(Finished::Linked(Box::new(user)));
     }
     if user.disabled {
-        app.audit.record(entry("auth.login", Outcome::Denied, &client).actor(Some(user.id.clone())).details(who)).await;
+        app.audit
+            .record(
+                entry(crate::audit::AuditAction::AuthLogin, Outcome::Denied, &client)
+                    .actor(Some(user.id.clone()))
+                    .details(who),
+            )
+            .await;
         return Err(super::routes::account_refused(&user));
     }
     if user.mfa_enabled {
         let (master, uid) = (app.keys.hash_key, user.id.clone());
         let token = app.db.q(move |c| mfa::new_challenge(c, &master, &uid)).await?;
         app.audit
-            .record(entry("auth.login", Outcome::Success, &client).actor(Some(user.id.clone())).details(json!({
-                "provider": provider, "method": "oidc", "step": "provider", "mfa_required": true
-            })))
+            .record(
+                entry(crate::audit::AuditAction::AuthLogin, Outcome::Success, &client)
+                    .actor(Some(user.id.clone()))
+                    .details(json!({
+                        "provider": provider, "method": "oidc", "step": "provider", "mfa_required": true
+                    })),
+            )
             .await;
         return Ok(Finished::Mfa(token));
     }

@@ -59,7 +59,7 @@ impl From<UserError> for ApiError {
     }
 }
 
-pub(crate) fn entry(action: &str, outcome: Outcome, client: &ClientInfo) -> NewAuditEntry {
+pub(crate) fn entry(action: impl Into<String>, outcome: Outcome, client: &ClientInfo) -> NewAuditEntry {
     NewAuditEntry::new(action, outcome).client(client.ip_string(), client.user_agent.clone())
 }
 
@@ -148,7 +148,7 @@ pub(crate) async fn register_user(state: &AppState, client: &ClientInfo, req: Re
             state
                 .audit
                 .record(
-                    entry("auth.register", Outcome::Denied, &client)
+                    entry(crate::audit::AuditAction::AuthRegister, Outcome::Denied, &client)
                         .details(json!({"email": email, "reason": "closed"})),
                 )
                 .await;
@@ -198,7 +198,7 @@ pub(crate) async fn register_user(state: &AppState, client: &ClientInfo, req: Re
         })
         .await?;
     let outcome = if created.is_ok() { Outcome::Success } else { Outcome::Failure };
-    let mut e = entry("auth.register", outcome, &client).details(json!({"email": email}));
+    let mut e = entry(crate::audit::AuditAction::AuthRegister, outcome, &client).details(json!({"email": email}));
     if let Ok(u) = &created {
         e = e.actor(Some(u.id.clone())).target("user", u.id.clone());
     }
@@ -233,7 +233,7 @@ pub async fn login(
             state
                 .audit
                 .record(
-                    entry("auth.login", Outcome::Success, &client)
+                    entry(crate::audit::AuditAction::AuthLogin, Outcome::Success, &client)
                         .actor(Some(user.id.clone()))
                         .details(json!({"email": user.email, "method": "password"})),
                 )
@@ -283,7 +283,7 @@ pub(crate) async fn password_step(
             state
                 .audit
                 .record(
-                    entry("auth.login", Outcome::Denied, &client)
+                    entry(crate::audit::AuditAction::AuthLogin, Outcome::Denied, &client)
                         .actor(user.map(|u| u.id))
                         .details(json!({"email": email, "reason": "account_locked"})),
                 )
@@ -294,7 +294,7 @@ pub(crate) async fn password_step(
             state
                 .audit
                 .record(
-                    entry("auth.login", Outcome::Denied, &client)
+                    entry(crate::audit::AuditAction::AuthLogin, Outcome::Denied, &client)
                         .details(json!({"email": email, "reason": "ip_backoff"})),
                 )
                 .await;
@@ -310,7 +310,7 @@ pub(crate) async fn password_step(
         state
             .audit
             .record(
-                entry("auth.login", Outcome::Failure, &client)
+                entry(crate::audit::AuditAction::AuthLogin, Outcome::Failure, &client)
                     .actor(actor.clone())
                     .details(json!({"email": email, "reason": reason})),
             )
@@ -324,7 +324,7 @@ pub(crate) async fn password_step(
     if user.disabled {
         state
             .audit
-            .record(entry("auth.login", Outcome::Denied, &client).actor(actor).details(
+            .record(entry(crate::audit::AuditAction::AuthLogin, Outcome::Denied, &client).actor(actor).details(
                 json!({"email": email, "reason": if user.suspended_at.is_some() { "suspended" } else { "disabled" }}),
             ))
             .await;
@@ -354,7 +354,7 @@ pub(crate) async fn password_step(
         state
             .audit
             .record(
-                entry("auth.login", Outcome::Success, &client)
+                entry(crate::audit::AuditAction::AuthLogin, Outcome::Success, &client)
                     .actor(actor)
                     .details(json!({"email": email, "step": "password", "mfa_required": true})),
             )
@@ -390,7 +390,7 @@ pub async fn verify_mfa(
     state
         .audit
         .record(
-            entry("auth.mfa", Outcome::Success, &client)
+            entry(crate::audit::AuditAction::AuthMfa, Outcome::Success, &client)
                 .actor(Some(user.id.clone()))
                 .details(json!({"method": method})),
         )
@@ -410,7 +410,10 @@ pub(crate) async fn challenge_owner(state: &AppState, client: &ClientInfo, mfa_t
     let Some(uid) = uid else {
         state
             .audit
-            .record(entry("auth.mfa", Outcome::Failure, client).details(json!({"reason": "invalid_mfa_token"})))
+            .record(
+                entry(crate::audit::AuditAction::AuthMfa, Outcome::Failure, client)
+                    .details(json!({"reason": "invalid_mfa_token"})),
+            )
             .await;
         return Err(ApiError::new(
             Status::Unauthorized,
@@ -497,7 +500,7 @@ pub async fn refresh(
             state
                 .audit
                 .record(
-                    entry("security.refresh_token_reuse", Outcome::Denied, &client)
+                    entry(crate::audit::AuditAction::SecurityRefreshTokenReuse, Outcome::Denied, &client)
                         .actor(Some(user_id))
                         .target("session", session_id)
                         .details(json!({
@@ -529,7 +532,11 @@ pub async fn logout(state: &State<AppState>, client: ClientInfo, user: super::Pe
     state.sessions_revoked(std::slice::from_ref(&user.sid));
     state
         .audit
-        .record(entry("auth.logout", Outcome::Success, &client).actor(Some(user.id)).target("session", user.sid))
+        .record(
+            entry(crate::audit::AuditAction::AuthLogout, Outcome::Success, &client)
+                .actor(Some(user.id))
+                .target("session", user.sid),
+        )
         .await;
     Ok(Status::NoContent)
 }
@@ -586,7 +593,7 @@ pub async fn change_password(
     state
         .audit
         .record(
-            entry("auth.password_change", Outcome::Success, &client)
+            entry(crate::audit::AuditAction::AuthPasswordChange, Outcome::Success, &client)
                 .actor(Some(user.id))
                 .details(json!({"sessions_revoked": revoked.len()})),
         )
@@ -620,7 +627,10 @@ pub async fn mfa_setup(state: &State<AppState>, client: ClientInfo, user: AuthUs
     let uid = u.id.clone();
     state.db.run(move |c| users::set_pending_totp(c, &uid, Some(sealed)).map_err(ApiError::from)).await?;
     let uri = mfa::otpauth_uri(&secret, &u.email);
-    state.audit.record(entry("auth.mfa_setup", Outcome::Success, &client).actor(Some(u.id.clone()))).await;
+    state
+        .audit
+        .record(entry(crate::audit::AuditAction::AuthMfaSetup, Outcome::Success, &client).actor(Some(u.id.clone())))
+        .await;
     Ok(Json(MfaSetup { secret: mfa::base32(&secret), qr_svg: mfa::qr_svg(&uri), otpauth_uri: uri }))
 }
 
@@ -663,7 +673,12 @@ pub async fn mfa_enable(
     };
     let now = (crate::time::now_micros() / 1_000_000) as u64;
     let Some(step) = mfa::matching_step(&secret, &body.0.totp_code, now) else {
-        state.audit.record(entry("auth.mfa_enable", Outcome::Failure, &client).actor(Some(u.id.clone()))).await;
+        state
+            .audit
+            .record(
+                entry(crate::audit::AuditAction::AuthMfaEnable, Outcome::Failure, &client).actor(Some(u.id.clone())),
+            )
+            .await;
         return Err(bad_code());
     };
     let uid = u.id.clone();
@@ -681,7 +696,10 @@ pub async fn mfa_enable(
         })
         .await?
         .ok_or_else(bad_code)?;
-    state.audit.record(entry("auth.mfa_enable", Outcome::Success, &client).actor(Some(u.id))).await;
+    state
+        .audit
+        .record(entry(crate::audit::AuditAction::AuthMfaEnable, Outcome::Success, &client).actor(Some(u.id)))
+        .await;
     Ok(Json(RecoveryCodes { recovery_codes: codes }))
 }
 
@@ -729,7 +747,10 @@ pub async fn mfa_disable(
         })
         .await?;
     state.sessions_revoked(&dropped);
-    state.audit.record(entry("auth.mfa_disable", Outcome::Success, &client).actor(Some(u.id))).await;
+    state
+        .audit
+        .record(entry(crate::audit::AuditAction::AuthMfaDisable, Outcome::Success, &client).actor(Some(u.id)))
+        .await;
     Ok(Status::NoContent)
 }
 
@@ -800,7 +821,7 @@ pub(crate) async fn reverify_session(
     state
         .audit
         .record(
-            entry("auth.reverify", Outcome::Success, &client)
+            entry(crate::audit::AuditAction::AuthReverify, Outcome::Success, &client)
                 .actor(Some(u.id))
                 .target("session", sid.to_string())
                 .details(json!({"method": method, "was_required": !cleared.is_empty()})),
@@ -928,7 +949,7 @@ pub async fn revoke_my_session(
     state
         .audit
         .record(
-            entry("auth.session_revoke", Outcome::Success, &client)
+            entry(crate::audit::AuditAction::AuthSessionRevoke, Outcome::Success, &client)
                 .actor(Some(user.id.clone()))
                 .target("session", id.to_string()),
         )

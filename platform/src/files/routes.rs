@@ -364,7 +364,7 @@ pub async fn receive_upload(
         state
             .audit
             .record(
-                entry("file.upload", Outcome::Failure, client)
+                entry(crate::audit::AuditAction::FileUpload, Outcome::Failure, client)
                     .actor(Some(user.id.clone()))
                     .details(json!({"error": e.code})),
             )
@@ -420,7 +420,7 @@ pub async fn receive_upload(
     state
         .audit
         .record(
-            entry("file.upload", Outcome::Success, client)
+            entry(crate::audit::AuditAction::FileUpload, Outcome::Success, client)
                 .actor(Some(user.id.clone()))
                 .target("file", file_id.clone())
                 .details(json!({
@@ -513,7 +513,9 @@ pub async fn delete_file(
     state
         .audit
         .record(
-            entry("file.delete", Outcome::Success, &client).actor(Some(user.id.clone())).target("file", f.id.clone()),
+            entry(crate::audit::AuditAction::FileDelete, Outcome::Success, &client)
+                .actor(Some(user.id.clone()))
+                .target("file", f.id.clone()),
         )
         .await;
     Ok(Status::NoContent)
@@ -608,7 +610,7 @@ pub async fn share(
         state
             .audit
             .record(
-                entry("file.share", Outcome::Success, &client)
+                entry(crate::audit::AuditAction::FileShare, Outcome::Success, &client)
                     .actor(Some(user.id.clone()))
                     .target("file", f.id.clone())
                     .details(json!({
@@ -649,7 +651,7 @@ pub async fn unshare(
     state
         .audit
         .record(
-            entry("file.unshare", Outcome::Success, &client)
+            entry(crate::audit::AuditAction::FileUnshare, Outcome::Success, &client)
                 .actor(Some(user.id.clone()))
                 .target("file", f.id.clone())
                 .details(json!({"user_id": user_id})),
@@ -780,7 +782,7 @@ pub async fn download(
         state
             .audit
             .record(
-                entry("file.download", Outcome::Denied, &client)
+                entry(crate::audit::AuditAction::FileDownload, Outcome::Denied, &client)
                     .actor(Some(user.id.clone()))
                     .target("file", f.id.clone())
                     .details(json!({"refused": code})),
@@ -836,7 +838,7 @@ pub async fn download(
     state
         .audit
         .record(
-            entry("file.download", Outcome::Success, &client)
+            entry(crate::audit::AuditAction::FileDownload, Outcome::Success, &client)
                 .actor(Some(user.id.clone()))
                 .target("file", f.id.clone())
                 .details(json!({"range": span.map(|(a, b)| format!("{a}-{}", b - 1))})),
@@ -908,9 +910,12 @@ pub async fn check_integrity(state: &AppState, f: &FileRecord) -> ApiResult<Inte
         state
             .audit
             .record(
-                crate::audit::NewAuditEntry::new("security.integrity_compromised", Outcome::Failure)
-                    .target("file", f.id.clone())
-                    .details(details),
+                crate::audit::NewAuditEntry::new(
+                    crate::audit::AuditAction::SecurityIntegrityCompromised,
+                    Outcome::Failure,
+                )
+                .target("file", f.id.clone())
+                .details(details),
             )
             .await;
     }
@@ -941,7 +946,7 @@ pub async fn integrity_check(
     state
         .audit
         .record(
-            entry("file.integrity_check", outcome, &client)
+            entry(crate::audit::AuditAction::FileIntegrityCheck, outcome, &client)
                 .actor(Some(admin.0.id))
                 .target("file", f.id.clone())
                 .details(json!({"status": report.status})),

@@ -146,7 +146,7 @@ impl Fairing for HttpLayer {
         if state.config.audit.log_requests && (path.starts_with("/api") || path.starts_with("/admin")) {
             let outcome = Outcome::of_status(status);
             let actor = req.local_cache(CurrentActor::default).0.clone();
-            let entry = NewAuditEntry::new("http.request", outcome)
+            let entry = NewAuditEntry::new(crate::audit::AuditAction::HttpRequest, outcome)
                 .actor(actor)
                 .client(client.ip_string(), client.user_agent)
                 .details(json!({

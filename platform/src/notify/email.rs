@@ -759,7 +759,7 @@ fn record(state: &AppState, me: &str, row: &OutboxRow, outcome: Attempt) {
             state.mailer.stats.failed.fetch_add(1, Ordering::Relaxed);
             tracing::error!(id = %row.id, attempts, error = %e, "e-mail delivery failed for good");
             state.audit.record_blocking(
-                NewAuditEntry::new("notification.delivery_failed", Outcome::Failure)
+                NewAuditEntry::new(crate::audit::AuditAction::NotificationDeliveryFailed, Outcome::Failure)
                     .actor(None)
                     .target("email", row.id.clone())
                     .details(serde_json::json!({

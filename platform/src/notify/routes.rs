@@ -168,7 +168,7 @@ pub async fn put_prefs(
     state
         .audit
         .record(
-            entry("notification.preferences", Outcome::Success, &client)
+            entry(crate::audit::AuditAction::NotificationPreferences, Outcome::Success, &client)
                 .actor(Some(user.id.clone()))
                 .target("user", user.id.clone())
                 .details(serde_json::json!({"email": p.email, "in_app": p.in_app})),
@@ -270,7 +270,7 @@ pub async fn retry(
     state
         .audit
         .record(
-            entry("notification.email_retry", Outcome::Success, &client)
+            entry(crate::audit::AuditAction::NotificationEmailRetry, Outcome::Success, &client)
                 .actor(Some(admin.0.id.clone()))
                 .target("email", row.id.clone()),
         )

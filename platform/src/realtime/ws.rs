@@ -349,7 +349,7 @@ impl Connection {
             SendAudit::Refused { status } => {
                 self.audit_accepted().await;
                 let c = &self.peer.client;
-                let entry = NewAuditEntry::new("ws.send_message", Outcome::of_status(status))
+                let entry = NewAuditEntry::new(crate::audit::AuditAction::WsSendMessage, Outcome::of_status(status))
                     .actor(Some(self.user_id.clone()))
                     .client(c.ip_string(), c.user_agent.clone())
                     .details(json!({"status": status, "receiver_id": null, "request_id": c.request_id}));
@@ -872,7 +872,7 @@ impl Accepted {
         }
         let messages = std::mem::take(&mut self.messages);
         let c = &peer.client;
-        let mut entry = NewAuditEntry::new("ws.send_message", Outcome::Success)
+        let mut entry = NewAuditEntry::new(crate::audit::AuditAction::WsSendMessage, Outcome::Success)
             .actor(Some(user_id.to_string()))
             .client(c.ip_string(), c.user_agent.clone());
         entry.at = self.first_at;

@@ -189,9 +189,13 @@ pub async fn ack(state: &State<AppState>, client: ClientInfo, admin: AdminUser, 
     state
         .audit
         .record(
-            crate::auth::routes::entry("admin.alert_ack", crate::audit::Outcome::Success, &client)
-                .actor(Some(admin.0.id))
-                .target("alert", id),
+            crate::auth::routes::entry(
+                crate::audit::AuditAction::AdminAlertAck,
+                crate::audit::Outcome::Success,
+                &client,
+            )
+            .actor(Some(admin.0.id))
+            .target("alert", id),
         )
         .await;
     Ok(Status::NoContent)

@@ -194,7 +194,7 @@ pub fn respond(state: &AppState, conn: &mut DbConnection, kind: &str, subject: (
             d["alert_id"] = json!(alert_id);
             d["action"] = json!(r.action);
             state.audit.record_blocking(
-                NewAuditEntry::new("security.response", Outcome::Success)
+                NewAuditEntry::new(crate::audit::AuditAction::SecurityResponse, Outcome::Success)
                     .target(subject.0, subject.1.to_string())
                     .details(d),
             );
@@ -449,7 +449,7 @@ pub async fn lift_as(
     state
         .audit
         .record(
-            crate::auth::routes::entry("security.ip_unblock", Outcome::Success, client)
+            crate::auth::routes::entry(crate::audit::AuditAction::SecurityIpUnblock, Outcome::Success, client)
                 .actor(Some(by.to_string()))
                 .target("ip_block", id.to_string()),
         )

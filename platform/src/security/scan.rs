@@ -339,7 +339,10 @@ pub fn scan_file(state: &AppState, file_id: &str, actor: Option<String>) -> Resu
         crate::security::alerts::announce(state, &mut conn, ev);
     }
     state.audit.record_blocking(
-        NewAuditEntry::new("file.scan", outcome).actor(actor).target("file", f.id.clone()).details(details),
+        NewAuditEntry::new(crate::audit::AuditAction::FileScan, outcome)
+            .actor(actor)
+            .target("file", f.id.clone())
+            .details(details),
     );
     let mut audience = files::audience(&mut conn, &f.id).unwrap_or_default();
     audience.push(f.owner_id.clone());

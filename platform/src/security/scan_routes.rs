@@ -94,7 +94,7 @@ pub async fn reload(state: &State<AppState>, client: ClientInfo, admin: AdminUse
     state
         .audit
         .record(
-            entry("admin.scanner_reload", outcome, &client)
+            entry(crate::audit::AuditAction::AdminScannerReload, outcome, &client)
                 .actor(Some(admin.0.id))
                 .details(json!({"error": result.as_ref().err()})),
         )

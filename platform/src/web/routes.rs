@@ -263,7 +263,11 @@ async fn open_session(
     jar.remove(Cookie::build(PRE_COOKIE).path("/"));
     state
         .audit
-        .record(entry("auth.login", Outcome::Success, client).actor(Some(user.id.clone())).details(details))
+        .record(
+            entry(crate::audit::AuditAction::AuthLogin, Outcome::Success, client)
+                .actor(Some(user.id.clone()))
+                .details(details),
+        )
         .await;
     Ok(())
 }
@@ -559,7 +563,10 @@ pub async fn logout(
     let _ = state.db.q(move |c| sessions::revoke(c, &sid, "logout")).await;
     state.sessions_revoked(std::slice::from_ref(&s.sid));
     jar.remove(Cookie::build(COOKIE).path("/"));
-    state.audit.record(entry("auth.logout", Outcome::Success, &client).actor(Some(s.user_id.clone()))).await;
+    state
+        .audit
+        .record(entry(crate::audit::AuditAction::AuthLogout, Outcome::Success, &client).actor(Some(s.user_id.clone())))
+        .await;
     Page::Redirect("/login".into())
 }
 
