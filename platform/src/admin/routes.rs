@@ -927,9 +927,12 @@ pub async fn file_act(
     };
     let back = format!("/admin/files?done={act}");
     match act {
-        "rescan" => match crate::security::scan_routes::security_scan(state, as_admin(s), id).await {
+        "rescan" => match crate::security::scan::rescan(state, id, Some(s.user_id.clone())).await {
             Ok(_) => Page::Redirect(back),
-            Err(e) => error_page(e.status, "Not done", &api_message(&e)),
+            Err(e) => {
+                let e = crate::security::scan_routes::rescan_error(e);
+                error_page(e.status, "Not done", &api_message(&e))
+            }
         },
         "integrity" => match crate::files::routes::integrity_check(state, client, as_admin(s), id).await {
             Ok(_) => Page::Redirect(format!("{back}&show=compromised")),

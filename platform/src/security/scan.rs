@@ -285,6 +285,31 @@ impl ScanService {
     }
 }
 
+/// Why a rescan was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum RescanError {
+    #[error("no such file")]
+    NotFound,
+    #[error("the scan could not run: {0}")]
+    Failed(String),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+}
+
+/// Rescans one file now, on an administrator's request (API and console alike), off the async
+/// workers; the verdict is recorded and audited by [`scan_file`].
+pub async fn rescan(state: &AppState, file_id: &str, actor: Option<String>) -> Result<Verdict, RescanError> {
+    let fid = file_id.to_string();
+    if state.db.q(move |c| files::by_id(c, &fid)).await?.is_none() {
+        return Err(RescanError::NotFound);
+    }
+    let (st, fid) = (state.clone(), file_id.to_string());
+    tokio::task::spawn_blocking(move || scan_file(&st, &fid, actor))
+        .await
+        .map_err(|e| RescanError::Failed(e.to_string()))?
+        .map_err(RescanError::Failed)
+}
+
 /// Decrypts a file into memory (bounded by `max_bytes`), runs the chain, records the result:
 /// `clean`, or `quarantined` with an alert and an audit entry, or `error`.
 pub fn scan_file(state: &AppState, file_id: &str, actor: Option<String>) -> Result<Verdict, String> {

@@ -43,19 +43,8 @@ pub struct ScanResponse {
     responses((status = 200, body = ScanResponse), (status = 403), (status = 404)))]
 #[post("/audit/security-scan/<file_id>")]
 pub async fn security_scan(state: &State<AppState>, admin: AdminUser, file_id: &str) -> ApiResult<Json<ScanResponse>> {
-    let st = state.inner().clone();
-    let (fid, actor) = (file_id.to_string(), Some(admin.0.id.clone()));
-    let exists = {
-        let fid = fid.clone();
-        state.db.q(move |c| crate::files::by_id(c, &fid)).await?.is_some()
-    };
-    if !exists {
-        return Err(ApiError::new(Status::NotFound, "file_not_found", "no such file"));
-    }
-    let verdict = tokio::task::spawn_blocking(move || crate::security::scan::scan_file(&st, &fid, actor))
-        .await
-        .map_err(|e| ApiError::internal("scan task", e))?
-        .map_err(|e| ApiError::internal("scan", e))?;
+    let verdict =
+        crate::security::scan::rescan(state, file_id, Some(admin.0.id.clone())).await.map_err(rescan_error)?;
     Ok(Json(ScanResponse {
         file_id: file_id.to_string(),
         status: verdict.status.into(),
@@ -120,6 +109,16 @@ pub fn reload_on_sighup(state: AppState) {
             }
         }
     });
+}
+
+/// The one mapping of a refused rescan to the API's error shape.
+pub fn rescan_error(e: crate::security::scan::RescanError) -> ApiError {
+    use crate::security::scan::RescanError;
+    match e {
+        RescanError::NotFound => ApiError::new(Status::NotFound, "file_not_found", "no such file"),
+        RescanError::Failed(why) => ApiError::internal("scan", why),
+        RescanError::Db(e) => e.into(),
+    }
 }
 
 /// The released file.
